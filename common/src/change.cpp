@@ -1,0 +1,99 @@
+#include "pgfanout/change.hpp"
+
+#include <array>
+
+namespace pgfanout {
+
+std::string_view to_string(Op op) {
+  switch (op) {
+    case Op::Insert: return "INSERT";
+    case Op::Update: return "UPDATE";
+    case Op::Delete: return "DELETE";
+    case Op::Truncate: return "TRUNCATE";
+  }
+  return "?";
+}
+
+std::optional<Op> parse_op(std::string_view text) {
+  if (text == "INSERT") return Op::Insert;
+  if (text == "UPDATE") return Op::Update;
+  if (text == "DELETE") return Op::Delete;
+  if (text == "TRUNCATE") return Op::Truncate;
+  return std::nullopt;
+}
+
+std::string routing_key(std::string_view schema, std::string_view table) {
+  std::string key;
+  key.reserve(schema.size() + table.size() + 1);
+  key += schema;
+  key += '.';
+  key += table;
+  return key;
+}
+
+void append_json_string(std::string& out, std::string_view text) {
+  static constexpr std::array<char, 16> hex{'0', '1', '2', '3', '4', '5', '6', '7',
+                                            '8', '9', 'a', 'b', 'c', 'd', 'e', 'f'};
+  out += '"';
+  for (char c : text) {
+    auto u = static_cast<unsigned char>(c);
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      default:
+        if (u < 0x20) {
+          out += "\\u00";
+          out += hex[u >> 4];
+          out += hex[u & 0xf];
+        } else {
+          out += c;
+        }
+    }
+  }
+  out += '"';
+}
+
+void append_change_json(std::string& out, const OutboxChange& c) {
+  out += "{\"id\":";
+  out += std::to_string(c.id);
+  out += ",\"table\":";
+  append_json_string(out, routing_key(c.schema, c.table));
+  out += ",\"schema\":";
+  append_json_string(out, c.schema);
+  out += ",\"name\":";
+  append_json_string(out, c.table);
+  out += ",\"op\":\"";
+  out += to_string(c.op);
+  out += "\",\"new\":";
+  out += c.new_row.empty() ? std::string_view("null") : std::string_view(c.new_row);
+  out += ",\"old\":";
+  out += c.old_key.empty() ? std::string_view("null") : std::string_view(c.old_key);
+  out += ",\"ts\":";
+  append_json_string(out, c.ts);
+  out += '}';
+}
+
+std::string message_body(std::span<const OutboxChange> changes) {
+  std::string out;
+  size_t size = 2;
+  for (const auto& c : changes) size += c.new_row.size() + c.old_key.size() + 160;
+  out.reserve(size);
+  if (changes.size() == 1) {
+    append_change_json(out, changes.front());
+    return out;
+  }
+  out += '[';
+  for (size_t i = 0; i < changes.size(); ++i) {
+    if (i) out += ',';
+    append_change_json(out, changes[i]);
+  }
+  out += ']';
+  return out;
+}
+
+}  // namespace pgfanout

@@ -1,0 +1,64 @@
+#include "pgfanout/cli.hpp"
+
+#include <charconv>
+#include <iostream>
+#include <stdexcept>
+
+namespace pgfanout {
+
+HostPort HostPort::parse(std::string_view text) {
+  HostPort out;
+  std::string_view port;
+  if (text.starts_with('[')) {
+    auto close = text.find(']');
+    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      throw std::invalid_argument("expected [HOST]:PORT, got '" + std::string(text) + "'");
+    }
+    out.host = std::string(text.substr(1, close - 1));
+    port = text.substr(close + 2);
+  } else {
+    auto colon = text.rfind(':');
+    if (colon == std::string_view::npos) {
+      throw std::invalid_argument("expected HOST:PORT, got '" + std::string(text) + "'");
+    }
+    out.host = std::string(text.substr(0, colon));
+    port = text.substr(colon + 1);
+  }
+  if (out.host.empty()) throw std::invalid_argument("missing host in '" + std::string(text) + "'");
+  unsigned value = 0;
+  auto [p, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+  if (port.empty() || ec != std::errc() || p != port.data() + port.size() || value > 65535) {
+    throw std::invalid_argument("invalid port in '" + std::string(text) + "'");
+  }
+  out.port = static_cast<unsigned short>(value);
+  return out;
+}
+
+int usage_error(std::string_view program, std::string_view message) {
+  std::string line(message);
+  for (char& c : line) {
+    if (c == '\n') c = ' ';
+  }
+  std::cerr << program << ": " << line << " (see --help)\n";
+  return 2;
+}
+
+int parse_command_line(CLI::App& app, int argc, char** argv) {
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    std::cout << app.help();
+    return 0;
+  } catch (const CLI::CallForAllHelp&) {
+    std::cout << app.help("", CLI::AppFormatMode::All);
+    return 0;
+  } catch (const CLI::CallForVersion&) {
+    std::cout << app.get_name() << " " << PGFANOUT_VERSION << "\n";
+    return 0;
+  } catch (const CLI::ParseError& e) {
+    return usage_error(app.get_name(), e.what());
+  }
+  return -1;
+}
+
+}  // namespace pgfanout

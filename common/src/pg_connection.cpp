@@ -1,0 +1,41 @@
+#include "pgfanout/pg_connection.hpp"
+
+#include <pqxx/except>
+#include <pqxx/nontransaction>
+
+namespace pgfanout {
+
+std::unique_ptr<pqxx::connection> connect_pg(const std::string& conninfo,
+                                             std::string_view application_name) {
+  auto conn = std::make_unique<pqxx::connection>(conninfo);
+  pqxx::nontransaction tx(*conn);
+  tx.exec_params("SELECT set_config('application_name', $1, false)", std::string(application_name));
+  return conn;
+}
+
+bool is_connection_error(const std::exception& e) {
+  if (dynamic_cast<const pqxx::broken_connection*>(&e)) return true;
+  if (dynamic_cast<const pqxx::in_doubt_error*>(&e)) return true;
+  if (const auto* sql = dynamic_cast<const pqxx::sql_error*>(&e)) {
+    const std::string& state = sql->sqlstate();
+    // 08: connection exception; 57P01-03: admin shutdown, crash shutdown, cannot connect
+    // now; 53300: too many connections; 40001/40P01 are retried by callers anyway.
+    return state.starts_with("08") || state == "57P01" || state == "57P02" ||
+           state == "57P03" || state == "53300" || state.empty();
+  }
+  return false;
+}
+
+std::string quote_ident(std::string_view name) {
+  std::string out;
+  out.reserve(name.size() + 2);
+  out += '"';
+  for (char c : name) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  out += '"';
+  return out;
+}
+
+}  // namespace pgfanout

@@ -1,0 +1,91 @@
+#include "outbox_reader.hpp"
+
+#include <pqxx/pqxx>
+
+namespace pgfanout {
+namespace {
+
+// The advisory lock that makes one publisher active per primary database; any other
+// publisher waits as a standby until the holder's session ends.
+constexpr const char* kLeaderLockSql = "SELECT pg_try_advisory_lock(1886809697, 1)";
+
+constexpr const char* kInstalledSql =
+    "SELECT to_regclass('pgfanout.changes') IS NOT NULL "
+    "AND to_regclass('pgfanout.publisher_state') IS NOT NULL";
+
+// Reads the head of the outbox. The running byte total keeps one batch from holding many
+// very large rows in memory at once; the first row is always returned.
+constexpr const char* kHeadSql = R"(
+SELECT id, schema_name, table_name, op, new_row::text, old_key::text,
+       to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')
+FROM (SELECT c.*, sum(coalesce(pg_column_size(c.new_row), 0) + 64) OVER (ORDER BY c.id) AS running,
+             coalesce(pg_column_size(c.new_row), 0) + 64 AS own
+      FROM (SELECT * FROM pgfanout.changes ORDER BY id LIMIT $1) c) h
+WHERE running - own < $2
+ORDER BY id)";
+
+constexpr const char* kDeleteSql = "DELETE FROM pgfanout.changes WHERE id = ANY($1::bigint[])";
+constexpr const char* kSetIdleSql = "UPDATE pgfanout.publisher_state SET idle = $1 WHERE idle <> $1";
+constexpr const char* kDepthSql =
+    "SELECT count(*), coalesce(extract(epoch FROM clock_timestamp() - min(ts)), 0)::float8 "
+    "FROM pgfanout.changes";
+
+}  // namespace
+
+OutboxReader::OutboxReader(pqxx::connection& conn) : conn_(conn) {}
+
+bool OutboxReader::installed() {
+  pqxx::nontransaction tx(conn_);
+  return tx.exec1(kInstalledSql)[0].as<bool>();
+}
+
+bool OutboxReader::try_lead() {
+  pqxx::nontransaction tx(conn_);
+  return tx.exec1(kLeaderLockSql)[0].as<bool>();
+}
+
+std::vector<OutboxChange> OutboxReader::head(int max_rows, std::int64_t max_bytes) {
+  pqxx::nontransaction tx(conn_);
+  pqxx::result r = tx.exec_params(kHeadSql, max_rows, max_bytes);
+  std::vector<OutboxChange> out;
+  out.reserve(r.size());
+  for (const auto& row : r) {
+    OutboxChange c;
+    c.id = row[0].as<std::int64_t>();
+    c.schema = row[1].c_str();
+    c.table = row[2].c_str();
+    auto op = parse_op(row[3].c_str());
+    if (!op) throw std::runtime_error("outbox row " + std::to_string(c.id) + " has unknown op");
+    c.op = *op;
+    if (!row[4].is_null()) c.new_row.assign(row[4].c_str(), row[4].size());
+    if (!row[5].is_null()) c.old_key.assign(row[5].c_str(), row[5].size());
+    c.ts = row[6].c_str();
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+void OutboxReader::remove(std::span<const OutboxChange> changes) {
+  if (changes.empty()) return;
+  std::string ids = "{";
+  for (size_t i = 0; i < changes.size(); ++i) {
+    if (i) ids += ',';
+    ids += std::to_string(changes[i].id);
+  }
+  ids += '}';
+  pqxx::nontransaction tx(conn_);
+  tx.exec_params(kDeleteSql, ids);
+}
+
+void OutboxReader::set_idle(bool idle) {
+  pqxx::nontransaction tx(conn_);
+  tx.exec_params(kSetIdleSql, idle);
+}
+
+OutboxReader::Depth OutboxReader::depth() {
+  pqxx::nontransaction tx(conn_);
+  auto row = tx.exec1(kDepthSql);
+  return Depth{row[0].as<std::int64_t>(), row[1].as<double>()};
+}
+
+}  // namespace pgfanout

@@ -1,0 +1,358 @@
+#include "publisher.hpp"
+
+#include <unistd.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <pqxx/except>
+#include <pqxx/nontransaction>
+#include <pqxx/notification>
+#include <spdlog/spdlog.h>
+
+#include "message_plan.hpp"
+#include "pgfanout/masking.hpp"
+#include "pgfanout/pg_connection.hpp"
+
+namespace pgfanout {
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr const char* kChannel = "pgfanout";
+
+/// LISTENs on the wake-up channel; the payload is irrelevant, the outbox is the truth.
+class WakeReceiver : public pqxx::notification_receiver {
+ public:
+  WakeReceiver(pqxx::connection_base& conn, bool& woken)
+      : pqxx::notification_receiver(conn, kChannel), woken_(woken) {}
+  void operator()(const std::string&, int) override { woken_ = true; }
+
+ private:
+  bool& woken_;
+};
+
+std::string one_line(std::string text) {
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  for (char& c : text) {
+    if (c == '\n') c = ' ';
+  }
+  return text;
+}
+
+std::string thousands(std::uint64_t n) {
+  std::string digits = std::to_string(n);
+  std::string out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out.push_back(',');
+    out.push_back(digits[i]);
+  }
+  return out;
+}
+
+}  // namespace
+
+Publisher::Publisher(PublisherConfig config, MetricsRegistry& metrics)
+    : config_(std::move(config)), metrics_(metrics), signals_(io_, SIGINT, SIGTERM), timer_(io_) {
+  using T = MetricsRegistry::Type;
+  metrics_.describe("pgfanout_publisher_changes_published_total", T::Counter,
+                    "Changes confirmed by the broker and removed from the outbox, by table.");
+  metrics_.describe("pgfanout_publisher_messages_published_total", T::Counter,
+                    "Messages confirmed by the broker.");
+  metrics_.describe("pgfanout_publisher_unroutable_total", T::Counter,
+                    "Changes the broker returned because no queue was bound for their table.");
+  metrics_.describe("pgfanout_publisher_outbox_depth", T::Gauge,
+                    "Changes waiting in pgfanout.changes (sampled).");
+  metrics_.describe("pgfanout_publisher_oldest_change_age_seconds", T::Gauge,
+                    "Age of the oldest change still in the outbox (sampled).");
+  metrics_.describe("pgfanout_publisher_confirm_latency_seconds", T::Histogram,
+                    "Time from publishing a batch to the broker confirming all of it.",
+                    {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10});
+  metrics_.describe("pgfanout_publisher_reconnects_total", T::Counter,
+                    "Times the publisher lost a server and reconnected, by server.");
+  metrics_.describe("pgfanout_publisher_last_shipped_change_id", T::Gauge,
+                    "Id of the last change confirmed and removed from the outbox.");
+  metrics_.describe("pgfanout_publisher_active", T::Gauge,
+                    "1 while this publisher holds the leader lock and ships, 0 as standby.");
+  metrics_.set("pgfanout_publisher_active", {}, 0);
+  metrics_.set("pgfanout_publisher_outbox_depth", {}, 0);
+  metrics_.set("pgfanout_publisher_oldest_change_age_seconds", {}, 0);
+  metrics_.set("pgfanout_publisher_last_shipped_change_id", {}, 0);
+}
+
+Publisher::~Publisher() { disconnect(); }
+
+int Publisher::run() {
+  signals_.async_wait([this](const boost::system::error_code& ec, int signal) {
+    if (ec) return;
+    spdlog::info("received {}, stopping", signal == SIGINT ? "SIGINT" : "SIGTERM");
+    stop();
+  });
+  asio::co_spawn(io_, main_loop(), [](std::exception_ptr e) {
+    if (e) std::rethrow_exception(e);
+  });
+  io_.run();
+  disconnect();
+  spdlog::info("stopped");
+  return 0;
+}
+
+void Publisher::stop() {
+  stopping_ = true;
+  timer_.cancel();
+  if (pg_socket_) pg_socket_->cancel();
+}
+
+void Publisher::disconnect() {
+  if (pg_socket_) {
+    // The descriptor is our dup() of libpq's socket: closing it leaves libpq's intact.
+    boost::system::error_code ec;
+    pg_socket_->close(ec);
+    pg_socket_.reset();
+  }
+  outbox_.reset();
+  pg_.reset();
+  if (amqp_) amqp_->close();
+  amqp_.reset();
+  idle_ = false;
+  metrics_.set("pgfanout_publisher_active", {}, 0);
+}
+
+asio::awaitable<void> Publisher::pause(std::chrono::milliseconds delay) {
+  if (stopping_) co_return;
+  timer_.expires_after(delay);
+  boost::system::error_code ec;
+  co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+}
+
+asio::awaitable<void> Publisher::main_loop() {
+  spdlog::info("pgfanout-publisher {} starting: source {}, broker {}, exchange '{}', pack {}",
+               PGFANOUT_VERSION, mask_conninfo(config_.source), config_.amqp.masked(),
+               config_.exchange, config_.pack);
+  while (!stopping_) {
+    std::string server = "postgresql";
+    try {
+      co_await session();
+    } catch (const AmqpError& e) {
+      server = "rabbitmq";
+      spdlog::warn("RabbitMQ: {}", e.what());
+    } catch (const pqxx::failure& e) {
+      spdlog::warn("PostgreSQL: {}", one_line(e.what()));
+    } catch (const std::exception& e) {
+      server = "other";
+      spdlog::error("{}", e.what());
+    }
+    disconnect();
+    if (stopping_) break;
+    metrics_.add("pgfanout_publisher_reconnects_total", {{"server", server}});
+    auto delay = backoff_.next_delay();
+    spdlog::info("reconnecting in {:.1f} s (attempt {})", delay.count() / 1000.0, backoff_.attempts());
+    co_await pause(delay);
+  }
+}
+
+asio::awaitable<void> Publisher::session() {
+  pg_ = connect_pg(config_.source, "pgfanout-publisher");
+  outbox_ = std::make_unique<OutboxReader>(*pg_);
+  spdlog::info("connected to PostgreSQL {}", mask_conninfo(config_.source));
+  if (!outbox_->installed()) {
+    throw std::runtime_error(
+        "schema pgfanout is not installed on the source database: run psql -f sql/install.sql");
+  }
+  bool said_standby = false;
+  while (!outbox_->try_lead()) {
+    if (!said_standby) {
+      spdlog::info("another publisher is active on this database; waiting as standby");
+      said_standby = true;
+    }
+    co_await pause(1s);
+    if (stopping_) co_return;
+  }
+  if (said_standby) spdlog::info("the active publisher is gone; taking over");
+
+  WakeReceiver receiver(*pg_, woken_);
+  // Asio watches a dup() of libpq's socket, re-read after every (re)connect: libpq owns
+  // its descriptor and may change it, and Asio must never close it.
+  int fd = ::dup(pg_->sock());
+  if (fd < 0) throw std::runtime_error("dup of the PostgreSQL socket failed");
+  pg_socket_ = std::make_unique<asio::posix::stream_descriptor>(io_, fd);
+  spdlog::info("LISTENing on channel '{}'", kChannel);
+
+  amqp_ = std::make_unique<AmqpConnection>(config_.amqp, "pgfanout-publisher");
+  amqp_->enable_confirms();
+  amqp_->declare_exchange(config_.exchange);
+  spdlog::info("connected to RabbitMQ {} (heartbeat {} s); exchange '{}' declared",
+               config_.amqp.masked(), amqp_->heartbeat().count(), config_.exchange);
+  metrics_.set("pgfanout_publisher_active", {}, 1);
+  backoff_.reset();
+  last_summary_ = std::chrono::steady_clock::now();
+
+  auto outbox_depth = outbox_->depth();
+  spdlog::info("outbox holds {} changes; draining", thousands(static_cast<std::uint64_t>(outbox_depth.rows)));
+
+  auto heartbeat = amqp_->heartbeat();
+  auto wait_limit = config_.poll_interval;
+  if (heartbeat.count() > 0) {
+    wait_limit = std::min<std::chrono::milliseconds>(wait_limit, std::chrono::duration_cast<std::chrono::milliseconds>(heartbeat) / 2);
+  }
+
+  while (!stopping_) {
+    co_await drain();
+    if (stopping_) break;
+    // Going idle: from now on writers NOTIFY. A change committed between the last empty
+    // read and the flag flip has no NOTIFY, so read once more after flipping it.
+    outbox_->set_idle(true);
+    idle_ = true;
+    if (!outbox_->head(1, 1).empty()) continue;
+    maybe_log_summary(false);
+    co_await wait_for_wake(wait_limit);
+    consume_notifications();
+    amqp_->tick();
+  }
+  if (pg_) outbox_->set_idle(false);
+}
+
+void Publisher::consume_notifications() {
+  // get_notifs() also reads what libpq buffered earlier; a dead server surfaces here
+  // as pqxx::broken_connection.
+  pg_->get_notifs();
+  if (!pg_->is_open()) throw pqxx::broken_connection("connection to PostgreSQL lost");
+}
+
+asio::awaitable<void> Publisher::wait_for_wake(std::chrono::milliseconds timeout) {
+  consume_notifications();
+  if (woken_ || stopping_) co_return;
+  timer_.expires_after(timeout);
+  timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (!ec && pg_socket_) pg_socket_->cancel();
+  });
+  boost::system::error_code ec;
+  co_await pg_socket_->async_wait(asio::posix::stream_descriptor::wait_read,
+                                  asio::redirect_error(asio::use_awaitable, ec));
+  timer_.cancel();
+}
+
+asio::awaitable<void> Publisher::drain() {
+  woken_ = false;
+  while (!stopping_) {
+    std::size_t shipped = ship_batch();
+    if (shipped == 0) break;
+    if (idle_) {
+      outbox_->set_idle(false);
+      idle_ = false;
+    }
+    maybe_log_summary(false);
+    // Let the signal handler and timers run between batches.
+    co_await asio::post(io_, asio::use_awaitable);
+    amqp_->tick();
+  }
+}
+
+std::size_t Publisher::ship_batch() {
+  std::vector<OutboxChange> changes = outbox_->head(config_.batch_rows, config_.batch_bytes);
+  if (changes.empty()) return 0;
+  std::vector<PlannedMessage> plan = plan_messages(changes, config_.pack);
+
+  auto started = std::chrono::steady_clock::now();
+  std::uint64_t first_tag = 0;
+  for (const PlannedMessage& m : plan) {
+    std::span<const OutboxChange> part(changes.data() + m.begin, m.end - m.begin);
+    std::string body = message_body(part);
+    std::string key = routing_key(part.front().schema, part.front().table);
+    std::string message_id = std::to_string(part.front().id);
+    OutgoingMessage message{config_.exchange, key, body, message_id, "application/json", {}};
+    if (part.size() > 1) {
+      message.headers.emplace_back("x-pgfanout-count", static_cast<std::int64_t>(part.size()));
+    }
+    std::uint64_t tag = amqp_->publish(message, true);
+    if (first_tag == 0) first_tag = tag;
+  }
+
+  // Wait until the broker confirmed every message of the batch, in any order of acks.
+  std::vector<bool> acked(plan.size(), false);
+  std::size_t acked_count = 0;
+  std::optional<std::uint64_t> nacked;
+  auto deadline = started + config_.confirm_timeout;
+  auto mark = [&](std::uint64_t tag, bool multiple) {
+    std::uint64_t from = multiple ? first_tag : tag;
+    for (std::uint64_t t = std::max(from, first_tag); t <= tag && t < first_tag + plan.size(); ++t) {
+      if (!acked[t - first_tag]) {
+        acked[t - first_tag] = true;
+        ++acked_count;
+      }
+    }
+  };
+  while (acked_count < plan.size() && !nacked) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      throw AmqpError("the broker did not confirm " + std::to_string(plan.size() - acked_count) +
+                      " messages within " + std::to_string(config_.confirm_timeout.count()) + " s");
+    }
+    auto event = amqp_->next_event(left);
+    if (!event) continue;
+    if (const auto* ack = std::get_if<ConfirmAck>(&*event)) {
+      mark(ack->delivery_tag, ack->multiple);
+    } else if (const auto* nack = std::get_if<ConfirmNack>(&*event)) {
+      nacked = nack->delivery_tag;
+    } else if (const auto* ret = std::get_if<ReturnedMessage>(&*event)) {
+      metrics_.add("pgfanout_publisher_unroutable_total", {{"table", ret->routing_key}});
+      auto now = std::chrono::steady_clock::now();
+      auto& last = unroutable_warned_[ret->routing_key];
+      if (last.time_since_epoch().count() == 0 || now - last > 60s) {
+        last = now;
+        spdlog::warn("no queue is bound for table {} on exchange '{}': its changes are dropped "
+                     "by the broker (start a listener for it first, or untrack the table)",
+                     ret->routing_key, config_.exchange);
+      }
+    }
+  }
+
+  // Delete the confirmed prefix only: what follows a nacked message is published again,
+  // after it, so no replica sees a change before an older one of the same row.
+  std::size_t confirmed_messages = 0;
+  while (confirmed_messages < plan.size() && acked[confirmed_messages]) ++confirmed_messages;
+  std::size_t confirmed_changes = confirmed_messages == 0 ? 0 : plan[confirmed_messages - 1].end;
+  std::span<const OutboxChange> done(changes.data(), confirmed_changes);
+  outbox_->remove(done);
+
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  metrics_.observe("pgfanout_publisher_confirm_latency_seconds", {}, seconds);
+  std::map<std::string, double> by_table;
+  for (const auto& c : done) by_table[routing_key(c.schema, c.table)] += 1;
+  for (const auto& [table, n] : by_table) {
+    metrics_.add("pgfanout_publisher_changes_published_total", {{"table", table}}, n);
+  }
+  metrics_.add("pgfanout_publisher_messages_published_total", {}, static_cast<double>(confirmed_messages));
+  if (!done.empty()) {
+    metrics_.set("pgfanout_publisher_last_shipped_change_id", {}, static_cast<double>(done.back().id));
+  }
+  shipped_since_summary_ += done.size();
+  spdlog::debug("shipped {} changes in {} messages ({:.1f} ms to confirm)", done.size(),
+                confirmed_messages, seconds * 1000);
+  if (nacked) {
+    throw AmqpError("the broker refused (nack) message " + std::to_string(*nacked) +
+                    "; publishing it and the rest of its batch again");
+  }
+  return done.size();
+}
+
+void Publisher::maybe_log_summary(bool force) {
+  auto now = std::chrono::steady_clock::now();
+  auto elapsed = now - last_summary_;
+  if (!force && elapsed < config_.summary_interval) return;
+  auto depth = outbox_->depth();
+  metrics_.set("pgfanout_publisher_outbox_depth", {}, static_cast<double>(depth.rows));
+  metrics_.set("pgfanout_publisher_oldest_change_age_seconds", {}, depth.oldest_age_seconds);
+  if (shipped_since_summary_ > 0 || depth.rows > 0) {
+    spdlog::info("shipped {} changes in {:.0f} s; outbox {}; oldest {:.3f} s",
+                 thousands(shipped_since_summary_), std::chrono::duration<double>(elapsed).count(),
+                 thousands(static_cast<std::uint64_t>(depth.rows)), depth.oldest_age_seconds);
+  }
+  shipped_since_summary_ = 0;
+  last_summary_ = now;
+}
+
+}  // namespace pgfanout

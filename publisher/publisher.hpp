@@ -1,0 +1,83 @@
+#pragma once
+
+#include <utility>  // Boost 1.74's asio/awaitable.hpp uses std::exchange without it.
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <pqxx/connection>
+
+#include "outbox_reader.hpp"
+#include "pgfanout/amqp_connection.hpp"
+#include "pgfanout/amqp_url.hpp"
+#include "pgfanout/backoff.hpp"
+#include "pgfanout/metrics.hpp"
+
+namespace pgfanout {
+
+struct PublisherConfig {
+  std::string source;
+  AmqpUrl amqp;
+  std::string exchange = "pgfanout";
+  std::size_t pack = 1;
+  int batch_rows = 2000;
+  std::int64_t batch_bytes = 16 << 20;
+  std::chrono::milliseconds poll_interval{500};
+  std::chrono::seconds confirm_timeout{60};
+  std::chrono::seconds summary_interval{10};
+};
+
+/// Ships the outbox to the exchange. One io_context thread owns the LISTEN connection and
+/// the AMQP connection. A change leaves the outbox only after the broker confirmed it, and
+/// batches are published, confirmed and deleted in id order; any failure drops both
+/// connections, backs off, reconnects and reads the outbox again from its head, so what
+/// was unconfirmed is published again (at least once, never lost).
+class Publisher {
+ public:
+  Publisher(PublisherConfig config, MetricsRegistry& metrics);
+  ~Publisher();
+
+  /// Runs until SIGINT or SIGTERM; returns the process exit code (0).
+  int run();
+
+ private:
+  boost::asio::awaitable<void> main_loop();
+  boost::asio::awaitable<void> session();
+  boost::asio::awaitable<void> pause(std::chrono::milliseconds delay);
+  boost::asio::awaitable<void> wait_for_wake(std::chrono::milliseconds timeout);
+  boost::asio::awaitable<void> drain();
+  std::size_t ship_batch();
+  void consume_notifications();
+  void maybe_log_summary(bool force);
+  void disconnect();
+  void stop();
+
+  PublisherConfig config_;
+  MetricsRegistry& metrics_;
+  boost::asio::io_context io_;
+  boost::asio::signal_set signals_;
+  boost::asio::steady_timer timer_;
+  std::unique_ptr<pqxx::connection> pg_;
+  std::unique_ptr<OutboxReader> outbox_;
+  std::unique_ptr<AmqpConnection> amqp_;
+  std::unique_ptr<boost::asio::posix::stream_descriptor> pg_socket_;
+  Backoff backoff_{std::chrono::milliseconds(500), std::chrono::seconds(30)};
+  bool stopping_ = false;
+  bool idle_ = false;
+  bool woken_ = false;
+
+  std::chrono::steady_clock::time_point last_summary_;
+  std::uint64_t shipped_since_summary_ = 0;
+  std::map<std::string, std::chrono::steady_clock::time_point> unroutable_warned_;
+};
+
+}  // namespace pgfanout
