@@ -1,0 +1,141 @@
+#include "apply_plan.hpp"
+
+#include <algorithm>
+#include <set>
+#include <unordered_map>
+
+#include "pgfanout/pg_connection.hpp"
+
+namespace pgfanout {
+
+std::string TableInfo::qualified() const { return quote_ident(schema) + "." + quote_ident(name); }
+
+bool key_changed(const ParsedChange& c) {
+  if (c.op != Op::Update || !c.old_key.is_object() || !c.new_row.is_object()) return false;
+  for (const auto& [k, v] : c.old_key.items()) {
+    auto it = c.new_row.find(k);
+    if (it == c.new_row.end() || *it != v) return true;
+  }
+  return false;
+}
+
+namespace {
+
+std::string key_of(const nlohmann::json& row, const TableInfo& table) {
+  std::string key;
+  for (const auto& k : table.key_columns) {
+    auto it = row.find(k);
+    if (it == row.end()) {
+      std::string whole(1, '\x01');  // no key: never merged with another row
+      whole += row.dump();
+      return whole;
+    }
+    key += it->dump();
+    key += '\x1f';
+  }
+  return key;
+}
+
+void keep_last_per_key(ApplyStep& step) {
+  if (step.kind == StepKind::Truncate || step.rows.size() < 2) return;
+  std::unordered_map<std::string, std::size_t> last;
+  last.reserve(step.rows.size());
+  for (std::size_t i = 0; i < step.rows.size(); ++i) last[key_of(*step.rows[i], *step.table)] = i;
+  if (last.size() == step.rows.size()) return;
+  std::vector<const nlohmann::json*> kept;
+  kept.reserve(last.size());
+  for (std::size_t i = 0; i < step.rows.size(); ++i) {
+    if (last[key_of(*step.rows[i], *step.table)] == i) kept.push_back(step.rows[i]);
+  }
+  step.rows = std::move(kept);
+}
+
+}  // namespace
+
+std::vector<ApplyStep> plan_steps(const std::vector<const ParsedChange*>& changes,
+                                  const std::vector<const TableInfo*>& tables) {
+  std::vector<ApplyStep> steps;
+  auto add = [&](std::size_t index, StepKind kind, const nlohmann::json* row) {
+    const TableInfo* table = tables[index];
+    if (steps.empty() || steps.back().table != table || steps.back().kind != kind) {
+      steps.push_back(ApplyStep{table, kind, {}, {}});
+    }
+    ApplyStep& step = steps.back();
+    if (row) step.rows.push_back(row);
+    if (step.changes.empty() || step.changes.back() != index) step.changes.push_back(index);
+  };
+  for (std::size_t i = 0; i < changes.size(); ++i) {
+    const ParsedChange& c = *changes[i];
+    switch (c.op) {
+      case Op::Insert: add(i, StepKind::Upsert, &c.new_row); break;
+      case Op::Update:
+        if (key_changed(c)) add(i, StepKind::Delete, &c.old_key);
+        add(i, StepKind::Upsert, &c.new_row);
+        break;
+      case Op::Delete: add(i, StepKind::Delete, &c.old_key); break;
+      case Op::Truncate: add(i, StepKind::Truncate, nullptr); break;
+    }
+  }
+  for (auto& step : steps) keep_last_per_key(step);
+  return steps;
+}
+
+std::string step_sql(const ApplyStep& step) {
+  const TableInfo& t = *step.table;
+  const std::string q = t.qualified();
+  if (step.kind == StepKind::Truncate) return "TRUNCATE " + q;
+  if (step.kind == StepKind::Delete) {
+    std::string sql = "DELETE FROM " + q + " AS t USING jsonb_populate_recordset(NULL::" + q +
+                      ", $1::jsonb) AS k WHERE ";
+    for (std::size_t i = 0; i < t.key_columns.size(); ++i) {
+      if (i) sql += " AND ";
+      std::string c = quote_ident(t.key_columns[i]);
+      sql += "t." + c + " = k." + c;
+    }
+    return sql;
+  }
+  // Only columns the rows carry are written, so a replica column the primary lacks keeps
+  // its own value (or default) instead of being overwritten with NULL.
+  std::set<std::string, std::less<>> present;
+  for (const auto* row : step.rows) {
+    for (const auto& item : row->items()) present.insert(item.key());
+  }
+  std::vector<std::string> cols;
+  for (const auto& c : t.columns) {
+    if (present.count(c)) cols.push_back(quote_ident(c));
+  }
+  std::string list;
+  for (std::size_t i = 0; i < cols.size(); ++i) {
+    if (i) list += ", ";
+    list += cols[i];
+  }
+  std::string keys;
+  for (std::size_t i = 0; i < t.key_columns.size(); ++i) {
+    if (i) keys += ", ";
+    keys += quote_ident(t.key_columns[i]);
+  }
+  std::string sql = "INSERT INTO " + q + " (" + list + ") OVERRIDING SYSTEM VALUE SELECT " + list +
+                    " FROM jsonb_populate_recordset(NULL::" + q + ", $1::jsonb) ON CONFLICT (" + keys + ") DO ";
+  std::string updates;
+  for (const auto& c : t.columns) {
+    if (!present.count(c)) continue;
+    if (std::find(t.key_columns.begin(), t.key_columns.end(), c) != t.key_columns.end()) continue;
+    if (!updates.empty()) updates += ", ";
+    std::string qc = quote_ident(c);
+    updates += qc + " = EXCLUDED." + qc;
+  }
+  sql += updates.empty() ? "NOTHING" : "UPDATE SET " + updates;
+  return sql;
+}
+
+std::string rows_json(const ApplyStep& step) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < step.rows.size(); ++i) {
+    if (i) out += ',';
+    out += step.rows[i]->dump();
+  }
+  out += ']';
+  return out;
+}
+
+}  // namespace pgfanout

@@ -1,0 +1,48 @@
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include "change_parser.hpp"
+
+namespace pgfanout {
+
+/// A replica table as the listener resolved it from the replica's own catalog. Only names
+/// read from the catalog are ever put into SQL, always quoted.
+struct TableInfo {
+  std::string schema;
+  std::string name;
+  std::vector<std::string> columns;       // insertable columns, in table order
+  std::vector<std::string> key_columns;   // primary key, in key order
+  std::string qualified() const;          // "schema"."name"
+};
+
+/// What a run of changes does to one table.
+enum class StepKind { Upsert, Delete, Truncate };
+
+/// Consecutive changes of one table and one kind, applied by one set-based statement.
+/// `rows` are the JSON objects to apply (new rows for Upsert, old keys for Delete), after
+/// dropping all but the last version of each key; `changes` the indices of the changes.
+struct ApplyStep {
+  const TableInfo* table = nullptr;
+  StepKind kind = StepKind::Upsert;
+  std::vector<const nlohmann::json*> rows;
+  std::vector<std::size_t> changes;
+};
+
+/// True when an UPDATE moved the row to another primary key.
+bool key_changed(const ParsedChange& change);
+
+/// Turns changes (in message order, each with its resolved table) into steps, in order.
+/// An UPDATE that changes the key becomes a Delete of the old key followed by an Upsert.
+std::vector<ApplyStep> plan_steps(const std::vector<const ParsedChange*>& changes,
+                                  const std::vector<const TableInfo*>& tables);
+
+/// The SQL of a step; `$1` is a JSON array of the step's rows.
+std::string step_sql(const ApplyStep& step);
+
+/// The step's rows as one JSON array text, for `$1`.
+std::string rows_json(const ApplyStep& step);
+
+}  // namespace pgfanout

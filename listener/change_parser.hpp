@@ -1,0 +1,45 @@
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "pgfanout/change.hpp"
+
+namespace pgfanout {
+
+/// A message the listener cannot use. `reason` is a short machine-readable word that goes
+/// into the dead-letter header and the metrics label; what() says what exactly is wrong.
+class BadMessage : public std::runtime_error {
+ public:
+  BadMessage(std::string reason, const std::string& detail)
+      : std::runtime_error(detail), reason_(std::move(reason)) {}
+  const std::string& reason() const { return reason_; }
+
+ private:
+  std::string reason_;
+};
+
+/// One change as a listener reads it from a message body.
+struct ParsedChange {
+  std::int64_t id = 0;
+  std::string schema;
+  std::string name;
+  Op op = Op::Insert;
+  nlohmann::json new_row;  // object for INSERT/UPDATE, null otherwise
+  nlohmann::json old_key;  // object for UPDATE/DELETE, null otherwise
+  std::string ts;
+};
+
+/// Parses a message body in either form of INTERFACE.md (one change object, or a packed
+/// array of them). Throws BadMessage("not-json" | "bad-shape", ...) on anything else.
+std::vector<ParsedChange> parse_message(std::string_view body);
+
+/// Parses one change object; throws BadMessage("bad-shape", ...).
+ParsedChange parse_change(const nlohmann::json& object);
+
+}  // namespace pgfanout

@@ -1,0 +1,415 @@
+#include <utility>  // Boost 1.74's asio/awaitable.hpp uses std::exchange without it.
+
+#include "listener.hpp"
+
+#include <map>
+#include <set>
+#include <thread>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <nlohmann/json.hpp>
+#include <pqxx/pqxx>
+#include <spdlog/spdlog.h>
+
+#include "change_parser.hpp"
+#include "pgfanout/masking.hpp"
+#include "pgfanout/pg_connection.hpp"
+#include "pgfanout/topic_pattern.hpp"
+#include "snapshot.hpp"
+
+namespace pgfanout {
+
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr const char* kBookkeepingSql = R"(
+CREATE SCHEMA IF NOT EXISTS pgfanout;
+CREATE TABLE IF NOT EXISTS pgfanout.listener_state (
+  queue text PRIMARY KEY,
+  last_change_id bigint,
+  last_change_ts timestamptz,
+  applied_changes bigint NOT NULL DEFAULT 0,
+  updated_at timestamptz);
+CREATE TABLE IF NOT EXISTS pgfanout.listener_bindings (
+  queue text NOT NULL,
+  exchange text NOT NULL,
+  pattern text NOT NULL,
+  PRIMARY KEY (queue, exchange, pattern));
+)";
+
+std::string one_line(std::string text) {
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  for (char& c : text) {
+    if (c == '\n') c = ' ';
+  }
+  return text;
+}
+
+std::string thousands(std::uint64_t n) {
+  std::string digits = std::to_string(n);
+  std::string out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out.push_back(',');
+    out.push_back(digits[i]);
+  }
+  return out;
+}
+
+std::int64_t header_count(const Delivery& d) {
+  for (const auto& [k, v] : d.headers) {
+    if (k == "x-pgfanout-count") {
+      if (const auto* n = std::get_if<std::int64_t>(&v)) return std::max<std::int64_t>(*n, 1);
+    }
+  }
+  return 1;
+}
+
+nlohmann::json change_object(const ParsedChange& c) {
+  return nlohmann::json{{"id", c.id},         {"table", routing_key(c.schema, c.name)},
+                        {"schema", c.schema}, {"name", c.name},
+                        {"op", to_string(c.op)}, {"new", c.new_row},
+                        {"old", c.old_key},   {"ts", c.ts}};
+}
+
+}  // namespace
+
+struct Listener::Batch {
+  std::vector<Delivery> deliveries;
+  std::size_t changes = 0;
+};
+
+Listener::Listener(ListenerConfig config, MetricsRegistry& metrics)
+    : config_(std::move(config)), metrics_(metrics) {
+  snapshot_done_ = config_.snapshot == ListenerConfig::Snapshot::Off;
+  using T = MetricsRegistry::Type;
+  metrics_.describe("pgfanout_listener_changes_applied_total", T::Counter,
+                    "Changes applied to the replica, by table and operation.");
+  metrics_.describe("pgfanout_listener_dead_letters_total", T::Counter,
+                    "Messages or changes moved to the dead-letter queue, by reason.");
+  metrics_.describe("pgfanout_listener_batch_size", T::Histogram, "Changes per applied batch.",
+                    {1, 10, 50, 100, 500, 1000, 2000, 5000, 10000});
+  metrics_.describe("pgfanout_listener_apply_duration_seconds", T::Histogram,
+                    "Time to apply and commit one batch on the replica.",
+                    {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5});
+  metrics_.describe("pgfanout_listener_lag_seconds", T::Gauge,
+                    "Replica clock at commit minus the primary's ts of the last applied change.");
+  metrics_.describe("pgfanout_listener_reconnects_total", T::Counter,
+                    "Times the listener lost a server and reconnected, by server.");
+  metrics_.describe("pgfanout_listener_last_applied_change_id", T::Gauge,
+                    "Id of the last change applied to the replica.");
+  metrics_.set("pgfanout_listener_lag_seconds", {}, 0);
+}
+
+Listener::~Listener() { disconnect(); }
+
+void Listener::disconnect() {
+  applier_.reset();
+  pg_.reset();
+  if (consumer_) consumer_->close();
+  consumer_.reset();
+  if (dead_letters_) dead_letters_->close();
+  dead_letters_.reset();
+}
+
+void Listener::pause(std::chrono::milliseconds delay) {
+  auto until = std::chrono::steady_clock::now() + delay;
+  while (!stopping_ && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(50ms);
+}
+
+int Listener::run() {
+  boost::asio::io_context signal_io;
+  boost::asio::signal_set signals(signal_io, SIGINT, SIGTERM);
+  signals.async_wait([this](const boost::system::error_code& ec, int signal) {
+    if (ec) return;
+    spdlog::info("received {}, stopping after the batch in flight", signal == SIGINT ? "SIGINT" : "SIGTERM");
+    stopping_ = true;
+  });
+  std::thread signal_thread([&] { signal_io.run(); });
+  struct Joiner {
+    boost::asio::io_context& io;
+    std::thread& t;
+    ~Joiner() {
+      io.stop();
+      t.join();
+    }
+  } joiner{signal_io, signal_thread};
+
+  spdlog::info("pgfanout-listener {} starting: target {}, queue '{}', broker {}, exchange '{}'",
+               PGFANOUT_VERSION, mask_conninfo(config_.target), config_.queue,
+               config_.amqp.masked(), config_.exchange);
+  while (!stopping_) {
+    std::string server = "postgresql";
+    try {
+      session();
+    } catch (const SnapshotRefused& e) {
+      spdlog::error("{}", e.what());
+      disconnect();
+      return 1;
+    } catch (const AmqpError& e) {
+      server = "rabbitmq";
+      spdlog::warn("RabbitMQ: {}", e.what());
+    } catch (const pqxx::failure& e) {
+      spdlog::warn("PostgreSQL: {}", one_line(e.what()));
+    } catch (const std::exception& e) {
+      server = "other";
+      spdlog::error("{}", one_line(e.what()));
+    }
+    disconnect();
+    if (stopping_) break;
+    metrics_.add("pgfanout_listener_reconnects_total", {{"server", server}});
+    auto delay = backoff_.next_delay();
+    spdlog::info("reconnecting in {:.1f} s (attempt {})", delay.count() / 1000.0, backoff_.attempts());
+    pause(delay);
+  }
+  spdlog::info("stopped");
+  return 0;
+}
+
+void Listener::setup_replica() {
+  pg_ = connect_pg(config_.target, "pgfanout-listener");
+  {
+    pqxx::nontransaction tx(*pg_);
+    tx.exec0(kBookkeepingSql);
+  }
+  try {
+    pqxx::nontransaction tx(*pg_);
+    // Replica mode keeps the replica's own triggers and FK checks from firing on changes
+    // the primary already checked. It needs superuser; without it, apply still works.
+    tx.exec0("SET session_replication_role = replica");
+  } catch (const pqxx::sql_error& e) {
+    if (is_connection_error(e)) throw;
+    if (!warned_replication_role_) {
+      spdlog::warn("cannot SET session_replication_role = replica ({}); applying with the "
+                   "replica's triggers and foreign keys active", one_line(e.what()));
+      warned_replication_role_ = true;
+    }
+  }
+  catalog_.clear();
+  applier_ = std::make_unique<BatchApplier>(*pg_, config_.queue);
+  spdlog::info("connected to replica {}", mask_conninfo(config_.target));
+}
+
+void Listener::setup_broker() {
+  consumer_ = std::make_unique<AmqpConnection>(config_.amqp, "pgfanout-listener " + config_.queue);
+  consumer_->declare_exchange(config_.exchange);
+  consumer_->declare_queue(config_.queue, true);
+  consumer_->declare_queue(config_.queue + ".dead", false);
+
+  // Bind the wanted patterns and drop the bindings an earlier run made that are no longer
+  // wanted, so that changing --tables takes effect on the broker too.
+  std::vector<std::string> previous;
+  {
+    pqxx::nontransaction tx(*pg_);
+    for (const auto& row : tx.exec_params(
+             "SELECT pattern FROM pgfanout.listener_bindings WHERE queue = $1 AND exchange = $2",
+             config_.queue, config_.exchange)) {
+      previous.emplace_back(row[0].c_str());
+    }
+  }
+  for (const auto& p : config_.patterns) consumer_->bind_queue(config_.queue, config_.exchange, p);
+  for (const auto& p : previous) {
+    if (std::find(config_.patterns.begin(), config_.patterns.end(), p) == config_.patterns.end()) {
+      consumer_->unbind_queue(config_.queue, config_.exchange, p);
+      spdlog::info("unbound pattern '{}' that --tables no longer lists", p);
+    }
+  }
+  {
+    pqxx::work tx(*pg_);
+    tx.exec_params("DELETE FROM pgfanout.listener_bindings WHERE queue = $1 AND exchange = $2",
+                   config_.queue, config_.exchange);
+    for (const auto& p : config_.patterns) {
+      tx.exec_params("INSERT INTO pgfanout.listener_bindings VALUES ($1, $2, $3)", config_.queue,
+                     config_.exchange, p);
+    }
+    tx.commit();
+  }
+
+  dead_letters_ = std::make_unique<AmqpConnection>(config_.amqp, "pgfanout-listener " + config_.queue + " dead letters");
+  dead_letters_->enable_confirms();
+}
+
+void Listener::session() {
+  setup_replica();
+  setup_broker();
+  std::string bound;
+  for (const auto& p : config_.patterns) bound += (bound.empty() ? "" : ", ") + p;
+  spdlog::info("connected to RabbitMQ {}; queue '{}' bound to exchange '{}' for {}; dead letters to '{}.dead'",
+               config_.amqp.masked(), config_.queue, config_.exchange, bound, config_.queue);
+  if (!snapshot_done_) {
+    copy_snapshot(config_.source, *pg_, catalog_, config_.patterns,
+                  config_.snapshot == ListenerConfig::Snapshot::Truncate);
+    snapshot_done_ = true;
+  }
+  consumer_->set_prefetch(config_.prefetch);
+  consumer_->consume(config_.queue);
+  spdlog::info("consuming from '{}' (prefetch {}, batches up to {} changes)", config_.queue,
+               config_.prefetch, config_.batch_changes);
+  backoff_.reset();
+  last_summary_ = std::chrono::steady_clock::now();
+  while (!stopping_) {
+    Batch batch = gather();
+    if (!batch.deliveries.empty()) process(batch);
+    dead_letters_->tick();
+    maybe_log_summary();
+  }
+}
+
+Listener::Batch Listener::gather() {
+  Batch batch;
+  auto first = consumer_->next_delivery(500ms);
+  if (!first) return batch;
+  batch.changes += static_cast<std::size_t>(header_count(*first));
+  batch.deliveries.push_back(std::move(*first));
+  auto deadline = std::chrono::steady_clock::now() + config_.batch_age;
+  // Take what is already here or arrives right behind it; a quiet queue ends the batch
+  // at once, so a lone change is applied without waiting for the age bound.
+  while (batch.changes < config_.batch_changes && batch.deliveries.size() < config_.prefetch &&
+         std::chrono::steady_clock::now() < deadline) {
+    auto next = consumer_->next_delivery(consumer_->has_buffered_input() ? 0ms : 2ms);
+    if (!next) break;
+    batch.changes += static_cast<std::size_t>(header_count(*next));
+    batch.deliveries.push_back(std::move(*next));
+  }
+  return batch;
+}
+
+void Listener::process(Batch& batch) {
+  struct DeadLetter {
+    std::size_t delivery;
+    std::string body;
+    std::string reason;
+    std::string detail;
+  };
+  std::vector<DeadLetter> dead;
+  std::vector<ParsedChange> changes;
+  std::vector<std::size_t> owner;            // delivery index of each change
+  std::vector<std::size_t> delivery_changes(batch.deliveries.size(), 0);
+  std::vector<const TableInfo*> tables;
+  changes.reserve(batch.changes);
+
+  for (std::size_t i = 0; i < batch.deliveries.size(); ++i) {
+    const Delivery& d = batch.deliveries[i];
+    try {
+      std::vector<ParsedChange> parsed = parse_message(d.body);
+      std::vector<const TableInfo*> resolved;
+      for (const auto& c : parsed) {
+        std::string key = routing_key(c.schema, c.name);
+        bool wanted = false;
+        for (const auto& p : config_.patterns) wanted = wanted || topic_matches(p, key);
+        if (!wanted) throw BadMessage("not-replicated", "table " + key + " is not in --tables of this listener");
+        const TableInfo* t = catalog_.resolve(*pg_, c.schema, c.name);
+        if (!t) throw BadMessage("unknown-table", "the replica has no table " + quote_ident(c.schema) + "." + quote_ident(c.name));
+        if (t->key_columns.empty()) throw BadMessage("no-primary-key", "replica table " + t->qualified() + " has no primary key");
+        resolved.push_back(t);
+      }
+      for (std::size_t k = 0; k < parsed.size(); ++k) {
+        changes.push_back(std::move(parsed[k]));
+        owner.push_back(i);
+        tables.push_back(resolved[k]);
+      }
+      delivery_changes[i] = parsed.size();
+    } catch (const BadMessage& e) {
+      dead.push_back({i, d.body, e.reason(), e.what()});
+    }
+  }
+
+  std::vector<const ParsedChange*> pointers;
+  pointers.reserve(changes.size());
+  for (const auto& c : changes) pointers.push_back(&c);
+
+  auto started = std::chrono::steady_clock::now();
+  ApplyResult result;
+  if (!pointers.empty()) result = applier_->apply(pointers, tables);
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+
+  if (!result.rejected.empty()) catalog_.clear();  // the replica's tables may have changed
+  for (const auto& r : result.rejected) {
+    const ParsedChange& c = changes[r.index];
+    std::size_t d = owner[r.index];
+    std::string body = delivery_changes[d] == 1 ? batch.deliveries[d].body : change_object(c).dump();
+    dead.push_back({d, std::move(body), "apply-failed", r.error});
+  }
+
+  // Dead letters are confirmed by the broker before the batch is acked, so a crash in
+  // between leaves them to be dead-lettered again rather than lost.
+  if (!dead.empty()) {
+    std::string dead_queue = config_.queue + ".dead";
+    std::set<std::uint64_t> pending;
+    for (const auto& dl : dead) {
+      const Delivery& d = batch.deliveries[dl.delivery];
+      OutgoingMessage m{"", dead_queue, dl.body, d.message_id, "application/json", {}};
+      m.headers.emplace_back("x-pgfanout-reason", dl.reason);
+      m.headers.emplace_back("x-pgfanout-error", dl.detail);
+      m.headers.emplace_back("x-pgfanout-routing-key", d.routing_key);
+      m.headers.emplace_back("x-pgfanout-queue", config_.queue);
+      pending.insert(dead_letters_->publish(m, false));
+    }
+    auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (!pending.empty()) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) throw AmqpError("the broker did not confirm the dead letters");
+      auto event = dead_letters_->next_event(left);
+      if (!event) continue;
+      if (const auto* ack = std::get_if<ConfirmAck>(&*event)) {
+        if (ack->multiple) {
+          pending.erase(pending.begin(), pending.upper_bound(ack->delivery_tag));
+        } else {
+          pending.erase(ack->delivery_tag);
+        }
+      } else if (std::holds_alternative<ConfirmNack>(*event)) {
+        throw AmqpError("the broker refused a dead letter");
+      }
+    }
+    for (const auto& dl : dead) {
+      const Delivery& d = batch.deliveries[dl.delivery];
+      spdlog::warn("dead-lettered message {} (routing key '{}') to '{}.dead': {}: {}",
+                   d.message_id.empty() ? "?" : d.message_id, d.routing_key, config_.queue,
+                   dl.reason, dl.detail);
+      metrics_.add("pgfanout_listener_dead_letters_total", {{"reason", dl.reason}});
+    }
+  }
+
+  consumer_->ack(batch.deliveries.back().delivery_tag, true);
+
+  std::map<std::pair<std::string, std::string>, double> applied;
+  std::vector<bool> rejected(changes.size(), false);
+  for (const auto& r : result.rejected) rejected[r.index] = true;
+  std::size_t applied_count = 0;
+  for (std::size_t i = 0; i < changes.size(); ++i) {
+    if (rejected[i]) continue;
+    applied[{routing_key(changes[i].schema, changes[i].name), std::string(to_string(changes[i].op))}] += 1;
+    ++applied_count;
+  }
+  for (const auto& [k, n] : applied) {
+    metrics_.add("pgfanout_listener_changes_applied_total", {{"table", k.first}, {"op", k.second}}, n);
+  }
+  if (!changes.empty()) {
+    metrics_.observe("pgfanout_listener_batch_size", {}, static_cast<double>(changes.size()));
+    metrics_.observe("pgfanout_listener_apply_duration_seconds", {}, seconds);
+    metrics_.set("pgfanout_listener_lag_seconds", {}, result.lag_seconds);
+    metrics_.set("pgfanout_listener_last_applied_change_id", {}, static_cast<double>(changes.back().id));
+    last_lag_ = result.lag_seconds;
+  }
+  applied_since_summary_ += applied_count;
+  dead_since_summary_ += dead.size();
+  spdlog::debug("applied {} changes from {} messages in {:.1f} ms; {} dead letters", applied_count,
+                batch.deliveries.size(), seconds * 1000, dead.size());
+}
+
+void Listener::maybe_log_summary() {
+  auto now = std::chrono::steady_clock::now();
+  auto elapsed = now - last_summary_;
+  if (elapsed < config_.summary_interval) return;
+  if (applied_since_summary_ > 0 || dead_since_summary_ > 0) {
+    spdlog::info("applied {} changes in {:.0f} s; dead letters {}; lag {:.3f} s",
+                 thousands(applied_since_summary_), std::chrono::duration<double>(elapsed).count(),
+                 dead_since_summary_, last_lag_);
+  }
+  applied_since_summary_ = 0;
+  dead_since_summary_ = 0;
+  last_summary_ = now;
+}
+
+}  // namespace pgfanout

@@ -1,0 +1,80 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <pqxx/connection>
+
+#include "batch_applier.hpp"
+#include "pgfanout/amqp_connection.hpp"
+#include "pgfanout/amqp_url.hpp"
+#include "pgfanout/backoff.hpp"
+#include "pgfanout/metrics.hpp"
+#include "table_catalog.hpp"
+
+namespace pgfanout {
+
+struct ListenerConfig {
+  std::string target;
+  std::string queue;
+  AmqpUrl amqp;
+  std::string exchange = "pgfanout";
+  std::vector<std::string> patterns{"#"};
+  enum class Snapshot { Off, Copy, Truncate } snapshot = Snapshot::Off;
+  std::string source;
+  std::uint16_t prefetch = 2000;
+  std::size_t batch_changes = 5000;
+  std::chrono::milliseconds batch_age{50};
+  std::chrono::seconds summary_interval{10};
+};
+
+/// Applies one replica's queue. Deliveries are gathered into a batch (bounded by count and
+/// age), applied in one replica transaction, and acked up to the batch's last delivery tag
+/// on the connection that delivered them only after the commit (and after any dead letters
+/// are confirmed by the broker). Any connection failure drops both connections without
+/// acking, so the broker redelivers the unacked messages in order; applying them again is
+/// harmless (upserts, deletes of missing rows).
+class Listener {
+ public:
+  Listener(ListenerConfig config, MetricsRegistry& metrics);
+  ~Listener();
+
+  /// Runs until SIGINT or SIGTERM. Returns the exit code: 0 after a clean stop, 1 when a
+  /// requested snapshot is refused.
+  int run();
+
+ private:
+  struct Batch;
+  void session();
+  void setup_replica();
+  void setup_broker();
+  Batch gather();
+  void process(Batch& batch);
+  void pause(std::chrono::milliseconds delay);
+  void disconnect();
+  void maybe_log_summary();
+
+  ListenerConfig config_;
+  MetricsRegistry& metrics_;
+  std::atomic<bool> stopping_{false};
+  std::unique_ptr<pqxx::connection> pg_;
+  std::unique_ptr<AmqpConnection> consumer_;
+  std::unique_ptr<AmqpConnection> dead_letters_;
+  std::unique_ptr<BatchApplier> applier_;
+  TableCatalog catalog_;
+  Backoff backoff_{std::chrono::milliseconds(500), std::chrono::seconds(30)};
+  bool snapshot_done_ = false;
+  bool warned_replication_role_ = false;
+
+  std::chrono::steady_clock::time_point last_summary_;
+  std::uint64_t applied_since_summary_ = 0;
+  std::uint64_t dead_since_summary_ = 0;
+  double last_lag_ = 0;
+};
+
+}  // namespace pgfanout

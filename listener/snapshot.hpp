@@ -1,0 +1,29 @@
+#pragma once
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <pqxx/connection>
+
+#include "table_catalog.hpp"
+
+namespace pgfanout {
+
+/// The snapshot cannot start (a replica table is not empty, or missing): the listener
+/// exits non-zero instead of retrying, because only the user can fix it.
+class SnapshotRefused : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Copies every table tracked on the source (pgfanout.tracked) whose `schema.table`
+/// matches one of `patterns` into the replica, reading all of them in one REPEATABLE READ
+/// snapshot and writing them in one replica transaction. The caller binds its queue first,
+/// so every change after the snapshot is queued; replaying the ones the snapshot already
+/// holds is harmless (upserts and deletes in commit order converge).
+/// Refuses a non-empty replica table unless `truncate`.
+void copy_snapshot(const std::string& source_conninfo, pqxx::connection& target,
+                   TableCatalog& catalog, const std::vector<std::string>& patterns, bool truncate);
+
+}  // namespace pgfanout

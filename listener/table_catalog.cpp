@@ -1,0 +1,49 @@
+#include "table_catalog.hpp"
+
+#include <pqxx/pqxx>
+
+namespace pgfanout {
+namespace {
+
+constexpr const char* kResolveSql = R"(
+SELECT a.attname, a.attgenerated = '' AS insertable,
+       array_position(i.indkey::int2[], a.attnum) AS key_position
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary
+WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')
+ORDER BY a.attnum)";
+
+}  // namespace
+
+const TableInfo* TableCatalog::resolve(pqxx::connection& conn, const std::string& schema,
+                                       const std::string& name) {
+  auto now = std::chrono::steady_clock::now();
+  if (now - loaded_at_ > ttl_) {
+    tables_.clear();
+    loaded_at_ = now;
+  }
+  auto key = std::make_pair(schema, name);
+  if (auto it = tables_.find(key); it != tables_.end()) return it->second.get();
+
+  pqxx::nontransaction tx(conn);
+  pqxx::result r = tx.exec_params(kResolveSql, schema, name);
+  if (r.empty()) {
+    tables_.emplace(key, nullptr);
+    return nullptr;
+  }
+  auto info = std::make_unique<TableInfo>();
+  info->schema = schema;
+  info->name = name;
+  std::map<int, std::string> keys;
+  for (const auto& row : r) {
+    std::string column = row[0].c_str();
+    if (row[1].as<bool>()) info->columns.push_back(column);
+    if (!row[2].is_null()) keys.emplace(row[2].as<int>(), column);
+  }
+  for (auto& [pos, column] : keys) info->key_columns.push_back(column);
+  return tables_.emplace(key, std::move(info)).first->second.get();
+}
+
+}  // namespace pgfanout

@@ -1,0 +1,33 @@
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include <pqxx/connection>
+
+#include "apply_plan.hpp"
+
+namespace pgfanout {
+
+/// Resolves `schema.name` from a message against the replica's catalog (pg_class,
+/// pg_attribute, pg_index), never by pasting the names into SQL. Results are cached and
+/// forgotten after `ttl` or on clear(), so DDL on the replica is picked up.
+class TableCatalog {
+ public:
+  explicit TableCatalog(std::chrono::seconds ttl = std::chrono::seconds(60)) : ttl_(ttl) {}
+
+  /// The table, or nullptr when the replica has no such ordinary or partitioned table.
+  /// Throws pqxx errors (connection lost, ...).
+  const TableInfo* resolve(pqxx::connection& conn, const std::string& schema, const std::string& name);
+  void clear() { tables_.clear(); }
+
+ private:
+  std::chrono::seconds ttl_;
+  std::chrono::steady_clock::time_point loaded_at_{};
+  std::map<std::pair<std::string, std::string>, std::unique_ptr<TableInfo>> tables_;
+};
+
+}  // namespace pgfanout
