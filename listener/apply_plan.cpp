@@ -1,6 +1,7 @@
 #include "apply_plan.hpp"
 
 #include <algorithm>
+#include <optional>
 #include <set>
 #include <unordered_map>
 
@@ -12,25 +13,26 @@ std::string TableInfo::qualified() const { return quote_ident(schema) + "." + qu
 
 bool key_changed(const ParsedChange& c) {
   if (c.op != Op::Update || !c.old_key.is_object() || !c.new_row.is_object()) return false;
-  for (const auto& [k, v] : c.old_key.items()) {
-    auto it = c.new_row.find(k);
-    if (it == c.new_row.end() || *it != v) return true;
+  // Compared as text: both come from jsonb output on the primary, so equal values print
+  // alike. A foreign producer that formats them differently gets a delete and an upsert
+  // of the same key, which lands in the same state.
+  for (const auto& [k, v] : c.old_key.members()) {
+    const std::string* now = c.new_row.find(k);
+    if (!now || *now != v) return true;
   }
   return false;
 }
 
 namespace {
 
-std::string key_of(const nlohmann::json& row, const TableInfo& table) {
+// The identity of a row in a run: its key values as received (exact, not rounded), or
+// nothing when a key column is missing, so that such a row is never merged with another.
+std::optional<std::string> key_of(const RawObject& row, const TableInfo& table) {
   std::string key;
   for (const auto& k : table.key_columns) {
-    auto it = row.find(k);
-    if (it == row.end()) {
-      std::string whole(1, '\x01');  // no key: never merged with another row
-      whole += row.dump();
-      return whole;
-    }
-    key += it->dump();
+    const std::string* value = row.find(k);
+    if (!value) return std::nullopt;
+    key += *value;
     key += '\x1f';
   }
   return key;
@@ -38,14 +40,18 @@ std::string key_of(const nlohmann::json& row, const TableInfo& table) {
 
 void keep_last_per_key(ApplyStep& step) {
   if (step.kind == StepKind::Truncate || step.rows.size() < 2) return;
+  std::vector<std::optional<std::string>> keys;
+  keys.reserve(step.rows.size());
   std::unordered_map<std::string, std::size_t> last;
   last.reserve(step.rows.size());
-  for (std::size_t i = 0; i < step.rows.size(); ++i) last[key_of(*step.rows[i], *step.table)] = i;
-  if (last.size() == step.rows.size()) return;
-  std::vector<const nlohmann::json*> kept;
-  kept.reserve(last.size());
   for (std::size_t i = 0; i < step.rows.size(); ++i) {
-    if (last[key_of(*step.rows[i], *step.table)] == i) kept.push_back(step.rows[i]);
+    keys.push_back(key_of(*step.rows[i], *step.table));
+    if (keys.back()) last[*keys.back()] = i;
+  }
+  std::vector<const RawObject*> kept;
+  kept.reserve(step.rows.size());
+  for (std::size_t i = 0; i < step.rows.size(); ++i) {
+    if (!keys[i] || last[*keys[i]] == i) kept.push_back(step.rows[i]);
   }
   step.rows = std::move(kept);
 }
@@ -55,7 +61,7 @@ void keep_last_per_key(ApplyStep& step) {
 std::vector<ApplyStep> plan_steps(const std::vector<const ParsedChange*>& changes,
                                   const std::vector<const TableInfo*>& tables) {
   std::vector<ApplyStep> steps;
-  auto add = [&](std::size_t index, StepKind kind, const nlohmann::json* row) {
+  auto add = [&](std::size_t index, StepKind kind, const RawObject* row) {
     const TableInfo* table = tables[index];
     if (steps.empty() || steps.back().table != table || steps.back().kind != kind) {
       steps.push_back(ApplyStep{table, kind, {}, {}});
@@ -98,7 +104,7 @@ std::string step_sql(const ApplyStep& step) {
   // its own value (or default) instead of being overwritten with NULL.
   std::set<std::string, std::less<>> present;
   for (const auto* row : step.rows) {
-    for (const auto& item : row->items()) present.insert(item.key());
+    for (const auto& member : row->members()) present.insert(member.first);
   }
   std::vector<std::string> cols;
   for (const auto& c : t.columns) {

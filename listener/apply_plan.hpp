@@ -27,7 +27,7 @@ enum class StepKind { Upsert, Delete, Truncate };
 struct ApplyStep {
   const TableInfo* table = nullptr;
   StepKind kind = StepKind::Upsert;
-  std::vector<const nlohmann::json*> rows;
+  std::vector<const RawObject*> rows;
   std::vector<std::size_t> changes;
 };
 

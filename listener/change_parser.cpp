@@ -17,7 +17,9 @@ std::string string_field(const nlohmann::json& o, const char* key) {
 
 }  // namespace
 
-ParsedChange parse_change(const nlohmann::json& o) {
+ParsedChange parse_change(const nlohmann::json& o) { return parse_change(o, o.is_object() ? o.dump() : "{}"); }
+
+ParsedChange parse_change(const nlohmann::json& o, std::string_view raw) {
   if (!o.is_object()) throw BadMessage("bad-shape", "a change is not a JSON object");
   ParsedChange c;
   const auto& id = field(o, "id");
@@ -38,17 +40,17 @@ ParsedChange parse_change(const nlohmann::json& o) {
   auto old = o.find("old");
   bool needs_new = c.op == Op::Insert || c.op == Op::Update;
   bool needs_old = c.op == Op::Update || c.op == Op::Delete;
-  if (needs_new) {
-    if (n == o.end() || !n->is_object() || n->empty()) {
-      throw BadMessage("bad-shape", std::string(to_string(c.op)) + " without a \"new\" row object");
-    }
-    c.new_row = *n;
+  if (needs_new && (n == o.end() || !n->is_object() || n->empty())) {
+    throw BadMessage("bad-shape", std::string(to_string(c.op)) + " without a \"new\" row object");
   }
-  if (needs_old) {
-    if (old == o.end() || !old->is_object() || old->empty()) {
-      throw BadMessage("bad-shape", std::string(to_string(c.op)) + " without an \"old\" key object");
+  if (needs_old && (old == o.end() || !old->is_object() || old->empty())) {
+    throw BadMessage("bad-shape", std::string(to_string(c.op)) + " without an \"old\" key object");
+  }
+  if (needs_new || needs_old) {
+    for (auto& [key, value] : raw_members(raw)) {
+      if (needs_new && key == "new") c.new_row = RawObject::from_text(value);
+      if (needs_old && key == "old") c.old_key = RawObject::from_text(value);
     }
-    c.old_key = *old;
   }
   if (auto ts = o.find("ts"); ts != o.end() && ts->is_string()) c.ts = ts->get<std::string>();
   return c;
@@ -61,11 +63,12 @@ std::vector<ParsedChange> parse_message(std::string_view body) {
   if (doc.is_array()) {
     if (doc.empty()) throw BadMessage("bad-shape", "an empty array of changes");
     out.reserve(doc.size());
-    for (const auto& item : doc) out.push_back(parse_change(item));
+    std::vector<std::string_view> raw = raw_elements(body);
+    for (std::size_t i = 0; i < doc.size(); ++i) out.push_back(parse_change(doc[i], raw[i]));
     return out;
   }
   if (!doc.is_object()) throw BadMessage("bad-shape", "the body is neither a change nor an array");
-  out.push_back(parse_change(doc));
+  out.push_back(parse_change(doc, body));
   return out;
 }
 

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "pgfanout/change.hpp"
+#include "raw_json.hpp"
 
 namespace pgfanout {
 
@@ -30,8 +31,8 @@ struct ParsedChange {
   std::string schema;
   std::string name;
   Op op = Op::Insert;
-  nlohmann::json new_row;  // object for INSERT/UPDATE, null otherwise
-  nlohmann::json old_key;  // object for UPDATE/DELETE, null otherwise
+  RawObject new_row;  // object for INSERT/UPDATE, absent otherwise; values as received
+  RawObject old_key;  // object for UPDATE/DELETE, absent otherwise; values as received
   std::string ts;
 };
 
@@ -39,7 +40,10 @@ struct ParsedChange {
 /// array of them). Throws BadMessage("not-json" | "bad-shape", ...) on anything else.
 std::vector<ParsedChange> parse_message(std::string_view body);
 
-/// Parses one change object; throws BadMessage("bad-shape", ...).
+/// Parses one change object whose JSON text is `raw`; row values are taken from the text
+/// as they are. Throws BadMessage("bad-shape", ...).
+ParsedChange parse_change(const nlohmann::json& object, std::string_view raw);
+/// The same for an object that is only at hand parsed (its numbers as nlohmann keeps them).
 ParsedChange parse_change(const nlohmann::json& object);
 
 }  // namespace pgfanout

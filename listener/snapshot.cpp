@@ -1,6 +1,5 @@
 #include "snapshot.hpp"
 
-#include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 #include <spdlog/spdlog.h>
 
@@ -61,9 +60,9 @@ void copy_snapshot(const std::string& source_conninfo, pqxx::connection& target,
     for (;;) {
       pqxx::result r = src.exec("FETCH " + std::to_string(kFetchRows) + " FROM pgfanout_snapshot");
       if (r.empty()) break;
-      std::vector<nlohmann::json> rows;
+      std::vector<RawObject> rows;
       rows.reserve(r.size());
-      for (const auto& row : r) rows.push_back(nlohmann::json::parse(row[0].c_str()));
+      for (const auto& row : r) rows.push_back(RawObject::from_text(std::string_view(row[0].c_str(), row[0].size())));
       ApplyStep step{t, StepKind::Upsert, {}, {}};
       for (const auto& row : rows) step.rows.push_back(&row);
       dst.exec_params(step_sql(step), rows_json(step));

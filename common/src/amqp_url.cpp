@@ -96,10 +96,11 @@ AmqpUrl AmqpUrl::parse(std::string_view url) {
   }
 
   // As in the AMQP URI spec: no path means the default vhost "/", an empty path "".
-  if (path) out.vhost = percent_decode(*path, "vhost");
-  if (out.vhost.find('/') != std::string::npos && out.vhost != "/") {
+  // The check is on the raw path: an encoded slash (%2f) belongs to the vhost name.
+  if (path && path->find('/') != std::string_view::npos) {
     throw std::invalid_argument("AMQP vhost must be one path segment (encode '/' as %2f)");
   }
+  if (path) out.vhost = percent_decode(*path, "vhost");
 
   while (!query.empty()) {
     auto amp = query.find('&');
@@ -139,8 +140,16 @@ std::string AmqpUrl::masked() const {
   std::string s = tls ? "amqps://" : "amqp://";
   s += user;
   s += ":****@";
-  s += host.find(':') != std::string::npos ? "[" + host + "]" : host;
-  s += ":" + std::to_string(port) + "/";
+  if (host.find(':') != std::string::npos) {
+    s += '[';
+    s += host;
+    s += ']';
+  } else {
+    s += host;
+  }
+  s += ':';
+  s += std::to_string(port);
+  s += '/';
   s += vhost == "/" ? "%2f" : vhost;
   return s;
 }

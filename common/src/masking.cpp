@@ -11,16 +11,19 @@ std::string mask_url(std::string_view url) {
   auto end = url.find_first_of("/?#", start);
   std::string_view authority = url.substr(start, end == std::string_view::npos ? url.npos : end - start);
   auto at = authority.rfind('@');
-  if (at == std::string_view::npos) return std::string(url);
-  auto colon = authority.substr(0, at).find(':');
   std::string out(url.substr(0, start));
-  if (colon == std::string_view::npos) {
-    out += authority.substr(0, at);
+  if (at == std::string_view::npos) {
+    out += authority;
   } else {
-    out += authority.substr(0, colon);
-    out += ":****";
+    auto colon = authority.substr(0, at).find(':');
+    if (colon == std::string_view::npos) {
+      out += authority.substr(0, at);
+    } else {
+      out += authority.substr(0, colon);
+      out += ":****";
+    }
+    out += authority.substr(at);
   }
-  out += authority.substr(at);
   if (end != std::string_view::npos) {
     std::string_view tail = url.substr(end);
     // URI query parameters may carry a password too (postgres://h/db?password=x).
@@ -43,7 +46,11 @@ std::string mask_url(std::string_view url) {
 }
 
 std::string mask_conninfo(std::string_view conninfo) {
-  if (conninfo.find("://") != std::string_view::npos) return mask_url(conninfo);
+  // libpq takes a URI only with these prefixes; anything else is key = value pairs, whose
+  // values may contain "://" themselves.
+  if (conninfo.starts_with("postgresql://") || conninfo.starts_with("postgres://")) {
+    return mask_url(conninfo);
+  }
   // key = value pairs; values may be single-quoted with backslash escapes.
   std::string out;
   size_t i = 0;

@@ -1,5 +1,6 @@
 #include "pgfanout/metrics.hpp"
 
+#include <charconv>
 #include <cmath>
 #include <sstream>
 #include <stdexcept>
@@ -21,10 +22,10 @@ std::string escape_label(std::string_view v) {
 std::string format_number(double v) {
   if (std::isnan(v)) return "NaN";
   if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
-  std::ostringstream s;
-  s.precision(17);
-  s << v;
-  return s.str();
+  // The shortest text that reads back as the same double (0.1, not 0.10000000000000001).
+  char buffer[64];
+  auto [end, ec] = std::to_chars(buffer, buffer + sizeof buffer, v);
+  return ec == std::errc() ? std::string(buffer, end) : std::string("NaN");
 }
 
 std::string label_text(const Labels& labels, const std::pair<std::string, std::string>* extra = nullptr) {

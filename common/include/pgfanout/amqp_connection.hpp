@@ -47,6 +47,9 @@ struct Delivery {
   std::string routing_key;
   std::string body;
   std::string message_id;
+  std::string content_type;
+  /// 2 for a persistent message, 1 transient, 0 when the publisher did not say.
+  std::uint8_t delivery_mode = 0;
   Headers headers;
 };
 
