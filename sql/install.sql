@@ -1,0 +1,557 @@
+-- pgfanout capture layer: outbox table, capture triggers, track()/untrack().
+--
+--   psql -v ON_ERROR_STOP=1 -f sql/install.sql      (idempotent; run it again to upgrade)
+--
+-- Re-running keeps every pending outbox row and every tracked table: tables are only
+-- created when missing, functions are replaced in place (the triggers pick up the new
+-- bodies at once). The whole file is one transaction.
+--
+-- How a change is captured (bench/capture_cost.md has the measurements behind it):
+--   INSERT    statement-level AFTER trigger with a transition table: one INSERT ... SELECT
+--             writes every row of the statement, in the order the rows came.
+--   UPDATE    row-level AFTER trigger, so that a primary-key change is paired with the
+--             right old key.
+--   DELETE    row-level AFTER trigger. A statement-level one would be cheaper for big
+--             deletes but is not safe: in a query with data-modifying CTEs, e.g.
+--             WITH d AS (DELETE FROM t RETURNING *) INSERT INTO t SELECT ... FROM d LIMIT 1,
+--             the DELETE node can finish after the INSERT node, and its statement trigger
+--             would then record "DELETE k" after "INSERT k" although the delete came first.
+--             An INSERT has no such problem: nothing else in the same query can touch a row
+--             the query inserted.
+--   TRUNCATE  statement-level AFTER trigger, one TRUNCATE change.
+-- Partitioned tables and tables in a (non-partition) inheritance tree use row-level
+-- triggers for INSERT and DELETE too: statement triggers fire only for the table named in
+-- the statement, so a write addressed to a partition would be missed, while row triggers
+-- of a partitioned table are cloned onto every partition, present and future. Their
+-- changes carry the partitioned table's name; a row that moves to another partition is
+-- captured as DELETE + INSERT.
+--
+-- Ordering. Changes get their ids when the trigger fires. For one row the id order is
+-- the commit order, because writers of the same row are serialised by its lock (the
+-- identity sequence must keep CACHE 1: cached ranges per session would break this). One
+-- case needs care: a statement's AFTER triggers fire at its end, and a user's AFTER
+-- trigger firing before ours may itself change rows of the same table (say an AFTER
+-- INSERT trigger that updates the row it just inserted). That nested change is recorded
+-- first although it happened last. So each capture notes, per table and per transaction,
+-- the deepest trigger nesting level it ran at; a capture that finds a deeper capture of
+-- its table has happened records, for each key it concerns, the row's state as it is now
+-- (an upsert, or a DELETE if the row is gone) instead of the state its statement left.
+-- State-based changes are always safe to apply in id order, so the replica converges.
+-- A DEFERRABLE primary key is refused: with a deferred check, B can insert key k (lower
+-- id) while A's delete of the old k is uncommitted, and B's commit then waits for A's.
+--
+-- DDL. An event trigger (installed when a superuser runs this file) keeps the triggers
+-- of tracked tables in step with ALTER TABLE: a renamed key column, a new primary key, a
+-- renamed table or schema, a new inheritance child. It refuses DDL that would leave a
+-- tracked table uncapturable (dropping its primary key, attaching it as a partition), and
+-- forgets dropped tables. Without it, run pgfanout.track() again after such changes.
+--
+-- Not captured, like any DDL: the rows that ATTACH PARTITION brings into a tracked
+-- partitioned table, or that DETACH / DROP / TRUNCATE of a single partition take out of
+-- it; and an unlogged table emptied by crash recovery (track() warns about unlogged tables).
+--
+-- Wake-up. pg_notify('pgfanout', '') is sent only while the publisher says it is idle
+-- (pgfanout.publisher_state.idle): a NOTIFY at every commit costs about half of the
+-- single-row write rate (a database-wide lock taken before commit and held until it
+-- ends serialises committing writers), and a busy publisher drains in batches anyway and
+-- polls as a fallback. Identical notifications within a transaction are folded into one
+-- by PostgreSQL. The payload is empty; nothing depends on it. A writer that read idle = false just before the publisher went idle sends
+-- nothing; the publisher must therefore drain once more after setting idle = true, and
+-- its bounded fallback poll covers the rest.
+--
+-- Privileges. The capture functions are SECURITY DEFINER (owned by whoever installs,
+-- normally a superuser), so writers of tracked tables need no rights on schema pgfanout,
+-- and nobody can write forged changes into the outbox directly. Triggers are fired with
+-- session_replication_role = origin only (PostgreSQL's default trigger mode), so a
+-- session that sets it to replica is not captured.
+
+BEGIN;
+
+-- Tells the DDL event trigger of an installed version to leave this file's DDL alone.
+SET LOCAL pgfanout.installing = on;
+
+CREATE SCHEMA IF NOT EXISTS pgfanout;
+COMMENT ON SCHEMA pgfanout IS 'pgfanout: change capture for replication through RabbitMQ';
+
+CREATE TABLE IF NOT EXISTS pgfanout.changes (
+    id          bigint GENERATED ALWAYS AS IDENTITY (CACHE 1) PRIMARY KEY,
+    schema_name text NOT NULL,
+    table_name  text NOT NULL,
+    op          text NOT NULL,  -- INSERT, UPDATE, DELETE, TRUNCATE (no CHECK: PostgreSQL
+                                -- prepares CHECK expressions at every statement, ~5 us each)
+    new_row     jsonb,
+    old_key     jsonb,
+    ts          timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+COMMENT ON TABLE pgfanout.changes IS
+    'Outbox: one row per captured change, written in the writer''s transaction, deleted by the publisher once the broker confirmed it.';
+
+-- A queue table: every row is inserted once and deleted soon after. Vacuum it after a
+-- fixed number of dead rows, not a fraction of a table size that swings from 0 to
+-- millions, and let that vacuum run unthrottled. Rows are never updated, so the default
+-- fillfactor (100) is right.
+ALTER TABLE pgfanout.changes SET (
+    autovacuum_vacuum_scale_factor = 0,
+    autovacuum_vacuum_threshold = 2000,
+    autovacuum_vacuum_insert_scale_factor = 0,
+    autovacuum_vacuum_insert_threshold = 20000,
+    autovacuum_analyze_scale_factor = 0,
+    autovacuum_analyze_threshold = 20000,
+    autovacuum_vacuum_cost_delay = 0,
+    toast.autovacuum_vacuum_scale_factor = 0,
+    toast.autovacuum_vacuum_threshold = 2000,
+    toast.autovacuum_vacuum_cost_delay = 0
+);
+
+CREATE TABLE IF NOT EXISTS pgfanout.tracked (
+    relid       regclass PRIMARY KEY,
+    schema_name text NOT NULL,
+    table_name  text NOT NULL,
+    key_columns text[] NOT NULL,
+    tracked_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE pgfanout.tracked IS
+    'One row per tracked table; names as PostgreSQL stores them, key_columns in primary-key order.';
+
+CREATE TABLE IF NOT EXISTS pgfanout.publisher_state (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    idle      boolean NOT NULL DEFAULT true
+);
+COMMENT ON TABLE pgfanout.publisher_state IS
+    'Set by the publisher: idle = true while it waits for a notification, false while it drains.';
+INSERT INTO pgfanout.publisher_state DEFAULT VALUES ON CONFLICT DO NOTHING;
+
+-- The primary-key columns of a table, in key order; NULL if it has no primary key.
+CREATE OR REPLACE FUNCTION pgfanout.primary_key(rel regclass) RETURNS text[]
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT array_agg(a.attname::text ORDER BY k.ord)
+    FROM pg_index i
+    CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+    WHERE i.indrelid = rel AND i.indisprimary
+    HAVING count(*) > 0
+$$;
+
+-- Whether the primary key is DEFERRABLE. Such a key is refused: writers of the same key
+-- are then no longer serialised before their changes are captured (see track()).
+CREATE OR REPLACE FUNCTION pgfanout.primary_key_deferrable(rel regclass) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (SELECT FROM pg_constraint WHERE conrelid = rel AND contype = 'p' AND condeferrable)
+$$;
+
+-- Which trigger function captures a table's rows (see the header).
+CREATE OR REPLACE FUNCTION pgfanout.capture_function(rel regclass) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE
+        WHEN c.relkind = 'p' THEN 'pgfanout.capture_partition_row'
+        WHEN EXISTS (SELECT FROM pg_inherits WHERE inhrelid = c.oid OR inhparent = c.oid)
+            THEN 'pgfanout.capture_row'
+        ELSE 'pgfanout.capture_insert'
+    END
+    FROM pg_class c WHERE c.oid = rel
+$$;
+
+CREATE OR REPLACE FUNCTION pgfanout.key_of(r jsonb, keys text[]) RETURNS jsonb
+LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT jsonb_object_agg(k, r -> k) FROM unnest(keys) AS k
+$$;
+
+-- Records that a capture of table rel runs at the current trigger nesting level, and
+-- tells whether a capture of rel ran deeper earlier in this transaction (see the header).
+-- Only called once some capture has run nested (pgfanout.nested is set), so plain
+-- workloads never pay for it.
+CREATE OR REPLACE FUNCTION pgfanout.nested_change(rel oid) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    depth integer := pg_trigger_depth();
+    marker text := 'pgfanout.depth_' || rel;
+    deepest integer := coalesce(nullif(current_setting(marker, true), ''), '0')::integer;
+BEGIN
+    IF depth > 1 AND depth > deepest THEN
+        PERFORM set_config(marker, depth::text, true);
+        PERFORM set_config('pgfanout.nested', 'on', true);
+    END IF;
+    RETURN deepest > depth;
+END
+$$;
+
+-- Writes the current state of the row of rel whose primary key is key: its whole row
+-- (as op, with old_key = key for an UPDATE) if it exists, otherwise a DELETE of key.
+CREATE OR REPLACE FUNCTION pgfanout.capture_state(
+    rel regclass, schema_name text, table_name text, op text, keys text[], key jsonb)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    current_row jsonb;
+BEGIN
+    EXECUTE format('SELECT to_jsonb(c.*) FROM %s %s c, jsonb_to_record($1) AS k(%s) WHERE %s',
+                   CASE WHEN (SELECT relkind FROM pg_class WHERE oid = rel) = 'p' THEN '' ELSE 'ONLY' END,
+                   rel,
+                   (SELECT string_agg(format('%I %s', a.attname, format_type(a.atttypid, a.atttypmod)), ', ')
+                    FROM unnest(keys) AS k JOIN pg_attribute a ON a.attrelid = rel AND a.attname = k),
+                   (SELECT string_agg(format('c.%1$I = k.%1$I', k), ' AND ') FROM unnest(keys) AS k))
+        INTO current_row USING key;
+    IF current_row IS NULL THEN
+        INSERT INTO pgfanout.changes (schema_name, table_name, op, old_key)
+        VALUES (capture_state.schema_name, capture_state.table_name, 'DELETE', key);
+    ELSE
+        INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, old_key)
+        VALUES (capture_state.schema_name, capture_state.table_name,
+                CASE WHEN op = 'INSERT' THEN 'INSERT' ELSE 'UPDATE' END, current_row,
+                CASE WHEN op = 'INSERT' THEN NULL ELSE key END);
+    END IF;
+END
+$$;
+
+-- Statement-level AFTER INSERT, REFERENCING NEW TABLE AS pgfanout_new.
+-- Trigger arguments: the primary-key columns.
+CREATE OR REPLACE FUNCTION pgfanout.capture_insert() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+    written boolean := false;
+BEGIN
+    IF pg_trigger_depth() > 1 OR current_setting('pgfanout.nested', true) <> '' THEN
+        IF pgfanout.nested_change(TG_RELID) THEN
+            FOR r IN SELECT to_jsonb(n.*) AS j FROM pgfanout_new n LOOP
+                PERFORM pgfanout.capture_state(TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT',
+                                               TG_ARGV, pgfanout.key_of(r.j, TG_ARGV));
+                written := true;
+            END LOOP;
+        END IF;
+    END IF;
+    IF NOT written THEN
+        INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row)
+        SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT', to_jsonb(n.*) FROM pgfanout_new n;
+        written := FOUND;
+    END IF;
+    IF written AND (SELECT idle FROM pgfanout.publisher_state) THEN
+        PERFORM pg_notify('pgfanout', '');
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- The shared body of the row-level captures: rel is the table the change is reported
+-- for (a partitioned table for its partitions' rows), keys its primary-key columns.
+CREATE OR REPLACE FUNCTION pgfanout.capture_row_change(
+    rel oid, schema_name text, table_name text, op text, keys text[], new_row jsonb, old_row jsonb)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    old_key jsonb := pgfanout.key_of(old_row, keys);
+    new_key jsonb;
+BEGIN
+    IF pgfanout.nested_change(rel) THEN
+        new_key := pgfanout.key_of(new_row, keys);
+        IF old_key IS NOT NULL AND old_key IS DISTINCT FROM new_key THEN
+            PERFORM pgfanout.capture_state(rel, schema_name, table_name, op, keys, old_key);
+        END IF;
+        IF new_key IS NOT NULL THEN
+            PERFORM pgfanout.capture_state(rel, schema_name, table_name, op, keys, new_key);
+        END IF;
+    ELSE
+        INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, old_key)
+        VALUES (capture_row_change.schema_name, capture_row_change.table_name, op, new_row, old_key);
+    END IF;
+END
+$$;
+
+-- Row-level AFTER INSERT/UPDATE/DELETE. Trigger arguments: the primary-key columns.
+CREATE OR REPLACE FUNCTION pgfanout.capture_row() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    old_row jsonb;
+    old_key jsonb;
+BEGIN
+    IF pg_trigger_depth() > 1 OR current_setting('pgfanout.nested', true) <> '' THEN
+        PERFORM pgfanout.capture_row_change(TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP, TG_ARGV,
+                                            CASE WHEN TG_OP <> 'DELETE' THEN to_jsonb(NEW) END,
+                                            CASE WHEN TG_OP <> 'INSERT' THEN to_jsonb(OLD) END);
+    ELSE
+        IF TG_OP <> 'INSERT' THEN
+            old_row := to_jsonb(OLD);
+            IF TG_NARGS = 1 THEN
+                old_key := jsonb_build_object(TG_ARGV[0], old_row -> TG_ARGV[0]);
+            ELSE
+                old_key := pgfanout.key_of(old_row, TG_ARGV);
+            END IF;
+        END IF;
+        INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, old_key)
+        VALUES (TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP,
+                CASE WHEN TG_OP <> 'DELETE' THEN to_jsonb(NEW) END, old_key);
+    END IF;
+    IF (SELECT idle FROM pgfanout.publisher_state) THEN
+        PERFORM pg_notify('pgfanout', '');
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- Row-level AFTER INSERT/UPDATE/DELETE of a partitioned table, cloned by PostgreSQL onto
+-- each partition: reports the change under the partitioned table's name.
+-- Trigger arguments: the primary-key columns.
+CREATE OR REPLACE FUNCTION pgfanout.capture_partition_row() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    root oid := pg_partition_root(TG_RELID);
+    root_schema text;
+    root_name text;
+BEGIN
+    SELECT n.nspname, c.relname INTO root_schema, root_name
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.oid = root;
+    IF pg_trigger_depth() > 1 OR current_setting('pgfanout.nested', true) <> '' THEN
+        PERFORM pgfanout.capture_row_change(root, root_schema, root_name, TG_OP, TG_ARGV,
+                                            CASE WHEN TG_OP <> 'DELETE' THEN to_jsonb(NEW) END,
+                                            CASE WHEN TG_OP <> 'INSERT' THEN to_jsonb(OLD) END);
+    ELSE
+        INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, old_key)
+        VALUES (root_schema, root_name, TG_OP,
+                CASE WHEN TG_OP <> 'DELETE' THEN to_jsonb(NEW) END,
+                CASE WHEN TG_OP <> 'INSERT' THEN pgfanout.key_of(to_jsonb(OLD), TG_ARGV) END);
+    END IF;
+    IF (SELECT idle FROM pgfanout.publisher_state) THEN
+        PERFORM pg_notify('pgfanout', '');
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- Statement-level AFTER TRUNCATE. A TRUNCATE of a partitioned table fires this trigger
+-- on the partitioned table only (partitions get no TRUNCATE trigger).
+CREATE OR REPLACE FUNCTION pgfanout.capture_truncate() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    INSERT INTO pgfanout.changes (schema_name, table_name, op)
+    VALUES (TG_TABLE_SCHEMA, TG_TABLE_NAME, 'TRUNCATE');
+    IF (SELECT idle FROM pgfanout.publisher_state) THEN
+        PERFORM pg_notify('pgfanout', '');
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+REVOKE ALL ON FUNCTION pgfanout.capture_insert(), pgfanout.capture_row(),
+    pgfanout.capture_partition_row(), pgfanout.capture_truncate() FROM PUBLIC;
+
+-- Drops the capture triggers of a table: every trigger calling a pgfanout function,
+-- whatever its name (their clones on partitions go with them). Returns how many.
+CREATE OR REPLACE FUNCTION pgfanout.drop_triggers(rel regclass) RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t record;
+    dropped integer := 0;
+BEGIN
+    FOR t IN
+        SELECT tg.tgname FROM pg_trigger tg JOIN pg_proc p ON p.oid = tg.tgfoid
+        WHERE tg.tgrelid = rel AND tg.tgparentid = 0 AND p.pronamespace = 'pgfanout'::regnamespace
+    LOOP
+        EXECUTE format('DROP TRIGGER %I ON %s', t.tgname, rel);
+        dropped := dropped + 1;
+    END LOOP;
+    RETURN dropped;
+END
+$$;
+
+-- Starts capturing a table, or refreshes its capture (after its primary key, its name or
+-- its place in an inheritance tree changed). Refuses a table without a primary key.
+CREATE OR REPLACE FUNCTION pgfanout.track(rel regclass) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c record;
+    qualified text;
+    keys text[];
+    args text;
+    capture text;
+    row_level text;
+BEGIN
+    SELECT n.nspname, cl.relname, cl.relkind, cl.relispartition, cl.relpersistence INTO c
+    FROM pg_class cl JOIN pg_namespace n ON n.oid = cl.relnamespace
+    WHERE cl.oid = rel;
+    qualified := format('%I.%I', c.nspname, c.relname);
+    IF c.nspname = 'pgfanout' THEN
+        RAISE EXCEPTION 'pgfanout: cannot track %, a table of pgfanout itself', qualified;
+    END IF;
+    IF c.relkind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION 'pgfanout: cannot track %: it is not a table', qualified
+            USING HINT = 'Only ordinary and partitioned tables can be tracked.';
+    END IF;
+    IF c.relpersistence = 't' THEN
+        RAISE EXCEPTION 'pgfanout: cannot track %: it is a temporary table', qualified;
+    END IF;
+    IF c.relispartition THEN
+        RAISE EXCEPTION 'pgfanout: cannot track %: it is a partition of %', qualified,
+            pg_partition_root(rel)::regclass
+            USING HINT = 'Track the partitioned table instead; its partitions are captured with it.';
+    END IF;
+    keys := pgfanout.primary_key(rel);
+    IF keys IS NULL THEN
+        RAISE EXCEPTION 'pgfanout: cannot track %: it has no primary key', qualified
+            USING HINT = format('pgfanout identifies rows by their primary key: add one (ALTER TABLE %s ADD PRIMARY KEY (...)); '
+                                'to replace a key, drop and add it in one ALTER TABLE.', qualified);
+    END IF;
+    IF pgfanout.primary_key_deferrable(rel) THEN
+        RAISE EXCEPTION 'pgfanout: cannot track %: its primary key is DEFERRABLE', qualified
+            USING DETAIL = 'With a deferred key check, a transaction can insert a key before another one''s delete of it commits, so the changes would not be captured in commit order.',
+                  HINT = 'Recreate it NOT DEFERRABLE: ALTER TABLE ... DROP CONSTRAINT ..., ADD PRIMARY KEY (...).';
+    END IF;
+    IF c.relpersistence = 'u' THEN
+        RAISE WARNING 'pgfanout: % is unlogged: a crash empties it without any change being captured', qualified;
+    END IF;
+
+    args := (SELECT string_agg(quote_literal(k), ', ') FROM unnest(keys) AS k);
+    capture := pgfanout.capture_function(rel);
+    row_level := CASE WHEN capture = 'pgfanout.capture_partition_row'
+                      THEN capture ELSE 'pgfanout.capture_row' END;
+    PERFORM pgfanout.drop_triggers(rel);
+    IF capture = 'pgfanout.capture_insert' THEN
+        EXECUTE format('CREATE TRIGGER pgfanout_insert AFTER INSERT ON %s REFERENCING NEW TABLE AS pgfanout_new '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION pgfanout.capture_insert(%s)', rel, args);
+    ELSE
+        EXECUTE format('CREATE TRIGGER pgfanout_insert AFTER INSERT ON %s '
+                       'FOR EACH ROW EXECUTE FUNCTION %s(%s)', rel, row_level, args);
+    END IF;
+    EXECUTE format('CREATE TRIGGER pgfanout_update AFTER UPDATE ON %s '
+                   'FOR EACH ROW EXECUTE FUNCTION %s(%s)', rel, row_level, args);
+    EXECUTE format('CREATE TRIGGER pgfanout_delete AFTER DELETE ON %s '
+                   'FOR EACH ROW EXECUTE FUNCTION %s(%s)', rel, row_level, args);
+    EXECUTE format('CREATE TRIGGER pgfanout_truncate AFTER TRUNCATE ON %s '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION pgfanout.capture_truncate()', rel);
+
+    INSERT INTO pgfanout.tracked (relid, schema_name, table_name, key_columns)
+    VALUES (rel, c.nspname, c.relname, keys)
+    ON CONFLICT (relid) DO UPDATE
+        SET schema_name = EXCLUDED.schema_name, table_name = EXCLUDED.table_name,
+            key_columns = EXCLUDED.key_columns;
+END
+$$;
+
+-- Stops capturing a table. Changes already in the outbox are still published.
+CREATE OR REPLACE FUNCTION pgfanout.untrack(rel regclass) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    dropped integer := pgfanout.drop_triggers(rel);
+BEGIN
+    DELETE FROM pgfanout.tracked WHERE relid = rel;
+    IF dropped = 0 AND NOT FOUND THEN
+        RAISE NOTICE 'pgfanout: % is not tracked', rel;
+    END IF;
+END
+$$;
+
+REVOKE ALL ON FUNCTION pgfanout.track(regclass), pgfanout.untrack(regclass) FROM PUBLIC;
+
+-- Tracked tables whose capture no longer matches the table: dropped, renamed, primary
+-- key changed or made deferrable, moved in or out of an inheritance tree, attached as a
+-- partition, or a capture trigger dropped by hand. Only the tables in among are checked
+-- (all of them when among is NULL); dropped ones are always reported.
+CREATE OR REPLACE FUNCTION pgfanout.stale_tracking(among oid[])
+RETURNS TABLE (relid oid, dropped boolean)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT t.relid::oid, c.oid IS NULL
+    FROM pgfanout.tracked t
+    LEFT JOIN pg_class c ON c.oid = t.relid
+    LEFT JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.oid IS NULL
+       OR ((among IS NULL OR c.oid = ANY (among))
+           AND (n.nspname <> t.schema_name
+                OR c.relname <> t.table_name
+                OR c.relispartition
+                OR pgfanout.primary_key(c.oid) IS DISTINCT FROM t.key_columns
+                OR pgfanout.primary_key_deferrable(c.oid)
+                OR pgfanout.capture_function(c.oid) IS DISTINCT FROM
+                   (SELECT tg.tgfoid::regproc::text FROM pg_trigger tg
+                    WHERE tg.tgrelid = c.oid AND tg.tgname = 'pgfanout_insert')
+                OR (SELECT count(*) FROM pg_trigger tg JOIN pg_proc p ON p.oid = tg.tgfoid
+                    WHERE tg.tgrelid = c.oid AND tg.tgparentid = 0
+                      AND p.pronamespace = 'pgfanout'::regnamespace) <> 4))
+$$;
+
+-- Event trigger body: keeps the capture of tracked tables in step with DDL, so that a
+-- renamed key column or a new primary key never leaves a trigger writing wrong old keys.
+-- A change that would leave a tracked table uncapturable (primary key dropped or made
+-- deferrable, table attached as a partition) is refused, which aborts the DDL. Only the
+-- tables the command touched are judged (with their inheritance parents and children, and
+-- the tables of a renamed schema), so DDL elsewhere never fails because of them.
+CREATE OR REPLACE FUNCTION pgfanout.on_ddl() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    touched oid[];
+    s record;
+    message text;
+    hint text;
+BEGIN
+    IF to_regclass('pgfanout.tracked') IS NULL OR current_setting('pgfanout.installing', true) = 'on' THEN
+        RETURN;
+    END IF;
+    WITH cmd AS (SELECT classid, objid FROM pg_event_trigger_ddl_commands()),
+    rel AS (
+        SELECT objid FROM cmd WHERE classid = 'pg_class'::regclass
+        UNION SELECT oid FROM pg_class
+              WHERE relnamespace IN (SELECT objid FROM cmd WHERE classid = 'pg_namespace'::regclass)
+    )
+    SELECT array_agg(objid) INTO touched FROM (
+        SELECT objid FROM rel
+        UNION SELECT i.inhparent FROM pg_inherits i JOIN rel ON i.inhrelid = rel.objid
+        UNION SELECT i.inhrelid FROM pg_inherits i JOIN rel ON i.inhparent = rel.objid
+    ) r;
+    FOR s IN SELECT * FROM pgfanout.stale_tracking(coalesce(touched, '{}')) LOOP
+        IF s.dropped THEN
+            DELETE FROM pgfanout.tracked WHERE relid = s.relid;
+            CONTINUE;
+        END IF;
+        BEGIN
+            PERFORM pgfanout.track(s.relid::regclass);
+        EXCEPTION WHEN raise_exception THEN
+            GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, hint = PG_EXCEPTION_HINT;
+            RAISE EXCEPTION '%', message
+                USING DETAIL = format('%s is tracked by pgfanout, so this change is refused.', s.relid::regclass),
+                      HINT = format('%s Or stop capturing it first: SELECT pgfanout.untrack(%L).',
+                                    hint, s.relid::regclass::text);
+        END;
+    END LOOP;
+END
+$$;
+
+-- Event triggers need a superuser. Without one the capture still works; after changing a
+-- tracked table's primary key or renaming it, run pgfanout.track() on it again.
+DO $$
+BEGIN
+    IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+        IF EXISTS (SELECT FROM pg_event_trigger WHERE evtname = 'pgfanout_ddl') THEN
+            DROP EVENT TRIGGER pgfanout_ddl;
+        END IF;
+        CREATE EVENT TRIGGER pgfanout_ddl ON ddl_command_end
+            WHEN TAG IN ('ALTER TABLE', 'CREATE TABLE', 'DROP TABLE', 'ALTER SCHEMA', 'DROP SCHEMA', 'DROP OWNED')
+            EXECUTE FUNCTION pgfanout.on_ddl();
+    ELSIF NOT EXISTS (SELECT FROM pg_event_trigger WHERE evtname = 'pgfanout_ddl') THEN
+        RAISE NOTICE 'pgfanout: not a superuser, so no event trigger: run pgfanout.track() again on a tracked table after changing its primary key or its name';
+    END IF;
+END
+$$;
+
+-- Re-running this file brings the triggers of every tracked table up to date too. A
+-- table that can no longer be tracked keeps its capture as it was, with a warning.
+DO $$
+DECLARE
+    s record;
+    message text;
+BEGIN
+    FOR s IN SELECT * FROM pgfanout.stale_tracking(NULL) LOOP
+        IF s.dropped THEN
+            DELETE FROM pgfanout.tracked WHERE relid = s.relid;
+            CONTINUE;
+        END IF;
+        BEGIN
+            PERFORM pgfanout.track(s.relid::regclass);
+        EXCEPTION WHEN raise_exception THEN
+            GET STACKED DIAGNOSTICS message = MESSAGE_TEXT;
+            RAISE WARNING '%', format('%s (its capture stays as it was; fix it, or SELECT pgfanout.untrack(%L))',
+                                      message, s.relid::regclass::text);
+        END;
+    END LOOP;
+END
+$$;
+
+COMMIT;
