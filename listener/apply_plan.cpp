@@ -86,13 +86,42 @@ std::vector<ApplyStep> plan_steps(const std::vector<const ParsedChange*>& change
   return steps;
 }
 
+namespace {
+
+// `jsonb_to_recordset($1::jsonb) AS k("a" int4, ...)` over just these columns: unlike
+// jsonb_populate_recordset over the whole row type, a column the rows do not carry is
+// not built at all, so a NOT NULL domain elsewhere in the table cannot reject it.
+std::string recordset(const TableInfo& t, const std::vector<std::string>& columns) {
+  std::string out = "jsonb_to_recordset($1::jsonb) AS k(";
+  for (std::size_t i = 0; i < columns.size(); ++i) {
+    if (i) out += ", ";
+    out += quote_ident(columns[i]);
+    out += ' ';
+    auto type = t.types.find(columns[i]);
+    out += type == t.types.end() ? std::string("text") : type->second;
+  }
+  out += ')';
+  return out;
+}
+
+std::string joined(const std::vector<std::string>& names, std::string_view prefix = "") {
+  std::string out;
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    if (i) out += ", ";
+    out += prefix;
+    out += quote_ident(names[i]);
+  }
+  return out;
+}
+
+}  // namespace
+
 std::string step_sql(const ApplyStep& step) {
   const TableInfo& t = *step.table;
   const std::string q = t.qualified();
   if (step.kind == StepKind::Truncate) return "TRUNCATE " + q;
   if (step.kind == StepKind::Delete) {
-    std::string sql = "DELETE FROM " + q + " AS t USING jsonb_populate_recordset(NULL::" + q +
-                      ", $1::jsonb) AS k WHERE ";
+    std::string sql = "DELETE FROM " + q + " AS t USING " + recordset(t, t.key_columns) + " WHERE ";
     for (std::size_t i = 0; i < t.key_columns.size(); ++i) {
       if (i) sql += " AND ";
       std::string c = quote_ident(t.key_columns[i]);
@@ -108,23 +137,14 @@ std::string step_sql(const ApplyStep& step) {
   }
   std::vector<std::string> cols;
   for (const auto& c : t.columns) {
-    if (present.count(c)) cols.push_back(quote_ident(c));
+    if (present.count(c)) cols.push_back(c);
   }
-  std::string list;
-  for (std::size_t i = 0; i < cols.size(); ++i) {
-    if (i) list += ", ";
-    list += cols[i];
-  }
-  std::string keys;
-  for (std::size_t i = 0; i < t.key_columns.size(); ++i) {
-    if (i) keys += ", ";
-    keys += quote_ident(t.key_columns[i]);
-  }
-  std::string sql = "INSERT INTO " + q + " (" + list + ") OVERRIDING SYSTEM VALUE SELECT " + list +
-                    " FROM jsonb_populate_recordset(NULL::" + q + ", $1::jsonb) ON CONFLICT (" + keys + ") DO ";
+  std::string list = joined(cols);
+  std::string sql = "INSERT INTO " + q + " (" + list + ") OVERRIDING SYSTEM VALUE SELECT " +
+                    joined(cols, "k.") + " FROM " + recordset(t, cols) + " ON CONFLICT (" +
+                    joined(t.key_columns) + ") DO ";
   std::string updates;
-  for (const auto& c : t.columns) {
-    if (!present.count(c)) continue;
+  for (const auto& c : cols) {
     if (std::find(t.key_columns.begin(), t.key_columns.end(), c) != t.key_columns.end()) continue;
     if (!updates.empty()) updates += ", ";
     std::string qc = quote_ident(c);

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstddef>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,8 @@ struct TableInfo {
   std::string name;
   std::vector<std::string> columns;       // insertable columns, in table order
   std::vector<std::string> key_columns;   // primary key, in key order
+  /// SQL type of every column (format_type from the catalog, so already quoted).
+  std::map<std::string, std::string, std::less<>> types;
   std::string qualified() const;          // "schema"."name"
 };
 

@@ -63,7 +63,7 @@ void BatchApplier::isolate(pqxx::nontransaction& tx, const std::vector<std::size
   } catch (const pqxx::broken_connection&) {
     throw;
   } catch (const pqxx::sql_error& e) {
-    if (is_connection_error(e)) throw;
+    if (is_transient_error(e)) throw;
     error = one_line(e.what());
   }
   tx.exec0("ROLLBACK TO SAVEPOINT pgfanout_isolate");
@@ -100,7 +100,7 @@ ApplyResult BatchApplier::apply(const std::vector<const ParsedChange*>& changes,
   } catch (const pqxx::broken_connection&) {
     throw;
   } catch (const pqxx::sql_error& e) {
-    if (is_connection_error(e)) throw;
+    if (is_transient_error(e)) throw;
   }
   tx.exec0("ROLLBACK");
   tx.exec0("BEGIN");

@@ -25,7 +25,8 @@ struct ApplyResult {
 /// Applies a batch of changes to the replica in one transaction, as set-based statements
 /// in message order. If the replica refuses the batch, it is applied again with each half
 /// in a savepoint, recursively, until the refused changes are isolated; every other change
-/// is applied and committed. Connection errors propagate (nothing is committed, the caller
+/// is applied and committed. Transient errors (connection lost, deadlock, timeouts, out
+/// of resources) propagate instead of condemning a change (nothing is committed, the caller
 /// must not ack). The listener's bookkeeping row is written in the same transaction.
 /// Transaction control (BEGIN, SAVEPOINT, ROLLBACK TO) is explicit SQL on a
 /// nontransaction: after a failed statement the session state is then exactly what the

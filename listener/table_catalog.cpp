@@ -7,7 +7,8 @@ namespace {
 
 constexpr const char* kResolveSql = R"(
 SELECT a.attname, a.attgenerated = '' AS insertable,
-       array_position(i.indkey::int2[], a.attnum) AS key_position
+       array_position(i.indkey::int2[], a.attnum) AS key_position,
+       format_type(a.atttypid, a.atttypmod) AS type
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -40,6 +41,7 @@ const TableInfo* TableCatalog::resolve(pqxx::connection& conn, const std::string
   for (const auto& row : r) {
     std::string column = row[0].c_str();
     if (row[1].as<bool>()) info->columns.push_back(column);
+    info->types.emplace(column, row[3].c_str());
     if (!row[2].is_null()) keys.emplace(row[2].as<int>(), column);
   }
   for (auto& [pos, column] : keys) info->key_columns.push_back(column);

@@ -26,6 +26,19 @@ bool is_connection_error(const std::exception& e) {
   return false;
 }
 
+bool is_transient_error(const std::exception& e) {
+  if (is_connection_error(e)) return true;
+  if (const auto* sql = dynamic_cast<const pqxx::sql_error*>(&e)) {
+    const std::string& state = sql->sqlstate();
+    // 40: transaction rollback (deadlock, serialization); 53: insufficient resources;
+    // 57: operator intervention (statement timeout, shutdown); 58: system (I/O) error;
+    // 55P03 lock not available; 55006 object in use.
+    return state.starts_with("40") || state.starts_with("53") || state.starts_with("57") ||
+           state.starts_with("58") || state == "55P03" || state == "55006";
+  }
+  return false;
+}
+
 std::string quote_ident(std::string_view name) {
   std::string out;
   out.reserve(name.size() + 2);

@@ -20,6 +20,12 @@ std::unique_ptr<pqxx::connection> connect_pg(const std::string& conninfo,
 /// accepting (retry on a new connection), false for an error in the data or the SQL.
 bool is_connection_error(const std::exception& e);
 
+/// True when `e` may well succeed if tried again later and says nothing against the data:
+/// a connection error, or a deadlock, serialization failure, lock or statement timeout,
+/// out of disk, memory or connections, or an I/O error. A change that fails so is retried
+/// (never dead-lettered).
+bool is_transient_error(const std::exception& e);
+
 /// `name` as a quoted SQL identifier ("a""b"), whatever it contains.
 std::string quote_ident(std::string_view name);
 
