@@ -2,13 +2,15 @@
 
 #include "listener.hpp"
 
+#include <condition_variable>
+#include <cstdlib>
 #include <map>
+#include <mutex>
 #include <set>
 #include <thread>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
-#include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 #include <spdlog/spdlog.h>
 
@@ -23,6 +25,9 @@ namespace pgfanout {
 using namespace std::chrono_literals;
 
 namespace {
+
+// How long a stop may take before the process leaves without finishing it (see run()).
+constexpr std::chrono::seconds kStopGrace{3};
 
 constexpr const char* kBookkeepingSql = R"(
 CREATE SCHEMA IF NOT EXISTS pgfanout;
@@ -66,11 +71,26 @@ std::int64_t header_count(const Delivery& d) {
   return 1;
 }
 
-nlohmann::json change_object(const ParsedChange& c) {
-  return nlohmann::json{{"id", c.id},         {"table", routing_key(c.schema, c.name)},
-                        {"schema", c.schema}, {"name", c.name},
-                        {"op", to_string(c.op)}, {"new", c.new_row},
-                        {"old", c.old_key},   {"ts", c.ts}};
+// One change as a message body of its own, its row values spliced in as received.
+std::string change_body(const ParsedChange& c) {
+  std::string out = "{\"id\":";
+  out += std::to_string(c.id);
+  out += ",\"table\":";
+  append_json_string(out, routing_key(c.schema, c.name));
+  out += ",\"schema\":";
+  append_json_string(out, c.schema);
+  out += ",\"name\":";
+  append_json_string(out, c.name);
+  out += ",\"op\":\"";
+  out += to_string(c.op);
+  out += "\",\"new\":";
+  out += c.new_row.dump();
+  out += ",\"old\":";
+  out += c.old_key.dump();
+  out += ",\"ts\":";
+  append_json_string(out, c.ts);
+  out += '}';
+  return out;
 }
 
 }  // namespace
@@ -119,22 +139,43 @@ void Listener::pause(std::chrono::milliseconds delay) {
 }
 
 int Listener::run() {
+  // The main thread may be blocked in a call to a server that does not answer (a connect
+  // attempt, a statement on a replica that went silent). If it has not stopped kStopGrace
+  // after the signal, the process leaves at once: nothing is lost, since what was not
+  // acked is delivered again and an uncommitted batch is rolled back by PostgreSQL.
   boost::asio::io_context signal_io;
   boost::asio::signal_set signals(signal_io, SIGINT, SIGTERM);
-  signals.async_wait([this](const boost::system::error_code& ec, int signal) {
+  std::mutex mutex;
+  std::condition_variable cv;
+  bool stopped = false;
+  signals.async_wait([&](const boost::system::error_code& ec, int signal) {
     if (ec) return;
     spdlog::info("received {}, stopping after the batch in flight", signal == SIGINT ? "SIGINT" : "SIGTERM");
     stopping_ = true;
+    std::unique_lock lock(mutex);
+    if (cv.wait_for(lock, kStopGrace, [&] { return stopped; })) return;
+    spdlog::warn("not stopped {} s after the signal (a server does not answer); exiting now, "
+                 "unacked messages will be delivered again", kStopGrace.count());
+    spdlog::default_logger()->flush();
+    std::_Exit(0);
   });
   std::thread signal_thread([&] { signal_io.run(); });
   struct Joiner {
     boost::asio::io_context& io;
     std::thread& t;
+    std::mutex& mutex;
+    std::condition_variable& cv;
+    bool& stopped;
     ~Joiner() {
+      {
+        std::lock_guard lock(mutex);
+        stopped = true;
+      }
+      cv.notify_all();
       io.stop();
       t.join();
     }
-  } joiner{signal_io, signal_thread};
+  } joiner{signal_io, signal_thread, mutex, cv, stopped};
 
   spdlog::info("pgfanout-listener {} starting: target {}, queue '{}', broker {}, exchange '{}'",
                PGFANOUT_VERSION, mask_conninfo(config_.target), config_.queue,
@@ -169,6 +210,13 @@ int Listener::run() {
 
 void Listener::setup_replica() {
   pg_ = connect_pg(config_.target, "pgfanout-listener");
+  // session_replication_role below is session state: libpqxx 6 would quietly open a new
+  // session on the next statement after a break, without it. A break must end the session
+  // here instead, so that it is set up again.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+  pg_->inhibit_reactivation(true);
+#pragma GCC diagnostic pop
   {
     pqxx::nontransaction tx(*pg_);
     tx.exec0(kBookkeepingSql);
@@ -328,7 +376,7 @@ void Listener::process(Batch& batch) {
   for (const auto& r : result.rejected) {
     const ParsedChange& c = changes[r.index];
     std::size_t d = owner[r.index];
-    std::string body = delivery_changes[d] == 1 ? batch.deliveries[d].body : change_object(c).dump();
+    std::string body = delivery_changes[d] == 1 ? batch.deliveries[d].body : change_body(c);
     dead.push_back({d, std::move(body), "apply-failed", r.error});
   }
 

@@ -54,7 +54,7 @@ void copy_snapshot(const std::string& source_conninfo, pqxx::connection& target,
   }
   std::int64_t total = 0;
   for (const TableInfo* t : tables) {
-    src.exec0("DECLARE pgfanout_snapshot NO SCROLL CURSOR FOR SELECT to_jsonb(t)::text FROM " +
+    src.exec0("DECLARE pgfanout_snapshot NO SCROLL CURSOR FOR SELECT to_jsonb(t.*)::text FROM " +
               t->qualified() + " t");
     std::int64_t copied = 0;
     for (;;) {

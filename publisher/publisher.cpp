@@ -2,9 +2,15 @@
 
 #include <unistd.h>
 
+#include <condition_variable>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/signal_set.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <pqxx/except>
 #include <pqxx/nontransaction>
@@ -23,6 +29,9 @@ using namespace std::chrono_literals;
 namespace {
 
 constexpr const char* kChannel = "pgfanout";
+
+// How long a stop may take before the process leaves without finishing it (see run()).
+constexpr std::chrono::seconds kStopGrace{3};
 
 /// LISTENs on the wake-up channel; the payload is irrelevant, the outbox is the truth.
 class WakeReceiver : public pqxx::notification_receiver {
@@ -56,7 +65,7 @@ std::string thousands(std::uint64_t n) {
 }  // namespace
 
 Publisher::Publisher(PublisherConfig config, MetricsRegistry& metrics)
-    : config_(std::move(config)), metrics_(metrics), signals_(io_, SIGINT, SIGTERM), timer_(io_) {
+    : config_(std::move(config)), metrics_(metrics), timer_(io_) {
   using T = MetricsRegistry::Type;
   metrics_.describe("pgfanout_publisher_changes_published_total", T::Counter,
                     "Changes confirmed by the broker and removed from the outbox, by table.");
@@ -86,11 +95,46 @@ Publisher::Publisher(PublisherConfig config, MetricsRegistry& metrics)
 Publisher::~Publisher() { disconnect(); }
 
 int Publisher::run() {
-  signals_.async_wait([this](const boost::system::error_code& ec, int signal) {
+  // Signals are taken on a thread of their own: the event loop may be blocked in a call
+  // to a server (a connect attempt, a send to a broker that stopped reading), and a stop
+  // must not wait for that call to time out. If the loop has not stopped kStopGrace after
+  // the signal, the process leaves at once: nothing is lost, since a change leaves the
+  // outbox only once the broker confirmed it, and PostgreSQL releases the leader lock.
+  asio::io_context signal_io;
+  asio::signal_set signals(signal_io, SIGINT, SIGTERM);
+  std::mutex mutex;
+  std::condition_variable cv;
+  bool stopped = false;
+  signals.async_wait([&](const boost::system::error_code& ec, int signal) {
     if (ec) return;
     spdlog::info("received {}, stopping", signal == SIGINT ? "SIGINT" : "SIGTERM");
-    stop();
+    stopping_ = true;
+    asio::post(io_, [this] { stop(); });
+    std::unique_lock lock(mutex);
+    if (cv.wait_for(lock, kStopGrace, [&] { return stopped; })) return;
+    spdlog::warn("not stopped {} s after the signal (a server does not answer); exiting now, "
+                 "unconfirmed changes stay in the outbox", kStopGrace.count());
+    spdlog::default_logger()->flush();
+    std::_Exit(0);
   });
+  std::thread signal_thread([&] { signal_io.run(); });
+  struct Joiner {
+    asio::io_context& io;
+    std::thread& thread;
+    std::mutex& mutex;
+    std::condition_variable& cv;
+    bool& stopped;
+    ~Joiner() {
+      {
+        std::lock_guard lock(mutex);
+        stopped = true;
+      }
+      cv.notify_all();
+      io.stop();
+      thread.join();
+    }
+  } joiner{signal_io, signal_thread, mutex, cv, stopped};
+
   asio::co_spawn(io_, main_loop(), [](std::exception_ptr e) {
     if (e) std::rethrow_exception(e);
   });
@@ -113,6 +157,10 @@ void Publisher::disconnect() {
     pg_socket_->close(ec);
     pg_socket_.reset();
   }
+  // Closed before the receiver goes, so that it does not try to UNLISTEN on a connection
+  // that may be dead.
+  if (pg_) pg_->disconnect();
+  wake_.reset();
   outbox_.reset();
   pg_.reset();
   if (amqp_) amqp_->close();
@@ -156,6 +204,13 @@ asio::awaitable<void> Publisher::main_loop() {
 
 asio::awaitable<void> Publisher::session() {
   pg_ = connect_pg(config_.source, "pgfanout-publisher");
+  // The leader lock and the LISTEN belong to this session. libpqxx 6 would quietly open a
+  // new session on the next statement after a break, without them; a break must end the
+  // session here instead, so that it starts again from the lock.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+  pg_->inhibit_reactivation(true);
+#pragma GCC diagnostic pop
   outbox_ = std::make_unique<OutboxReader>(*pg_);
   spdlog::info("connected to PostgreSQL {}", mask_conninfo(config_.source));
   if (!outbox_->installed()) {
@@ -173,7 +228,7 @@ asio::awaitable<void> Publisher::session() {
   }
   if (said_standby) spdlog::info("the active publisher is gone; taking over");
 
-  WakeReceiver receiver(*pg_, woken_);
+  wake_ = std::make_unique<WakeReceiver>(*pg_, woken_);
   // Asio watches a dup() of libpq's socket, re-read after every (re)connect: libpq owns
   // its descriptor and may change it, and Asio must never close it.
   int fd = ::dup(pg_->sock());
@@ -199,6 +254,9 @@ asio::awaitable<void> Publisher::session() {
     wait_limit = std::min<std::chrono::milliseconds>(wait_limit, std::chrono::duration_cast<std::chrono::milliseconds>(heartbeat) / 2);
   }
 
+  // A publisher killed while idle leaves idle = true behind: clear it with the first
+  // batch, or writers would NOTIFY at every commit through the whole catch-up.
+  idle_ = true;
   while (!stopping_) {
     co_await drain();
     if (stopping_) break;

@@ -2,6 +2,7 @@
 
 #include <utility>  // Boost 1.74's asio/awaitable.hpp uses std::exchange without it.
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -12,9 +13,9 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
-#include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <pqxx/connection>
+#include <pqxx/notification>
 
 #include "outbox_reader.hpp"
 #include "pgfanout/amqp_connection.hpp"
@@ -46,7 +47,9 @@ class Publisher {
   Publisher(PublisherConfig config, MetricsRegistry& metrics);
   ~Publisher();
 
-  /// Runs until SIGINT or SIGTERM; returns the process exit code (0).
+  /// Runs until SIGINT or SIGTERM; returns the process exit code (0). A stop finishes the
+  /// batch in flight; if a server does not answer within a few seconds of the signal, the
+  /// process exits 0 at once instead, leaving what was not confirmed in the outbox.
   int run();
 
  private:
@@ -64,14 +67,15 @@ class Publisher {
   PublisherConfig config_;
   MetricsRegistry& metrics_;
   boost::asio::io_context io_;
-  boost::asio::signal_set signals_;
   boost::asio::steady_timer timer_;
   std::unique_ptr<pqxx::connection> pg_;
+  std::unique_ptr<pqxx::notification_receiver> wake_;
   std::unique_ptr<OutboxReader> outbox_;
   std::unique_ptr<AmqpConnection> amqp_;
   std::unique_ptr<boost::asio::posix::stream_descriptor> pg_socket_;
   Backoff backoff_{std::chrono::milliseconds(500), std::chrono::seconds(30)};
-  bool stopping_ = false;
+  /// Set by the signal thread; everything else runs on the io_context thread.
+  std::atomic<bool> stopping_{false};
   bool idle_ = false;
   bool woken_ = false;
 

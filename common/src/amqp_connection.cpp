@@ -114,9 +114,12 @@ AmqpConnection::~AmqpConnection() { close(); }
 void AmqpConnection::close() noexcept {
   if (!open_ || !state_) return;
   open_ = false;
-  timeval quick{2, 0};
+  // A healthy broker answers at once; one that does not must not hold up a stop, and
+  // after an unanswered channel.close the connection is not worth a second wait.
+  timeval quick{1, 0};
   amqp_set_rpc_timeout(state_.get(), &quick);
-  amqp_channel_close(state_.get(), kChannel, AMQP_REPLY_SUCCESS);
+  amqp_rpc_reply_t r = amqp_channel_close(state_.get(), kChannel, AMQP_REPLY_SUCCESS);
+  if (r.reply_type != AMQP_RESPONSE_NORMAL) return;
   amqp_connection_close(state_.get(), AMQP_REPLY_SUCCESS);
 }
 
@@ -336,6 +339,12 @@ std::optional<Delivery> AmqpConnection::next_delivery(std::chrono::milliseconds 
     d.body = to_string(envelope.message.body);
     if (envelope.message.properties._flags & AMQP_BASIC_MESSAGE_ID_FLAG) {
       d.message_id = to_string(envelope.message.properties.message_id);
+    }
+    if (envelope.message.properties._flags & AMQP_BASIC_CONTENT_TYPE_FLAG) {
+      d.content_type = to_string(envelope.message.properties.content_type);
+    }
+    if (envelope.message.properties._flags & AMQP_BASIC_DELIVERY_MODE_FLAG) {
+      d.delivery_mode = envelope.message.properties.delivery_mode;
     }
     d.headers = read_headers(envelope.message.properties);
     amqp_destroy_envelope(&envelope);
