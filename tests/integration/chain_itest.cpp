@@ -1,0 +1,586 @@
+// The whole chain: triggers on a primary, one publisher, two listeners on two replica
+// databases. Every column type PostgreSQL can express in JSON, awkward names and keys,
+// every kind of write; each replica must end up with exactly the primary's rows.
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "harness.hpp"
+
+namespace pgfanout::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Created on the primary and on both replicas (replicas hold the same tables, as with
+// PostgreSQL's own logical replication).
+constexpr const char* kSchemaSql = R"SQL(
+CREATE TYPE public.mood AS ENUM ('sad', 'ok', 'happy', 'it''s "complicated"');
+CREATE TYPE public.pair AS (a int, b text);
+CREATE DOMAIN public.positive AS int CHECK (VALUE > 0);
+
+CREATE TABLE public.all_types (
+  id          int PRIMARY KEY,
+  c_int2      int2,
+  c_int4      int4,
+  c_int8      int8,
+  c_numeric   numeric,
+  c_float4    float4,
+  c_float8    float8,
+  c_text      text,
+  c_varchar   varchar(40),
+  c_char      char(5),
+  c_bool      bool,
+  c_date      date,
+  c_time      time,
+  c_timetz    timetz,
+  c_ts        timestamp,
+  c_tstz      timestamptz,
+  c_interval  interval,
+  c_uuid      uuid,
+  c_bytea     bytea,
+  c_int_arr   int[],
+  c_text_arr  text[],
+  c_int_2d    int[],
+  c_mood      public.mood,
+  c_json      json,
+  c_jsonb     jsonb,
+  c_inet      inet,
+  c_cidr      cidr,
+  c_macaddr   macaddr,
+  c_money     money,
+  c_point     point,
+  c_range     int4range,
+  c_pair      public.pair,
+  c_pair_arr  public.pair[],
+  c_domain    public.positive,
+  c_varbit    varbit,
+  c_xml       xml,
+  c_tsvector  tsvector
+);
+
+CREATE TABLE public.composite_key (
+  region  text,
+  seq     int8,
+  day     date,
+  payload text NOT NULL,
+  PRIMARY KEY (region, seq, day)
+);
+
+CREATE TABLE public.text_key (
+  code  text PRIMARY KEY,
+  label text,
+  n     int
+);
+
+CREATE SCHEMA "Sales Q";
+CREATE TABLE "Sales Q"."odd.Name" (
+  "Id"         int PRIMARY KEY,
+  "Mixed Case" text,
+  "quote""col" text,
+  "select"     int
+);
+
+CREATE TABLE public.big_rows (
+  id   int PRIMARY KEY,
+  body text NOT NULL
+);
+
+CREATE TABLE public.truncated (
+  id int PRIMARY KEY,
+  v  text
+);
+
+CREATE TABLE public.generated_cols (
+  id      int GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  v       text,
+  doubled int GENERATED ALWAYS AS (length(v) * 2) STORED
+);
+
+CREATE TABLE public.parted (
+  region text,
+  id     int,
+  v      text,
+  PRIMARY KEY (region, id)
+) PARTITION BY LIST (region);
+CREATE TABLE public.parted_eu PARTITION OF public.parted FOR VALUES IN ('eu');
+CREATE TABLE public.parted_us PARTITION OF public.parted FOR VALUES IN ('us');
+CREATE TABLE public.parted_other PARTITION OF public.parted DEFAULT;
+
+-- json keeps its text; what crosses the chain is to_jsonb's form of it (INTERFACE.md), so
+-- this table is compared by meaning (doc::jsonb), all_types by text with canonical json.
+CREATE TABLE public.json_docs (
+  id  int PRIMARY KEY,
+  doc json
+);
+)SQL";
+
+constexpr const char* kTrackSql = R"SQL(
+SELECT pgfanout.track('public.all_types');
+SELECT pgfanout.track('public.composite_key');
+SELECT pgfanout.track('public.text_key');
+SELECT pgfanout.track('"Sales Q"."odd.Name"');
+SELECT pgfanout.track('public.big_rows');
+SELECT pgfanout.track('public.truncated');
+SELECT pgfanout.track('public.generated_cols');
+SELECT pgfanout.track('public.json_docs');
+SELECT pgfanout.track('public.parted');
+)SQL";
+
+struct TableCheck {
+  std::string table;     // quoted, qualified
+  std::string order_by;  // primary key of `t`
+  std::string row_text;  // what is hashed per row
+};
+
+const std::vector<TableCheck>& checked_tables() {
+  static const std::vector<TableCheck> tables{
+      {"public.all_types", "t.id", "t::text"},
+      {"public.composite_key", "t.region, t.seq, t.day", "t::text"},
+      {"public.text_key", "t.code", "t::text"},
+      {"\"Sales Q\".\"odd.Name\"", "t.\"Id\"", "t::text"},
+      {"public.big_rows", "t.id", "t::text"},
+      {"public.truncated", "t.id", "t::text"},
+      {"public.generated_cols", "t.id", "t::text"},
+      {"public.json_docs", "t.id", "(t.id, t.doc::jsonb)::text"},
+      {"public.parted", "t.region, t.id", "t::text"},
+  };
+  return tables;
+}
+
+std::string fingerprint(PgSession& db, const TableCheck& check) {
+  auto md5 = db.value("SELECT md5(string_agg(" + check.row_text + ", '|' ORDER BY " +
+                      check.order_by + ")) || ' ' || count(*) FROM " + check.table + " t");
+  return md5.value_or("(empty)");
+}
+
+// The first row (in key order) that differs, around its first differing character.
+std::string first_different_row(PgSession& primary, PgSession& replica, const TableCheck& check) {
+  std::string sql =
+      "SELECT " + check.row_text + " FROM " + check.table + " t ORDER BY " + check.order_by;
+  Rows want = primary.query(sql), got = replica.query(sql);
+  for (std::size_t i = 0; i < std::max(want.size(), got.size()); ++i) {
+    if (i < want.size() && i < got.size() && want[i] == got[i]) continue;
+    std::string a = i < got.size() ? got[i][0].value_or("NULL") : "(no row)";
+    std::string b = i < want.size() ? want[i][0].value_or("NULL") : "(no row)";
+    std::size_t at = 0;
+    while (at < a.size() && at < b.size() && a[at] == b[at]) ++at;
+    std::size_t from = at > 80 ? at - 80 : 0;
+    return "; row " + std::to_string(i + 1) + " differs at character " + std::to_string(at) +
+           ": replica ..." + a.substr(from, 160) + "... vs primary ..." + b.substr(from, 160) +
+           "...";
+  }
+  return "";
+}
+
+// Tables whose fingerprint differs from the primary's, as "table: replica vs primary".
+std::vector<std::string> differences(PgSession& primary, PgSession& replica,
+                                     const std::vector<TableCheck>& checks = checked_tables()) {
+  std::vector<std::string> out;
+  for (const auto& check : checks) {
+    std::string want = fingerprint(primary, check);
+    std::string got = fingerprint(replica, check);
+    if (want != got) {
+      out.push_back(check.table + ": replica " + got + " vs primary " + want +
+                    first_different_row(primary, replica, check));
+    }
+  }
+  return out;
+}
+
+void wait_converged(PgSession& primary, PgSession& replica, const std::string& what,
+                    const std::vector<TableCheck>& checks = checked_tables()) {
+  eventually_value([&] { return differences(primary, replica, checks); },
+                   [](const std::vector<std::string>& d) { return d.empty(); }, kPatience,
+                   what + " to converge with the primary (tables that differ)");
+}
+
+// The writes every chain test makes, in order. `replica1` is used once, to remove a row
+// behind the listener's back before the primary deletes it too.
+void write_workload(PgSession& db, PgSession& replica1) {
+  // Multi-row INSERT: ordinary values, edge values, all NULLs, extremes.
+  db.exec(R"SQL(
+INSERT INTO public.all_types VALUES
+ (1, 1, 100000, 10000000000, 12345.67890, 1.5, 2.25, 'plain text', 'varchar', 'ab', true,
+  '2024-02-29', '13:45:30.123456', '13:45:30+05:30', '2024-02-29 13:45:30.5',
+  '2024-02-29 13:45:30.5+01', '1 year 2 mons 3 days 04:05:06.789',
+  'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '\x000102ff', '{1,2,3}', '{"a","b c","d,e"}',
+  '{{1,2},{3,4}}', 'happy', '{"a": 1, "b": [true, false, null]}',
+  '{"nested": {"deep": [1.10, 2e-30, {"x": "y"}]}}', '192.168.0.1/24', '10.0.0.0/8',
+  '08:00:2b:01:02:03', '1234.56', '(1.5,-2.25)', '[1,10)', '(1,"x y")', '{"(1,a)","(2,\"b\")",NULL}', 7,
+  '1010', '<a href="x">t&amp;</a>', 'a fat cat:1 sat'),
+ (2, -32768, -2147483648, -9223372036854775808, 'NaN', 'NaN', 'Infinity',
+  E'quote \' double " backslash \\ newline \n tab \t cr \r control \x01 unicode \u00e9 \u4e2d\u6587 \U0001F600',
+  'ünïcödé ✓', 'x', false, '4713-01-01 BC', '00:00:00', '23:59:59.999999-12',
+  'infinity', '-infinity', '-178000000 years', '00000000-0000-0000-0000-000000000000', '\x',
+  '{NULL,1,NULL}', '{NULL,"NULL","","with \"quotes\"","back\\slash"}', '{{NULL,2},{3,NULL}}',
+  'it''s "complicated"', '[]', '{"esc": "\u00e9\ud83d\ude00 \"q\" \\ \n", "k": {"": null}}',
+  '::1', '2001:db8::/32', 'ff:ff:ff:ff:ff:ff', '-92233720368547758.08', '(-0,1e-300)', 'empty', '(,)', '{}', 1,
+  '', '<?xml version="1.0"?><r>é</r>', ''),
+ (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+  NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+  NULL, NULL, NULL, NULL, NULL, NULL),
+ (4, 32767, 2147483647, 9223372036854775807, '-Infinity', '-Infinity', '-Infinity', '',
+  '', '', true, 'infinity', '24:00:00', '00:00:00+14:59', '294276-12-31 23:59:59.999999',
+  '1970-01-01 00:00:00+00', '0', 'ffffffff-ffff-ffff-ffff-ffffffffffff',
+  decode(repeat('ab', 300), 'hex'), '{}', '{}', '{}', 'sad', '{"deep": [[[[{"a": "b"}]]]]}',
+  '[null]', '0.0.0.0/0', '0.0.0.0/0', '00:00:00:00:00:00', '92233720368547758.07',
+  '(1e+300,-1e-300)', '(,)', '(-2147483648,"")', '{"(,)"}', 2147483647, '1', 'plain text node',
+  'ü:1A,2B ''quoted phrase'''),
+ (5, 0, 0, 0, 123456789012345678901234567890.123456789012345678901234567890, 3.4028235e38, 1.7976931348623157e308, 'five', 'five', 'five', false,
+  '2000-01-01', '12:00', '12:00+00', '2000-01-01 12:00', '2000-01-01 12:00+00', '-1 day +1 hour',
+  '6ba7b810-9dad-11d1-80b4-00c04fd430c8', '\xdeadbeef', '{-1,0,1}', '{"ü","中","😀"}',
+  '{{{1},{2}},{{3},{4}}}', 'ok', '{"e": 0.5, "n": -0.5}', '"just a string"', '10.1.2.3',
+  '10.1.2.0/24', '01:23:45:67:89:ab', '0', '(0,0)', '[-5,5]', NULL, NULL, NULL, NULL, NULL, NULL);
+)SQL");
+  // Multi-row UPDATE (no key change), then values back to NULL and from NULL.
+  db.exec(R"SQL(
+UPDATE public.all_types SET c_text = c_text || ' (updated)', c_int4 = coalesce(c_int4, 0) + 1,
+  c_float4 = 1.25, c_jsonb = jsonb_build_object('updated', id, 'exact', 0.1000000000000000055511151231257827)
+  WHERE id IN (1, 2, 5);
+UPDATE public.all_types SET c_uuid = NULL, c_int_arr = NULL, c_mood = NULL WHERE id = 1;
+UPDATE public.all_types SET c_text = 'no longer null', c_int_2d = '{{7,8,9}}', c_mood = 'ok' WHERE id = 3;
+)SQL");
+
+  // Composite key: multi-row insert, key-changing update of part of the key, delete.
+  db.exec(R"SQL(
+INSERT INTO public.composite_key
+SELECT r, s, date '2024-01-01' + (s % 3)::int, r || '-' || s
+FROM unnest(ARRAY['eu', 'us', 'a.b', 'ap"x']) AS r, generate_series(1, 25) AS s;
+UPDATE public.composite_key SET seq = seq + 1000, payload = payload || ' moved' WHERE region = 'eu' AND seq <= 10;
+UPDATE public.composite_key SET day = day + 1 WHERE region = 'us' AND seq BETWEEN 5 AND 8;
+UPDATE public.composite_key SET payload = 'same key' WHERE region = 'a.b';
+DELETE FROM public.composite_key WHERE region = 'ap"x' AND seq % 2 = 0;
+)SQL");
+
+  // Text key: awkward keys, key-changing updates (one in a loop of changes to one row).
+  db.exec(R"SQL(
+INSERT INTO public.text_key VALUES
+  ('plain', 'p', 1), ('it''s', 'quote', 2), ('"dq"', 'double', 3), ('back\slash', 'bs', 4),
+  ('with space', 'ws', 5), ('ünï', 'unicode', 6), ('', 'empty key', 7), (E'new\nline', 'nl', 8),
+  ('a.b.c', 'dots', 9), ('#', 'hash', 10);
+UPDATE public.text_key SET code = code || '-renamed' WHERE n IN (1, 2, 7);
+UPDATE public.text_key SET code = 'plain' WHERE code = 'plain-renamed';
+UPDATE public.text_key SET label = 'relabelled', n = n * 10 WHERE n > 5;
+BEGIN;
+UPDATE public.text_key SET code = 'hop1' WHERE code = 'a.b.c';
+UPDATE public.text_key SET code = 'hop2', label = 'hopped' WHERE code = 'hop1';
+UPDATE public.text_key SET code = 'a.b.c' WHERE code = 'hop2';
+COMMIT;
+DELETE FROM public.text_key WHERE code IN ('"dq"', '#');
+)SQL");
+
+  // A quoted schema and table name with a dot and mixed case, quoted column names.
+  db.exec(R"SQL(
+INSERT INTO "Sales Q"."odd.Name" SELECT g, 'row ' || g, 'q"' || g, g * 2 FROM generate_series(1, 20) g;
+UPDATE "Sales Q"."odd.Name" SET "Id" = "Id" + 100, "quote""col" = NULL WHERE "Id" > 15;
+UPDATE "Sales Q"."odd.Name" SET "Mixed Case" = 'UPDATED' WHERE "Id" <= 5;
+DELETE FROM "Sales Q"."odd.Name" WHERE "Id" BETWEEN 6 AND 8;
+)SQL");
+
+  // A 1 MB row (far beyond NOTIFY's 8000 bytes), inserted and then replaced by another.
+  db.exec(R"SQL(
+INSERT INTO public.big_rows
+SELECT 1, string_agg(md5(g::text), '') FROM generate_series(1, 32768) g;
+INSERT INTO public.big_rows VALUES (2, 'small');
+UPDATE public.big_rows SET body = (SELECT string_agg(md5((g * 7)::text), '') FROM generate_series(1, 32768) g)
+WHERE id = 2;
+)SQL");
+
+  // TRUNCATE followed by inserts, in one transaction and in two.
+  db.exec(R"SQL(
+INSERT INTO public.truncated SELECT g, 'first ' || g FROM generate_series(1, 30) g;
+BEGIN;
+TRUNCATE public.truncated;
+INSERT INTO public.truncated SELECT g, 'second ' || g FROM generate_series(5, 15) g;
+UPDATE public.truncated SET v = v || '!' WHERE id = 7;
+COMMIT;
+TRUNCATE public.truncated;
+INSERT INTO public.truncated SELECT g, 'third ' || g FROM generate_series(10, 12) g;
+)SQL");
+
+  // Identity and generated columns.
+  db.exec(R"SQL(
+INSERT INTO public.generated_cols (v) SELECT repeat('x', g) FROM generate_series(1, 10) g;
+UPDATE public.generated_cols SET v = 'changed' WHERE id % 3 = 0;
+DELETE FROM public.generated_cols WHERE id = 10;
+)SQL");
+
+  db.exec(R"SQL(
+INSERT INTO public.json_docs VALUES
+  (1, '{"b": 1,   "a": [1, 2],  "a": "dup"}'), (2, '[ 1 , "\u00e9" ]'), (3, 'null'), (4, NULL);
+UPDATE public.json_docs SET doc = '{"z":{"y":{"x":[]}}}' WHERE id = 3;
+)SQL");
+
+  // INSERT ... ON CONFLICT and MERGE: inserts, updates and deletes from one statement.
+  db.exec(R"SQL(
+INSERT INTO public.text_key VALUES ('plain', 'upserted', 100), ('brand new', 'inserted', 101)
+ON CONFLICT (code) DO UPDATE SET label = EXCLUDED.label, n = EXCLUDED.n;
+MERGE INTO public.text_key k
+USING (VALUES ('plain', 1), ('ws-gone', 2), ('merged in', 3), ('with space', 4)) AS s(code, what)
+ON k.code = s.code
+WHEN MATCHED AND s.what = 4 THEN DELETE
+WHEN MATCHED THEN UPDATE SET label = 'merged', n = -1
+WHEN NOT MATCHED THEN INSERT VALUES (s.code, 'merge insert', s.what);
+)SQL");
+
+  // A partitioned table: rows move between partitions when their key changes.
+  db.exec(R"SQL(
+INSERT INTO public.parted SELECT r, g, r || g FROM unnest(ARRAY['eu', 'us', 'xx']) r, generate_series(1, 10) g;
+UPDATE public.parted SET region = 'us', id = id + 100 WHERE region = 'eu' AND id <= 3;
+UPDATE public.parted SET region = 'zz' WHERE region = 'us' AND id = 5;
+UPDATE public.parted SET v = 'in place' WHERE id = 6;
+DELETE FROM public.parted WHERE region = 'xx' AND id > 8;
+)SQL");
+
+  // DELETE of a row the replica does not have: the delete is a no-op there.
+  db.exec("INSERT INTO public.all_types (id, c_text) VALUES (900, 'doomed'), (901, 'doomed too')");
+  eventually(
+      [&] { return replica1.integer("SELECT count(*) FROM public.all_types WHERE id = 900") == 1; },
+      kPatience, "row 900 to reach replica 1");
+  replica1.exec("DELETE FROM public.all_types WHERE id = 900");
+  db.exec("DELETE FROM public.all_types WHERE id IN (900, 901)");
+
+  // Multi-row DELETE, and changes of several tables in one transaction.
+  db.exec(R"SQL(
+BEGIN;
+DELETE FROM public.composite_key WHERE seq BETWEEN 20 AND 22;
+INSERT INTO public.text_key VALUES ('in-tx', 'tx', 99);
+UPDATE public.all_types SET c_bool = NOT c_bool WHERE c_bool IS NOT NULL;
+DELETE FROM "Sales Q"."odd.Name" WHERE "Id" = 1;
+INSERT INTO "Sales Q"."odd.Name" VALUES (1, 'reinserted', NULL, NULL);
+COMMIT;
+)SQL");
+}
+
+class ChainTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(ChainTest, EveryReplicaConvergesToThePrimary) {
+  const int pack = GetParam();
+  ScratchDatabase primary_db("pgft_chain_p"), replica1_db("pgft_chain_r1"),
+      replica2_db("pgft_chain_r2");
+  PgSession primary = primary_db.session();
+  PgSession replica1 = replica1_db.session();
+  PgSession replica2 = replica2_db.session();
+  for (PgSession* db : {&primary, &replica1, &replica2}) db->exec(kSchemaSql);
+  install_schema(primary_db.conninfo());
+  primary.exec(kTrackSql);
+
+  TestExchange exchange("pgft_chain_x");
+  // The listeners' queues, owned here so that they are deleted after the test.
+  TestQueue queue1(exchange.name(), {}, QueueOptions::listener_compatible());
+  TestQueue queue2(exchange.name(), {}, QueueOptions::listener_compatible());
+  QueueOptions dead_options;
+  dead_options.expires = 0ms;
+  TestQueue dead1(exchange.name(), {}, dead_options, queue1.name() + ".dead");
+  TestQueue dead2(exchange.name(), {}, dead_options, queue2.name() + ".dead");
+
+  Process listener1 = start_listener(replica1_db.conninfo(), queue1.name(), exchange.name());
+  Process listener2 = start_listener(replica2_db.conninfo(), queue2.name(), exchange.name());
+  listener1.wait_for_log("consuming from");
+  listener2.wait_for_log("consuming from");
+  Process publisher =
+      start_publisher(primary_db.conninfo(), exchange.name(), {"--pack", std::to_string(pack)});
+
+  write_workload(primary, replica1);
+
+  wait_outbox_empty(primary, 60s);
+  wait_converged(primary, replica1, "replica 1");
+  wait_converged(primary, replica2, "replica 2");
+
+  // Spot checks that the fingerprints compare what we think they compare.
+  EXPECT_EQ(replica2.value("SELECT length(body) FROM public.big_rows WHERE id = 1"), "1048576");
+  EXPECT_EQ(replica2.value("SELECT c_float8::text FROM public.all_types WHERE id = 2"), "Infinity");
+  EXPECT_EQ(replica2.value("SELECT c_numeric::text FROM public.all_types WHERE id = 2"), "NaN");
+  EXPECT_EQ(replica1.value("SELECT c_mood::text FROM public.all_types WHERE id = 2"),
+            "it's \"complicated\"");
+  EXPECT_EQ(replica1.integer("SELECT count(*) FROM public.all_types WHERE id IN (900, 901)"), 0);
+  EXPECT_EQ(replica1.integer("SELECT count(*) FROM public.truncated"), 3);
+  EXPECT_EQ(replica2.value("SELECT label FROM public.text_key WHERE code = 'a.b.c'"), "hopped");
+  EXPECT_EQ(outbox_count(primary), 0);
+
+  // Nothing was dead-lettered, and both listeners are still running.
+  EXPECT_EQ(queue_depth(dead1.name()), 0u);
+  EXPECT_EQ(queue_depth(dead2.name()), 0u);
+  EXPECT_EQ(listener1.count_in_log("dead-lettered"), 0u);
+  EXPECT_EQ(listener2.count_in_log("dead-lettered"), 0u);
+  EXPECT_TRUE(publisher.running());
+  EXPECT_EQ(publisher.stop(), 0);
+  EXPECT_EQ(listener1.stop(), 0);
+  EXPECT_EQ(listener2.stop(), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Pack, ChainTest, ::testing::Values(1, 50),
+                         [](const ::testing::TestParamInfo<int>& info) {
+                           return "pack" + std::to_string(info.param);
+                         });
+
+// A primary, one replica and the processes between them, for the focused tests below.
+struct SmallChain {
+  SmallChain(const std::string& tables_sql, const std::vector<std::string>& tracked) {
+    primary.exec(tables_sql);
+    replica.exec(tables_sql);
+    install_schema(primary_db.conninfo());
+    for (const auto& t : tracked) primary.exec("SELECT pgfanout.track(" + sql_literal(t) + ")");
+    listener.emplace(start_listener(replica_db.conninfo(), queue.name(), exchange.name()));
+    listener->wait_for_log("consuming from");
+    publisher.emplace(start_publisher(primary_db.conninfo(), exchange.name(), {"--pack", "10"}));
+  }
+  static QueueOptions dead_options() {
+    QueueOptions o;
+    o.expires = std::chrono::milliseconds(0);
+    return o;
+  }
+  // Waits until everything written so far has reached the replica, or was dead-lettered.
+  void wait_shipped_and_applied() {
+    wait_outbox_empty(primary);
+    auto shipped = primary.integer(
+        "SELECT coalesce(max(last_value), 0) FROM pg_sequences "
+        "WHERE schemaname = 'pgfanout' AND sequencename LIKE 'changes%'");
+    eventually(
+        [&] {
+          return replica.integer(
+                     "SELECT coalesce(max(last_change_id), 0) FROM pgfanout.listener_state") >=
+                     shipped ||
+                 queue_depth(dead.name()) > 0;
+        },
+        kPatience, "the listener to reach the last change");
+  }
+
+  ScratchDatabase primary_db{"pgft_chain_p"};
+  ScratchDatabase replica_db{"pgft_chain_r"};
+  PgSession primary = primary_db.session();
+  PgSession replica = replica_db.session();
+  TestExchange exchange{"pgft_chain_x"};
+  TestQueue queue{exchange.name(), {}, QueueOptions::listener_compatible()};
+  TestQueue dead{exchange.name(), {}, dead_options(), queue.name() + ".dead"};
+  std::optional<Process> listener;
+  std::optional<Process> publisher;
+};
+
+// What the replica's rows of `checks` look like next to the primary's, once everything
+// has gone through: converged, and nothing dead-lettered.
+void expect_converged(SmallChain& chain, const std::vector<TableCheck>& checks) {
+  chain.wait_shipped_and_applied();
+  EXPECT_EQ(differences(chain.primary, chain.replica, checks), std::vector<std::string>{});
+  EXPECT_EQ(queue_depth(chain.dead.name()), 0u)
+      << "dead letters: " << chain.listener->count_in_log("dead-lettered");
+}
+
+// Numbers are not doubles: numeric keeps every digit and its scale (1.10 stays 1.10), in a
+// column, inside jsonb, and as a primary key, where keys that differ beyond a double's
+// precision stay two rows.
+TEST(ChainExactValues, NumericDigitsAndScaleSurviveTheChain) {
+  SmallChain chain(R"SQL(
+CREATE TABLE public.exact (id int PRIMARY KEY, n numeric, j jsonb);
+CREATE TABLE public.numeric_key (k numeric PRIMARY KEY, v text);
+)SQL",
+                   {"public.exact", "public.numeric_key"});
+  chain.primary.exec(R"SQL(
+INSERT INTO public.exact VALUES
+  (1, 1.10, '{"price": 1.10, "qty": 3.000}'),
+  (2, 123456789012345678901234567890.123456789012345678901234567890,
+      '[123456789012345678901234567890.5, 0.1000000000000000055511151231257827]'),
+  (3, 0.000000000000000000000000000001, '{"tiny": 1e-30}'),
+  (4, 18446744073709551616, '18446744073709551616'),
+  (5, -0.0, '{"z": -0.0}');
+INSERT INTO public.numeric_key VALUES (0.1000000000000000001, 'a'), (0.1000000000000000002, 'b'),
+  (99999999999999999999999, 'c');
+DELETE FROM public.numeric_key WHERE k = 0.1000000000000000001;
+UPDATE public.numeric_key SET v = 'c2' WHERE k = 99999999999999999999999;
+)SQL");
+  expect_converged(chain,
+                   {{"public.exact", "t.id", "t::text"}, {"public.numeric_key", "t.k", "t::text"}});
+}
+
+// ---------------------------------------------------------------------------------------
+// Known bugs. Each test below fails on the current tree and is DISABLED_ so that the suite
+// stays green; remove the prefix together with the fix. Run them with
+//   build/bin/chain_itest --gtest_also_run_disabled_tests --gtest_filter='ChainKnownBugs.*'
+
+// listener/: TRUNCATE of tables linked by a foreign key. The primary truncates them in one
+// statement (it must); the replica gets one TRUNCATE change per table and applies
+// "TRUNCATE parent" alone, which PostgreSQL refuses whatever session_replication_role
+// says ("cannot truncate a table referenced in a foreign key constraint"): the change is
+// dead-lettered and the parent keeps its rows.
+TEST(ChainKnownBugs, DISABLED_TruncateOfTablesLinkedByAForeignKey) {
+  SmallChain chain(R"SQL(
+CREATE TABLE public.parent (id int PRIMARY KEY);
+CREATE TABLE public.child (id int PRIMARY KEY, parent_id int REFERENCES public.parent);
+)SQL",
+                   {"public.parent", "public.child"});
+  chain.primary.exec(R"SQL(
+INSERT INTO public.parent SELECT g FROM generate_series(1, 5) g;
+INSERT INTO public.child SELECT g, g FROM generate_series(1, 5) g;
+TRUNCATE public.parent, public.child;
+INSERT INTO public.parent VALUES (10);
+)SQL");
+  expect_converged(chain,
+                   {{"public.parent", "t.id", "t::text"}, {"public.child", "t.id", "t::text"}});
+}
+
+// A DELETE step reads only the key columns (jsonb_to_recordset with their catalog types):
+// building the whole row type would fill the other columns with NULL, which a NOT NULL
+// domain column refuses, and every DELETE from such a table would be dead-lettered.
+TEST(ChainFixedBugs, DeleteFromATableWithANotNullDomainColumn) {
+  SmallChain chain(R"SQL(
+CREATE DOMAIN public.quantity AS int NOT NULL CHECK (VALUE >= 0);
+CREATE TABLE public.stock (id int PRIMARY KEY, qty public.quantity);
+)SQL",
+                   {"public.stock"});
+  chain.primary.exec(R"SQL(
+INSERT INTO public.stock SELECT g, g FROM generate_series(1, 5) g;
+DELETE FROM public.stock WHERE id <= 2;
+)SQL");
+  expect_converged(chain, {{"public.stock", "t.id", "t::text"}});
+}
+
+// sql/: TRUNCATE of one partition of a tracked partitioned table is not captured (only the
+// partitioned table has a TRUNCATE trigger), so its rows stay on every replica.
+TEST(ChainKnownBugs, DISABLED_TruncateOfOnePartition) {
+  SmallChain chain(R"SQL(
+CREATE TABLE public.parted (region text, id int, PRIMARY KEY (region, id)) PARTITION BY LIST (region);
+CREATE TABLE public.parted_eu PARTITION OF public.parted FOR VALUES IN ('eu');
+CREATE TABLE public.parted_us PARTITION OF public.parted FOR VALUES IN ('us');
+)SQL",
+                   {"public.parted"});
+  chain.primary.exec(R"SQL(
+INSERT INTO public.parted SELECT r, g FROM unnest(ARRAY['eu', 'us']) r, generate_series(1, 5) g;
+TRUNCATE public.parted_eu;
+)SQL");
+  expect_converged(chain, {{"public.parted", "t.region, t.id", "t::text"}});
+}
+
+// listener/table_catalog.cpp: a replica table's columns are cached for 60 s. A column
+// added on the replica and then on the primary (the right order) is not written for rows
+// that arrive within that window: "only present columns are written" intersects the row
+// with the stale column list, so those rows keep NULL in the new column for good.
+TEST(ChainKnownBugs, DISABLED_ColumnAddedOnBothSidesIsReplicatedAtOnce) {
+  SmallChain chain("CREATE TABLE public.grow (id int PRIMARY KEY, a text);", {"public.grow"});
+  chain.primary.exec("INSERT INTO public.grow VALUES (1, 'before')");
+  chain.wait_shipped_and_applied();
+  chain.replica.exec("ALTER TABLE public.grow ADD COLUMN b int");
+  chain.primary.exec("ALTER TABLE public.grow ADD COLUMN b int");
+  chain.primary.exec(
+      "INSERT INTO public.grow VALUES (2, 'after', 42); UPDATE public.grow SET b = 7 WHERE id = 1");
+  expect_converged(chain, {{"public.grow", "t.id", "t::text"}});
+}
+
+// The message format (a limitation rather than a slip): to_jsonb writes SQL NULL and a JSON null
+// held in a json or jsonb column alike ({"doc": null}), and jsonb_populate_recordset reads null
+// back as SQL NULL, so a JSON 'null' value becomes SQL NULL on every replica. Telling them apart
+// needs a change of the format (e.g. the list of SQL NULL columns).
+TEST(ChainKnownBugs, DISABLED_JsonNullStaysJsonNull) {
+  SmallChain chain("CREATE TABLE public.docs (id int PRIMARY KEY, j jsonb, js json);",
+                   {"public.docs"});
+  chain.primary.exec(
+      "INSERT INTO public.docs VALUES (1, 'null', 'null'), (2, NULL, NULL), (3, '[null]', '{}')");
+  expect_converged(chain, {{"public.docs", "t.id", "t::text"}});
+}
+
+}  // namespace
+}  // namespace pgfanout::test

@@ -1,0 +1,179 @@
+// sql/install.sql and sql/uninstall.sql on a real PostgreSQL: the capture layer's contract
+// (INTERFACE.md, "SQL on the primary"), without any pgfanout process.
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <optional>
+
+#include "harness.hpp"
+
+namespace pgfanout::test {
+namespace {
+
+using ::testing::HasSubstr;
+
+class SqlTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    db_.emplace("pgft_sql");
+    install_schema(db_->conninfo());
+    sql_.emplace(db_->conninfo());
+  }
+
+  PgSession& sql() { return *sql_; }
+
+  /// The capture triggers (those calling a pgfanout function) on `table`.
+  std::int64_t capture_triggers(const std::string& table) {
+    return sql().integer(
+        "SELECT count(*) FROM pg_trigger tg JOIN pg_proc p ON p.oid = tg.tgfoid "
+        "JOIN pg_namespace n ON n.oid = p.pronamespace "
+        "WHERE tg.tgrelid = " + sql_literal(table) + "::regclass AND n.nspname = 'pgfanout'");
+  }
+  bool tracked(const std::string& table) {
+    return sql().integer("SELECT count(*) FROM pgfanout.tracked WHERE relid = " + sql_literal(table) +
+                         "::regclass") == 1;
+  }
+  /// The outbox as text, in id order, to compare it before and after.
+  std::string outbox_text() {
+    return sql().value("SELECT coalesce(string_agg(c::text, E'\\n' ORDER BY id), '') FROM pgfanout.changes c")
+        .value_or("");
+  }
+
+  std::optional<ScratchDatabase> db_;
+  std::optional<PgSession> sql_;
+};
+
+TEST_F(SqlTest, InstallCreatesTheDocumentedObjects) {
+  auto columns = sql().value(
+      "SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute "
+      "WHERE attrelid = 'pgfanout.changes'::regclass AND attnum > 0 AND NOT attisdropped");
+  EXPECT_EQ(columns, "id,schema_name,table_name,op,new_row,old_key,ts");
+  EXPECT_EQ(sql().integer("SELECT count(*) FROM pgfanout.tracked"), 0);
+  EXPECT_EQ(sql().value("SELECT idle::text FROM pgfanout.publisher_state"), "true");
+  EXPECT_EQ(sql().integer("SELECT count(*) FROM pg_proc WHERE oid IN "
+                          "('pgfanout.track(regclass)'::regprocedure, 'pgfanout.untrack(regclass)'::regprocedure)"),
+            2);
+}
+
+TEST_F(SqlTest, TrackCapturesEveryOperationIntoTheOutbox) {
+  sql().exec(R"(
+    CREATE TABLE public.t (id int PRIMARY KEY, v text);
+    SELECT pgfanout.track('public.t');
+    INSERT INTO public.t VALUES (1, 'a'), (2, 'b');
+    UPDATE public.t SET v = 'c' WHERE id = 1;
+    UPDATE public.t SET id = 3 WHERE id = 2;
+    DELETE FROM public.t WHERE id = 1;
+    TRUNCATE public.t;)");
+  Rows rows = sql().query(
+      "SELECT schema_name, table_name, op, new_row::text, old_key::text FROM pgfanout.changes ORDER BY id");
+  using R = Row;
+  EXPECT_EQ(rows, (Rows{R{"public", "t", "INSERT", R"({"v": "a", "id": 1})", std::nullopt},
+                        R{"public", "t", "INSERT", R"({"v": "b", "id": 2})", std::nullopt},
+                        R{"public", "t", "UPDATE", R"({"v": "c", "id": 1})", R"({"id": 1})"},
+                        R{"public", "t", "UPDATE", R"({"v": "b", "id": 3})", R"({"id": 2})"},
+                        R{"public", "t", "DELETE", std::nullopt, R"({"id": 1})"},
+                        R{"public", "t", "TRUNCATE", std::nullopt, std::nullopt}}));
+}
+
+TEST_F(SqlTest, TrackRefusesATableWithoutPrimaryKey) {
+  sql().exec("CREATE TABLE public.nokey (a int, b text)");
+  try {
+    sql().exec("SELECT pgfanout.track('public.nokey')");
+    FAIL() << "track() accepted a table without a primary key";
+  } catch (const SqlError& e) {
+    EXPECT_THAT(e.what(), HasSubstr("primary key"));
+    EXPECT_THAT(e.what(), HasSubstr("nokey"));
+  }
+  EXPECT_EQ(capture_triggers("public.nokey"), 0);
+  EXPECT_EQ(sql().integer("SELECT count(*) FROM pgfanout.tracked"), 0);
+  sql().exec("INSERT INTO public.nokey VALUES (1, 'x')");
+  EXPECT_EQ(outbox_count(sql()), 0);
+}
+
+TEST_F(SqlTest, TrackAcceptsQuotedNamesAndCompositeKeys) {
+  sql().exec(R"(
+    CREATE SCHEMA "Odd ""Schema""";
+    CREATE TABLE "Odd ""Schema"""."a.b" (k1 int, "K 2" text, v int, PRIMARY KEY ("K 2", k1));
+    SELECT pgfanout.track('"Odd ""Schema"""."a.b"');
+    INSERT INTO "Odd ""Schema"""."a.b" VALUES (1, 'x', 0);
+    DELETE FROM "Odd ""Schema"""."a.b";)");
+  Rows rows = sql().query("SELECT schema_name, table_name, key_columns::text FROM pgfanout.tracked");
+  EXPECT_EQ(rows, (Rows{Row{"Odd \"Schema\"", "a.b", R"({"K 2",k1})"}}));
+  EXPECT_EQ(sql().value("SELECT old_key::text FROM pgfanout.changes WHERE op = 'DELETE'"),
+            R"({"k1": 1, "K 2": "x"})");
+}
+
+TEST_F(SqlTest, InstallingAgainKeepsPendingChangesAndTracking) {
+  sql().exec(R"(
+    CREATE TABLE public.t (id int PRIMARY KEY, v text);
+    SELECT pgfanout.track('public.t');
+    INSERT INTO public.t VALUES (1, 'a'), (2, 'b');
+    UPDATE public.t SET v = 'c' WHERE id = 2;)");
+  std::string before = outbox_text();
+  ASSERT_EQ(outbox_count(sql()), 3);
+  std::int64_t last_id = sql().integer("SELECT max(id) FROM pgfanout.changes");
+
+  install_schema(db_->conninfo());
+
+  EXPECT_EQ(outbox_text(), before) << "re-installing changed or lost pending changes";
+  EXPECT_TRUE(tracked("public.t"));
+  EXPECT_EQ(capture_triggers("public.t"), 4) << "one trigger per operation, not duplicated";
+  sql().exec("INSERT INTO public.t VALUES (3, 'd')");
+  EXPECT_EQ(outbox_count(sql()), 4) << "capture after re-install: exactly one change per row";
+  EXPECT_GT(sql().integer("SELECT max(id) FROM pgfanout.changes"), last_id)
+      << "ids keep growing across re-installs";
+}
+
+TEST_F(SqlTest, UntrackStopsCapture) {
+  sql().exec(R"(
+    CREATE TABLE public.t (id int PRIMARY KEY, v text);
+    SELECT pgfanout.track('public.t');
+    INSERT INTO public.t VALUES (1, 'a');)");
+  ASSERT_EQ(outbox_count(sql()), 1);
+  sql().exec("SELECT pgfanout.untrack('public.t')");
+  EXPECT_FALSE(tracked("public.t"));
+  EXPECT_EQ(capture_triggers("public.t"), 0);
+  sql().exec(R"(
+    INSERT INTO public.t VALUES (2, 'b');
+    UPDATE public.t SET v = 'z';
+    DELETE FROM public.t WHERE id = 1;
+    TRUNCATE public.t;)");
+  EXPECT_EQ(outbox_count(sql()), 1) << "an untracked table is still captured";
+  // Changes captured before untrack() stay for the publisher.
+  EXPECT_EQ(sql().value("SELECT op FROM pgfanout.changes"), "INSERT");
+}
+
+TEST_F(SqlTest, UninstallRemovesEverything) {
+  sql().exec(R"(
+    CREATE TABLE public.t (id int PRIMARY KEY, v text);
+    SELECT pgfanout.track('public.t');
+    INSERT INTO public.t VALUES (1, 'a');)");
+  uninstall_schema(db_->conninfo());
+
+  EXPECT_EQ(sql().integer("SELECT count(*) FROM pg_namespace WHERE nspname = 'pgfanout'"), 0);
+  EXPECT_EQ(sql().integer("SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+                          "WHERE n.nspname = 'pgfanout'"),
+            0);
+  EXPECT_EQ(sql().integer("SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'pgfanout%'"), 0);
+  EXPECT_EQ(sql().integer("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.t'::regclass "
+                          "AND NOT tgisinternal"),
+            0);
+  // The user's table and data are untouched and writable without the capture.
+  sql().exec("INSERT INTO public.t VALUES (2, 'b'); UPDATE public.t SET v = 'c'; DELETE FROM public.t WHERE id = 1");
+  EXPECT_EQ(sql().integer("SELECT count(*) FROM public.t"), 1);
+  // DDL works again without the event trigger, and installing anew starts clean.
+  sql().exec("ALTER TABLE public.t ADD COLUMN w int");
+  install_schema(db_->conninfo());
+  EXPECT_EQ(outbox_count(sql()), 0);
+  EXPECT_EQ(sql().integer("SELECT count(*) FROM pgfanout.tracked"), 0);
+}
+
+TEST_F(SqlTest, UninstallIsSafeWhenNotInstalled) {
+  uninstall_schema(db_->conninfo());
+  uninstall_schema(db_->conninfo());
+  EXPECT_EQ(sql().integer("SELECT count(*) FROM pg_namespace WHERE nspname = 'pgfanout'"), 0);
+}
+
+}  // namespace
+}  // namespace pgfanout::test

@@ -1,0 +1,344 @@
+#include "apply_plan.hpp"
+
+#include <gtest/gtest.h>
+
+#include <deque>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace pgfanout {
+namespace {
+
+using nlohmann::json;
+
+TableInfo table(std::string schema, std::string name, std::vector<std::string> columns,
+                std::vector<std::string> keys) {
+  TableInfo t{std::move(schema), std::move(name), std::move(columns), std::move(keys), {}};
+  for (const auto& c : t.columns) t.types[c] = c == "id" || c.ends_with("_id") ? "bigint" : "text";
+  for (const auto& c : t.key_columns) t.types.emplace(c, "bigint");
+  return t;
+}
+
+// Changes and their tables, kept at stable addresses for plan_steps' pointers.
+class Batch {
+ public:
+  Batch& insert(const TableInfo& t, const json& row) { return add(t, Op::Insert, row, {}); }
+  Batch& insert_raw(const TableInfo& t, std::string_view row) {
+    return add(t, Op::Insert, RawObject::from_text(row), {});
+  }
+  Batch& update(const TableInfo& t, const json& old_key, const json& row) {
+    return add(t, Op::Update, row, old_key);
+  }
+  Batch& remove(const TableInfo& t, const json& old_key) { return add(t, Op::Delete, {}, old_key); }
+  Batch& truncate(const TableInfo& t) { return add(t, Op::Truncate, {}, {}); }
+
+  std::vector<ApplyStep> plan() const { return plan_steps(pointers_, tables_); }
+
+ private:
+  Batch& add(const TableInfo& t, Op op, RawObject row, RawObject old_key) {
+    ParsedChange& c = changes_.emplace_back();
+    c.id = static_cast<std::int64_t>(changes_.size());
+    c.schema = t.schema;
+    c.name = t.name;
+    c.op = op;
+    c.new_row = std::move(row);
+    c.old_key = std::move(old_key);
+    pointers_.push_back(&c);
+    tables_.push_back(&t);
+    return *this;
+  }
+  std::deque<ParsedChange> changes_;
+  std::vector<const ParsedChange*> pointers_;
+  std::vector<const TableInfo*> tables_;
+};
+
+std::string kind_name(StepKind k) {
+  switch (k) {
+    case StepKind::Upsert:
+      return "Upsert";
+    case StepKind::Delete:
+      return "Delete";
+    case StepKind::Truncate:
+      return "Truncate";
+  }
+  return "?";
+}
+
+// A step as "Kind table [row, row] changes(0,1)", which GoogleTest can compare and print.
+std::string describe(const ApplyStep& s) {
+  std::string out = kind_name(s.kind) + " " + s.table->name + " [";
+  for (std::size_t i = 0; i < s.rows.size(); ++i) {
+    if (i) out += ", ";
+    out += s.rows[i]->dump();
+  }
+  out += "] changes(";
+  for (std::size_t i = 0; i < s.changes.size(); ++i) {
+    if (i) out += ",";
+    out += std::to_string(s.changes[i]);
+  }
+  return out + ")";
+}
+
+std::vector<std::string> describe(const std::vector<ApplyStep>& steps) {
+  std::vector<std::string> out;
+  for (const auto& s : steps) out.push_back(describe(s));
+  return out;
+}
+
+const TableInfo users = table("public", "users", {"id", "name", "age"}, {"id"});
+const TableInfo orders = table("public", "orders", {"id", "total"}, {"id"});
+const TableInfo lines =
+    table("shop", "lines", {"order_id", "line", "sku", "qty"}, {"order_id", "line"});
+
+TEST(ApplyPlan, SplitsRunsByTableAndKindInOrder) {
+  Batch b;
+  b.insert(users, {{"id", 1}, {"name", "a"}})
+      .insert(users, {{"id", 2}, {"name", "b"}})
+      .update(users, {{"id", 2}}, {{"id", 2}, {"name", "b2"}})
+      .remove(users, {{"id", 1}})
+      .remove(users, {{"id", 3}})
+      .insert(orders, {{"id", 10}, {"total", 5}})
+      .insert(users, {{"id", 4}})
+      .truncate(users)
+      .truncate(users)
+      .insert(users, {{"id", 5}});
+  EXPECT_EQ(describe(b.plan()),
+            (std::vector<std::string>{
+                R"(Upsert users [{"id":1,"name":"a"}, {"id":2,"name":"b2"}] changes(0,1,2))",
+                R"(Delete users [{"id":1}, {"id":3}] changes(3,4))",
+                R"(Upsert orders [{"id":10,"total":5}] changes(5))",
+                R"(Upsert users [{"id":4}] changes(6))",
+                R"(Truncate users [] changes(7,8))",
+                R"(Upsert users [{"id":5}] changes(9))",
+            }));
+}
+
+TEST(ApplyPlan, KeyChangingUpdateBecomesDeleteThenUpsert) {
+  Batch b;
+  b.insert(users, {{"id", 1}, {"name", "a"}})
+      .update(users, {{"id", 1}}, {{"id", 2}, {"name", "a"}})
+      .update(users, {{"id", 2}}, {{"id", 2}, {"name", "same key"}});
+  EXPECT_EQ(describe(b.plan()), (std::vector<std::string>{
+                                    R"(Upsert users [{"id":1,"name":"a"}] changes(0))",
+                                    R"(Delete users [{"id":1}] changes(1))",
+                                    R"(Upsert users [{"id":2,"name":"same key"}] changes(1,2))",
+                                }));
+}
+
+TEST(ApplyPlan, KeyChangedLooksAtEveryKeyColumn) {
+  auto update = [](const json& old_key, const json& row) {
+    ParsedChange c;
+    c.op = Op::Update;
+    c.old_key = old_key;
+    c.new_row = row;
+    return c;
+  };
+  EXPECT_FALSE(key_changed(update({{"id", 1}}, {{"id", 1}, {"name", "x"}})));
+  EXPECT_TRUE(key_changed(update({{"id", 1}}, {{"id", 2}, {"name", "x"}})));
+  EXPECT_TRUE(key_changed(update({{"id", 1}}, {{"id", "1"}})));
+  EXPECT_TRUE(key_changed(update({{"id", 1}}, {{"name", "key missing in new"}})));
+  EXPECT_FALSE(key_changed(
+      update({{"order_id", 1}, {"line", 2}}, {{"line", 2}, {"order_id", 1}, {"qty", 3}})));
+  EXPECT_TRUE(key_changed(update({{"order_id", 1}, {"line", 2}}, {{"order_id", 1}, {"line", 3}})));
+  EXPECT_TRUE(key_changed(update({{"order_id", 1}, {"line", 2}}, {{"order_id", 9}, {"line", 2}})));
+  ParsedChange insert;
+  insert.op = Op::Insert;
+  insert.new_row = json{{"id", 1}};
+  EXPECT_FALSE(key_changed(insert));
+  ParsedChange del;
+  del.op = Op::Delete;
+  del.old_key = json{{"id", 1}};
+  EXPECT_FALSE(key_changed(del));
+}
+
+TEST(ApplyPlan, KeepsTheLastVersionOfEachKeyInARun) {
+  Batch b;
+  b.insert(users, {{"id", 1}, {"name", "v1"}})
+      .update(users, {{"id", 1}}, {{"id", 1}, {"name", "v2"}})
+      .insert(users, {{"id", 2}, {"name", "other"}})
+      .update(users, {{"id", 1}}, {{"id", 1}, {"name", "v3"}})
+      .remove(users, {{"id", 5}})
+      .remove(users, {{"id", 5}})
+      .remove(users, {{"id", 6}});
+  EXPECT_EQ(describe(b.plan()),
+            (std::vector<std::string>{
+                R"(Upsert users [{"id":2,"name":"other"}, {"id":1,"name":"v3"}] changes(0,1,2,3))",
+                R"(Delete users [{"id":5}, {"id":6}] changes(4,5,6))",
+            }));
+}
+
+TEST(ApplyPlan, DoesNotMergeAcrossRunsOrTables) {
+  // The same key in two runs keeps both versions: the Delete between them matters.
+  Batch b;
+  b.insert(users, {{"id", 1}, {"name", "first"}})
+      .remove(users, {{"id", 1}})
+      .insert(users, {{"id", 1}, {"name", "second"}})
+      .insert(orders, {{"id", 1}, {"total", 1}});
+  EXPECT_EQ(describe(b.plan()), (std::vector<std::string>{
+                                    R"(Upsert users [{"id":1,"name":"first"}] changes(0))",
+                                    R"(Delete users [{"id":1}] changes(1))",
+                                    R"(Upsert users [{"id":1,"name":"second"}] changes(2))",
+                                    R"(Upsert orders [{"id":1,"total":1}] changes(3))",
+                                }));
+}
+
+TEST(ApplyPlan, CompositeKeysMergeOnlyWhenEveryPartIsEqual) {
+  Batch b;
+  b.insert(lines, {{"order_id", 1}, {"line", 1}, {"qty", 1}})
+      .insert(lines, {{"order_id", 1}, {"line", 2}, {"qty", 1}})
+      .insert(lines, {{"order_id", 2}, {"line", 1}, {"qty", 1}})
+      .update(lines, {{"order_id", 1}, {"line", 2}}, {{"line", 2}, {"order_id", 1}, {"qty", 9}})
+      .update(lines, {{"order_id", 2}, {"line", 1}}, {{"order_id", 2}, {"line", 7}, {"qty", 1}});
+  EXPECT_EQ(
+      describe(b.plan()),
+      (std::vector<std::string>{
+          R"(Upsert lines [{"line":1,"order_id":1,"qty":1}, {"line":1,"order_id":2,"qty":1}, {"line":2,"order_id":1,"qty":9}] changes(0,1,2,3))",
+          R"(Delete lines [{"line":1,"order_id":2}] changes(4))",
+          R"(Upsert lines [{"line":7,"order_id":2,"qty":1}] changes(4))",
+      }));
+}
+
+TEST(ApplyPlan, RowsWithoutTheirKeyAreNeverMerged) {
+  Batch b;
+  b.insert(users, {{"name", "no key"}}).insert(users, {{"name", "no key"}});
+  auto steps = b.plan();
+  ASSERT_EQ(steps.size(), 1u);
+  EXPECT_EQ(steps[0].rows.size(), 2u);
+}
+
+TEST(ApplyPlan, UpsertSqlWritesOnlyThePresentColumnsInTableOrder) {
+  Batch b;
+  b.insert(users, {{"name", "a"}, {"id", 1}, {"not_a_column", true}}).insert(users, {{"id", 2}});
+  auto steps = b.plan();
+  ASSERT_EQ(steps.size(), 1u);
+  EXPECT_EQ(
+      step_sql(steps[0]),
+      R"(INSERT INTO "public"."users" ("id", "name") OVERRIDING SYSTEM VALUE SELECT k."id", k."name" )"
+      R"(FROM jsonb_to_recordset($1::jsonb) AS k("id" bigint, "name" text) )"
+      R"(ON CONFLICT ("id") DO UPDATE SET "name" = EXCLUDED."name")");
+  EXPECT_EQ(rows_json(steps[0]), R"([{"id":1,"name":"a","not_a_column":true},{"id":2}])");
+}
+
+TEST(ApplyPlan, UpsertSqlOfEveryColumn) {
+  Batch b;
+  b.insert(lines, {{"order_id", 1}, {"line", 1}, {"sku", "x"}, {"qty", 2}});
+  EXPECT_EQ(
+      step_sql(b.plan()[0]),
+      R"(INSERT INTO "shop"."lines" ("order_id", "line", "sku", "qty") OVERRIDING SYSTEM VALUE )"
+      R"(SELECT k."order_id", k."line", k."sku", k."qty" FROM jsonb_to_recordset($1::jsonb) )"
+      R"(AS k("order_id" bigint, "line" text, "sku" text, "qty" text) )"
+      R"(ON CONFLICT ("order_id", "line") DO UPDATE SET "sku" = EXCLUDED."sku", "qty" = EXCLUDED."qty")");
+}
+
+TEST(ApplyPlan, GeneratedColumnsAreNotWritten) {
+  // The catalog leaves generated columns out of `columns`; the row still carries them.
+  const TableInfo t = table("public", "g", {"id", "v"}, {"id"});
+  Batch b;
+  b.insert(t, {{"id", 1}, {"v", "x"}, {"doubled", 2}});
+  EXPECT_EQ(step_sql(b.plan()[0]).find("doubled"), std::string::npos);
+}
+
+TEST(ApplyPlan, AllKeyTableDoesNothingOnConflict) {
+  const TableInfo pairs = table("public", "pairs", {"a", "b"}, {"a", "b"});
+  Batch b;
+  b.insert(pairs, {{"a", 1}, {"b", 2}});
+  EXPECT_EQ(
+      step_sql(b.plan()[0]),
+      R"(INSERT INTO "public"."pairs" ("a", "b") OVERRIDING SYSTEM VALUE SELECT k."a", k."b" )"
+      R"(FROM jsonb_to_recordset($1::jsonb) AS k("a" text, "b" text) ON CONFLICT ("a", "b") DO NOTHING)");
+  // So does a row that carries only its key.
+  Batch only_key;
+  only_key.insert(users, {{"id", 1}});
+  EXPECT_TRUE(step_sql(only_key.plan()[0]).ends_with("ON CONFLICT (\"id\") DO NOTHING"));
+}
+
+TEST(ApplyPlan, DeleteSqlMatchesEveryKeyColumn) {
+  Batch b;
+  b.remove(lines, {{"order_id", 1}, {"line", 2}});
+  EXPECT_EQ(
+      step_sql(b.plan()[0]),
+      R"(DELETE FROM "shop"."lines" AS t USING jsonb_to_recordset($1::jsonb) AS k("order_id" bigint, "line" text) )"
+      R"(WHERE t."order_id" = k."order_id" AND t."line" = k."line")");
+  EXPECT_EQ(rows_json(b.plan()[0]), R"([{"line":2,"order_id":1}])");
+}
+
+TEST(ApplyPlan, TruncateSql) {
+  Batch b;
+  b.truncate(users);
+  auto steps = b.plan();
+  ASSERT_EQ(steps.size(), 1u);
+  EXPECT_EQ(step_sql(steps[0]), R"(TRUNCATE "public"."users")");
+  EXPECT_TRUE(steps[0].rows.empty());
+}
+
+TEST(ApplyPlan, QuotesIdentifiersContainingQuotes) {
+  const TableInfo odd =
+      table("Sales \"Q\"", "odd.Name\"; DROP TABLE x; --", {"I\"d", "va\"l ue"}, {"I\"d"});
+  EXPECT_EQ(odd.qualified(), R"("Sales ""Q"""."odd.Name""; DROP TABLE x; --")");
+  Batch b;
+  b.insert(odd, {{"I\"d", 1}, {"va\"l ue", "x"}}).remove(odd, {{"I\"d", 1}}).truncate(odd);
+  auto steps = b.plan();
+  ASSERT_EQ(steps.size(), 3u);
+  EXPECT_EQ(
+      step_sql(steps[0]),
+      R"(INSERT INTO "Sales ""Q"""."odd.Name""; DROP TABLE x; --" ("I""d", "va""l ue") OVERRIDING SYSTEM VALUE )"
+      R"(SELECT k."I""d", k."va""l ue" FROM jsonb_to_recordset($1::jsonb) AS k("I""d" text, "va""l ue" text) )"
+      R"(ON CONFLICT ("I""d") DO UPDATE SET "va""l ue" = EXCLUDED."va""l ue")");
+  EXPECT_EQ(
+      step_sql(steps[1]),
+      R"(DELETE FROM "Sales ""Q"""."odd.Name""; DROP TABLE x; --" AS t USING )"
+      R"(jsonb_to_recordset($1::jsonb) AS k("I""d" text) )"
+      R"(WHERE t."I""d" = k."I""d")");
+  EXPECT_EQ(step_sql(steps[2]), R"(TRUNCATE "Sales ""Q"""."odd.Name""; DROP TABLE x; --")");
+}
+
+TEST(ApplyPlan, ColumnNamesFromTheMessageNeverReachTheSql) {
+  // Only catalog names are written; a JSON key that is not a column is just data in $1.
+  Batch b;
+  b.insert(users, {{"id", 1}, {"name\" = 1; DROP TABLE users; --", "x"}});
+  std::string sql = step_sql(b.plan()[0]);
+  EXPECT_EQ(sql.find("DROP"), std::string::npos) << sql;
+}
+
+TEST(ApplyPlan, RowsJsonKeepsStringsExact) {
+  Batch b;
+  b.insert(users, {{"id", 1}, {"name", "quote \" backslash \\ newline \n tab \t é 😀 \x01"}});
+  auto steps = b.plan();
+  EXPECT_EQ(json::parse(rows_json(steps[0]))[0]["name"],
+            "quote \" backslash \\ newline \n tab \t é 😀 \x01");
+}
+
+// Rows as received: numbers keep their text, keys that differ only beyond a double's
+// precision stay apart, and equal texts merge.
+TEST(ApplyPlan, RowsKeepTheirTextAndExactKeys) {
+  const TableInfo t = table("public", "n", {"k", "v"}, {"k"});
+  Batch b;
+  b.insert_raw(t, R"({"k": 0.1000000000000000001, "v": 1.10})")
+      .insert_raw(t, R"({"k": 0.1000000000000000002, "v": 2})")
+      .insert_raw(t, R"({"k": 0.1000000000000000001, "v": 123456789012345678901234567890})");
+  auto steps = b.plan();
+  ASSERT_EQ(steps.size(), 1u);
+  EXPECT_EQ(rows_json(steps[0]),
+            R"([{"k": 0.1000000000000000002, "v": 2},)"
+            R"({"k": 0.1000000000000000001, "v": 123456789012345678901234567890}])");
+}
+
+TEST(ApplyPlan, KeyChangeIsSeenBeyondADoublesPrecision) {
+  ParsedChange c;
+  c.op = Op::Update;
+  c.old_key = RawObject::from_text(R"({"k": 12345678901234567890123})");
+  c.new_row = RawObject::from_text(R"({"k": 12345678901234567890124, "v": 1})");
+  EXPECT_TRUE(key_changed(c));
+  c.new_row = RawObject::from_text(R"({"v": 1, "k": 12345678901234567890123})");
+  EXPECT_FALSE(key_changed(c));
+}
+
+TEST(ApplyPlan, EmptyBatchHasNoSteps) {
+  Batch b;
+  EXPECT_TRUE(b.plan().empty());
+}
+
+}  // namespace
+}  // namespace pgfanout

@@ -1,0 +1,235 @@
+#include "change_parser.hpp"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace pgfanout {
+namespace {
+
+using nlohmann::json;
+
+json change(std::int64_t id, const std::string& op, json new_row, json old_key,
+            const std::string& schema = "public", const std::string& name = "users") {
+  return json{{"id", id},
+              {"table", schema + "." + name},
+              {"schema", schema},
+              {"name", name},
+              {"op", op},
+              {"new", std::move(new_row)},
+              {"old", std::move(old_key)},
+              {"ts", "2026-11-21T05:18:39.123456+00:00"}};
+}
+
+// A row or key as parsed JSON (null when absent), to compare with expectations.
+json parsed(const RawObject& r) { return r.is_object() ? json::parse(r.dump()) : json(nullptr); }
+
+// The reason of the BadMessage that parsing `body` throws, or "(parsed)".
+std::string reason_of(const std::string& body) {
+  try {
+    parse_message(body);
+  } catch (const BadMessage& e) {
+    EXPECT_NE(std::string(e.what()), "") << "a BadMessage must say what is wrong";
+    return e.reason();
+  }
+  return "(parsed)";
+}
+
+std::string reason_of(const json& body) { return reason_of(body.dump()); }
+
+TEST(ChangeParser, ParsesOneChangeObject) {
+  auto changes =
+      parse_message(change(1234, "UPDATE", {{"id", 1}, {"name", "ana"}}, {{"id", 7}}).dump());
+  ASSERT_EQ(changes.size(), 1u);
+  const ParsedChange& c = changes[0];
+  EXPECT_EQ(c.id, 1234);
+  EXPECT_EQ(c.schema, "public");
+  EXPECT_EQ(c.name, "users");
+  EXPECT_EQ(c.op, Op::Update);
+  EXPECT_EQ(parsed(c.new_row), (json{{"id", 1}, {"name", "ana"}}));
+  EXPECT_EQ(parsed(c.old_key), (json{{"id", 7}}));
+  EXPECT_EQ(c.ts, "2026-11-21T05:18:39.123456+00:00");
+}
+
+TEST(ChangeParser, ParsesEveryOperation) {
+  EXPECT_EQ(parse_message(change(1, "INSERT", {{"id", 1}}, nullptr).dump())[0].op, Op::Insert);
+  EXPECT_EQ(parse_message(change(1, "UPDATE", {{"id", 1}}, {{"id", 1}}).dump())[0].op, Op::Update);
+  EXPECT_EQ(parse_message(change(1, "DELETE", nullptr, {{"id", 1}}).dump())[0].op, Op::Delete);
+  EXPECT_EQ(parse_message(change(1, "TRUNCATE", nullptr, nullptr).dump())[0].op, Op::Truncate);
+}
+
+TEST(ChangeParser, KeepsOnlyWhatTheOperationUses) {
+  // A DELETE's "new" and an INSERT's "old" mean nothing; they are not kept.
+  auto del = parse_message(change(1, "DELETE", {{"id", 1}}, {{"id", 1}}).dump())[0];
+  EXPECT_FALSE(del.new_row.is_object());
+  auto ins = parse_message(change(1, "INSERT", {{"id", 1}}, {{"id", 2}}).dump())[0];
+  EXPECT_FALSE(ins.old_key.is_object());
+  auto truncate = parse_message(change(1, "TRUNCATE", nullptr, nullptr).dump())[0];
+  EXPECT_FALSE(truncate.new_row.is_object());
+  EXPECT_FALSE(truncate.old_key.is_object());
+}
+
+TEST(ChangeParser, ParsesAPackedArrayInOrder) {
+  json pack = json::array(
+      {change(10, "INSERT", {{"id", 1}}, nullptr), change(11, "UPDATE", {{"id", 2}}, {{"id", 1}}),
+       change(12, "DELETE", nullptr, {{"id", 2}}), change(13, "TRUNCATE", nullptr, nullptr)});
+  auto changes = parse_message(pack.dump());
+  ASSERT_EQ(changes.size(), 4u);
+  for (std::size_t i = 0; i < changes.size(); ++i)
+    EXPECT_EQ(changes[i].id, 10 + static_cast<std::int64_t>(i));
+  EXPECT_EQ(changes[0].op, Op::Insert);
+  EXPECT_EQ(changes[1].op, Op::Update);
+  EXPECT_EQ(changes[2].op, Op::Delete);
+  EXPECT_EQ(changes[3].op, Op::Truncate);
+}
+
+TEST(ChangeParser, NamesMayHoldDotsQuotesAndUnicode) {
+  auto c = parse_message(
+      change(1, "INSERT", {{"Id", 1}}, nullptr, "Sales Q", "odd.Name\"x\" é").dump())[0];
+  EXPECT_EQ(c.schema, "Sales Q");
+  EXPECT_EQ(c.name, "odd.Name\"x\" é");
+  // "table" is optional; when present it must be schema.name.
+  json no_table = change(1, "INSERT", {{"id", 1}}, nullptr, "a.b", "c");
+  no_table.erase("table");
+  EXPECT_EQ(parse_message(no_table.dump())[0].schema, "a.b");
+}
+
+TEST(ChangeParser, ToleratesAMissingOrOddTimestampAndExtraFields) {
+  json c = change(1, "INSERT", {{"id", 1}}, nullptr);
+  c.erase("ts");
+  EXPECT_EQ(parse_message(c.dump())[0].ts, "");
+  c["ts"] = 12;
+  EXPECT_EQ(parse_message(c.dump())[0].ts, "");
+  c["something_new"] = {1, 2};
+  EXPECT_EQ(parse_message(c.dump()).size(), 1u);
+}
+
+TEST(ChangeParser, KeepsRowValuesAsJson) {
+  json row = {{"id", 1},
+              {"t", "quote \" backslash \\ newline \n é 😀"},
+              {"a", {1, nullptr, 3}},
+              {"j", {{"nested", {{"deep", true}}}}},
+              {"n", nullptr},
+              {"big", 9223372036854775807LL}};
+  auto c = parse_message(change(1, "INSERT", row, nullptr).dump())[0];
+  EXPECT_EQ(parsed(c.new_row), row);
+  EXPECT_EQ(*c.new_row.find("big"), "9223372036854775807");
+}
+
+// Values travel as the text PostgreSQL wrote: a numeric keeps every digit and its scale,
+// which a double would not.
+TEST(ChangeParser, KeepsTheExactTextOfNumbers) {
+  const std::string body =
+      R"({"id": 5, "table": "public.t", "schema": "public", "name": "t", "op": "UPDATE",)"
+      R"( "new": {"id": 123456789012345678901234567890, "n": 1.10, "j": {"x": [0.1000000000000000055511151231257827, 1e-30]}},)"
+      R"( "old": {"id": 123456789012345678901234567891}, "ts": "2026-01-01T00:00:00.000000+00:00"})";
+  auto c = parse_message(body)[0];
+  EXPECT_EQ(*c.new_row.find("id"), "123456789012345678901234567890");
+  EXPECT_EQ(*c.new_row.find("n"), "1.10");
+  EXPECT_EQ(*c.new_row.find("j"), R"({"x": [0.1000000000000000055511151231257827, 1e-30]})");
+  EXPECT_EQ(*c.old_key.find("id"), "123456789012345678901234567891");
+  EXPECT_EQ(c.new_row.find("missing"), nullptr);
+
+  // The same in a packed array, element by element.
+  auto pack = parse_message("[" + body + ",\n " + body + "]");
+  ASSERT_EQ(pack.size(), 2u);
+  EXPECT_EQ(*pack[1].new_row.find("n"), "1.10");
+  EXPECT_EQ(pack[1].new_row.dump(), pack[0].new_row.dump());
+}
+
+TEST(ChangeParser, DecodesEscapedMemberNames) {
+  const std::string body =
+      R"({"id": 1, "schema": "public", "name": "t", "op": "INSERT", "new": {"caf\u00e9": 1, "q\"uote": "x"}})";
+  auto c = parse_message(body)[0];
+  ASSERT_NE(c.new_row.find("café"), nullptr);
+  EXPECT_EQ(*c.new_row.find("café"), "1");
+  ASSERT_NE(c.new_row.find("q\"uote"), nullptr);
+  EXPECT_EQ(*c.new_row.find("q\"uote"), "\"x\"");
+}
+
+TEST(ChangeParser, NotJson) {
+  for (const char* body :
+       {"", "not json {", "{", "{\"id\": 1,", "[1, 2", "nul", "{'id': 1}", "\xff\xfe"}) {
+    EXPECT_EQ(reason_of(std::string(body)), "not-json") << body;
+  }
+}
+
+TEST(ChangeParser, BadShapeOfTheMessage) {
+  EXPECT_EQ(reason_of(std::string("[]")), "bad-shape");
+  EXPECT_EQ(reason_of(std::string("42")), "bad-shape");
+  EXPECT_EQ(reason_of(std::string("\"INSERT\"")), "bad-shape");
+  EXPECT_EQ(reason_of(std::string("null")), "bad-shape");
+  EXPECT_EQ(reason_of(std::string("true")), "bad-shape");
+  EXPECT_EQ(reason_of(std::string("{}")), "bad-shape");
+  EXPECT_EQ(reason_of(std::string("[1]")), "bad-shape");
+  EXPECT_EQ(reason_of(std::string("[[]]")), "bad-shape");
+}
+
+TEST(ChangeParser, APackWithOneBadElementIsBad) {
+  json pack = json::array(
+      {change(1, "INSERT", {{"id", 1}}, nullptr), change(2, "DELETE", nullptr, nullptr)});
+  EXPECT_EQ(reason_of(pack), "bad-shape");
+  pack = json::array({change(1, "INSERT", {{"id", 1}}, nullptr), "oops"});
+  EXPECT_EQ(reason_of(pack), "bad-shape");
+}
+
+TEST(ChangeParser, BadShapeOfTheFields) {
+  const json good = change(1, "UPDATE", {{"id", 1}}, {{"id", 1}});
+  ASSERT_EQ(reason_of(good), "(parsed)");
+  auto without = [&](const char* key) {
+    json c = good;
+    c.erase(key);
+    return c;
+  };
+  auto with = [&](const char* key, json value) {
+    json c = good;
+    c[key] = std::move(value);
+    return c;
+  };
+  for (const char* key : {"id", "schema", "name", "op", "new", "old"}) {
+    EXPECT_EQ(reason_of(without(key)), "bad-shape") << "without " << key;
+  }
+  EXPECT_EQ(reason_of(with("id", "1")), "bad-shape");
+  EXPECT_EQ(reason_of(with("id", 1.5)), "bad-shape");
+  EXPECT_EQ(reason_of(with("id", nullptr)), "bad-shape");
+  EXPECT_EQ(reason_of(with("schema", 1)), "bad-shape");
+  EXPECT_EQ(reason_of(with("schema", "")), "bad-shape");
+  EXPECT_EQ(reason_of(with("name", nullptr)), "bad-shape");
+  EXPECT_EQ(reason_of(with("name", "")), "bad-shape");
+  EXPECT_EQ(reason_of(with("table", "public.other")), "bad-shape");
+  EXPECT_EQ(reason_of(with("table", 1)), "bad-shape");
+  EXPECT_EQ(reason_of(with("op", "MERGE")), "bad-shape");
+  EXPECT_EQ(reason_of(with("op", "update")), "bad-shape");
+  EXPECT_EQ(reason_of(with("op", "")), "bad-shape");
+  EXPECT_EQ(reason_of(with("op", 1)), "bad-shape");
+  EXPECT_EQ(reason_of(with("new", nullptr)), "bad-shape");
+  EXPECT_EQ(reason_of(with("new", json::object())), "bad-shape");
+  EXPECT_EQ(reason_of(with("new", json::array({1}))), "bad-shape");
+  EXPECT_EQ(reason_of(with("new", "row")), "bad-shape");
+  EXPECT_EQ(reason_of(with("old", nullptr)), "bad-shape");
+  EXPECT_EQ(reason_of(with("old", json::object())), "bad-shape");
+  EXPECT_EQ(reason_of(with("old", 7)), "bad-shape");
+}
+
+TEST(ChangeParser, EachOperationNeedsItsRowOrKey) {
+  EXPECT_EQ(reason_of(change(1, "INSERT", nullptr, nullptr)), "bad-shape");
+  EXPECT_EQ(reason_of(change(1, "INSERT", json::object(), nullptr)), "bad-shape");
+  EXPECT_EQ(reason_of(change(1, "UPDATE", {{"id", 1}}, nullptr)), "bad-shape");
+  EXPECT_EQ(reason_of(change(1, "UPDATE", nullptr, {{"id", 1}})), "bad-shape");
+  EXPECT_EQ(reason_of(change(1, "DELETE", nullptr, nullptr)), "bad-shape");
+  EXPECT_EQ(reason_of(change(1, "DELETE", {{"id", 1}}, nullptr)), "bad-shape");
+  EXPECT_EQ(reason_of(change(1, "TRUNCATE", nullptr, nullptr)), "(parsed)");
+}
+
+TEST(ChangeParser, ParseChangeRejectsANonObject) {
+  try {
+    parse_change(json::array());
+    FAIL() << "parse_change accepted an array";
+  } catch (const BadMessage& e) {
+    EXPECT_EQ(e.reason(), "bad-shape");
+  }
+}
+
+}  // namespace
+}  // namespace pgfanout
