@@ -20,7 +20,9 @@ SELECT id, schema_name, table_name, op, new_row::text, old_key::text,
        to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')
 FROM (SELECT c.*, sum(coalesce(pg_column_size(c.new_row), 0) + 64) OVER (ORDER BY c.id) AS running,
              coalesce(pg_column_size(c.new_row), 0) + 64 AS own
-      FROM (SELECT * FROM pgfanout.changes ORDER BY id LIMIT $1) c) h
+      FROM (SELECT * FROM pgfanout.changes
+            WHERE (schema_name, table_name) NOT IN (SELECT * FROM unnest($3::text[], $4::text[]))
+            ORDER BY id LIMIT $1) c) h
 WHERE running - own < $2
 ORDER BY id)";
 
@@ -29,6 +31,22 @@ constexpr const char* kSetIdleSql = "UPDATE pgfanout.publisher_state SET idle = 
 constexpr const char* kDepthSql =
     "SELECT count(*), coalesce(extract(epoch FROM clock_timestamp() - min(ts)), 0)::float8 "
     "FROM pgfanout.changes";
+
+// A PostgreSQL array literal of texts, every element quoted and escaped.
+std::string text_array(const std::vector<std::string>& items) {
+  std::string out = "{";
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    if (i) out += ',';
+    out += '"';
+    for (char c : items[i]) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    out += '"';
+  }
+  out += '}';
+  return out;
+}
 
 }  // namespace
 
@@ -44,9 +62,15 @@ bool OutboxReader::try_lead() {
   return tx.exec1(kLeaderLockSql)[0].as<bool>();
 }
 
-std::vector<OutboxChange> OutboxReader::head(int max_rows, std::int64_t max_bytes) {
+std::vector<OutboxChange> OutboxReader::head(int max_rows, std::int64_t max_bytes,
+                                             const std::vector<TableName>& held) {
+  std::vector<std::string> schemas, tables;
+  for (const auto& [schema, table] : held) {
+    schemas.push_back(schema);
+    tables.push_back(table);
+  }
   pqxx::nontransaction tx(conn_);
-  pqxx::result r = tx.exec_params(kHeadSql, max_rows, max_bytes);
+  pqxx::result r = tx.exec_params(kHeadSql, max_rows, max_bytes, text_array(schemas), text_array(tables));
   std::vector<OutboxChange> out;
   out.reserve(r.size());
   for (const auto& row : r) {

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <pqxx/connection>
@@ -25,9 +26,13 @@ class OutboxReader {
   /// Tries to become the one active publisher of this database (session advisory lock,
   /// released by PostgreSQL when this connection ends). False while another holds it.
   bool try_lead();
-  /// The oldest changes still in the outbox, in id order: at most `max_rows`, and no more
-  /// than about `max_bytes` of row data (but always at least one change).
-  std::vector<OutboxChange> head(int max_rows, std::int64_t max_bytes);
+  using TableName = std::pair<std::string, std::string>;  // schema, table
+
+  /// The oldest changes still in the outbox, in id order, leaving out the tables in
+  /// `held`: at most `max_rows`, and no more than about `max_bytes` of row data (but
+  /// always at least one change).
+  std::vector<OutboxChange> head(int max_rows, std::int64_t max_bytes,
+                                 const std::vector<TableName>& held = {});
   /// Deletes exactly these (confirmed) changes.
   void remove(std::span<const OutboxChange> changes);
   /// Tells writers whether to wake the publisher with NOTIFY (only while it waits).

@@ -264,7 +264,7 @@ asio::awaitable<void> Publisher::session() {
     // read and the flag flip has no NOTIFY, so read once more after flipping it.
     outbox_->set_idle(true);
     idle_ = true;
-    if (!outbox_->head(1, 1).empty()) continue;
+    if (!outbox_->head(1, 1, held_now()).empty()) continue;
     maybe_log_summary(false);
     co_await wait_for_wake(wait_limit);
     consume_notifications();
@@ -296,8 +296,7 @@ asio::awaitable<void> Publisher::wait_for_wake(std::chrono::milliseconds timeout
 asio::awaitable<void> Publisher::drain() {
   woken_ = false;
   while (!stopping_) {
-    std::size_t shipped = ship_batch();
-    if (shipped == 0) break;
+    if (ship_batch() == 0) break;
     if (idle_) {
       outbox_->set_idle(false);
       idle_ = false;
@@ -309,13 +308,26 @@ asio::awaitable<void> Publisher::drain() {
   }
 }
 
+std::vector<OutboxReader::TableName> Publisher::held_now() {
+  std::vector<OutboxReader::TableName> out;
+  auto now = std::chrono::steady_clock::now();
+  for (const auto& [table, h] : held_) {
+    if (now < h.retry_at) out.push_back(table);
+  }
+  return out;
+}
+
 std::size_t Publisher::ship_batch() {
-  std::vector<OutboxChange> changes = outbox_->head(config_.batch_rows, config_.batch_bytes);
+  std::vector<OutboxChange> changes = outbox_->head(config_.batch_rows, config_.batch_bytes, held_now());
   if (changes.empty()) return 0;
   std::vector<PlannedMessage> plan = plan_messages(changes, config_.pack);
 
   auto started = std::chrono::steady_clock::now();
   std::uint64_t first_tag = 0;
+  std::map<std::string, std::size_t> message_index;  // message_id -> plan index
+  for (std::size_t i = 0; i < plan.size(); ++i) message_index[std::to_string(changes[plan[i].begin].id)] = i;
+  // For each table the broker returned a message of: the first change id returned.
+  std::map<OutboxReader::TableName, std::int64_t> returned_from;
   for (const PlannedMessage& m : plan) {
     std::span<const OutboxChange> part(changes.data() + m.begin, m.end - m.begin);
     std::string body = message_body(part);
@@ -356,15 +368,13 @@ std::size_t Publisher::ship_batch() {
     } else if (const auto* nack = std::get_if<ConfirmNack>(&*event)) {
       nacked = nack->delivery_tag;
     } else if (const auto* ret = std::get_if<ReturnedMessage>(&*event)) {
-      metrics_.add("pgfanout_publisher_unroutable_total", {{"table", ret->routing_key}});
-      auto now = std::chrono::steady_clock::now();
-      auto& last = unroutable_warned_[ret->routing_key];
-      if (last.time_since_epoch().count() == 0 || now - last > 60s) {
-        last = now;
-        spdlog::warn("no queue is bound for table {} on exchange '{}': its changes are dropped "
-                     "by the broker (start a listener for it first, or untrack the table)",
-                     ret->routing_key, config_.exchange);
-      }
+      auto it = message_index.find(ret->message_id);
+      if (it == message_index.end()) continue;
+      const OutboxChange& first = changes[plan[it->second].begin];
+      auto [pos, fresh] = returned_from.emplace(OutboxReader::TableName{first.schema, first.table}, first.id);
+      if (!fresh) pos->second = std::min(pos->second, first.id);
+      metrics_.add("pgfanout_publisher_unroutable_total", {{"table", ret->routing_key}},
+                   static_cast<double>(plan[it->second].end - plan[it->second].begin));
     }
   }
 
@@ -373,8 +383,43 @@ std::size_t Publisher::ship_batch() {
   std::size_t confirmed_messages = 0;
   while (confirmed_messages < plan.size() && acked[confirmed_messages]) ++confirmed_messages;
   std::size_t confirmed_changes = confirmed_messages == 0 ? 0 : plan[confirmed_messages - 1].end;
-  std::span<const OutboxChange> done(changes.data(), confirmed_changes);
+  // A change the broker returned had no queue to go to: it stays in the outbox, and so
+  // does every later change of its table (a queue bound meanwhile may have received
+  // those), until a queue is bound; then they are all shipped again in id order, so a
+  // replica that saw a later change sees it again after the earlier ones.
+  std::vector<OutboxChange> done;
+  done.reserve(confirmed_changes);
+  std::map<OutboxReader::TableName, std::size_t> kept;
+  for (std::size_t i = 0; i < confirmed_changes; ++i) {
+    const OutboxChange& c = changes[i];
+    auto r = returned_from.find(OutboxReader::TableName{c.schema, c.table});
+    if (r != returned_from.end() && c.id >= r->second) {
+      ++kept[r->first];
+    } else {
+      done.push_back(c);
+    }
+  }
   outbox_->remove(done);
+  auto now = std::chrono::steady_clock::now();
+  for (const auto& [table, n] : kept) {
+    HeldTable& h = held_[table];
+    if (h.retry_at.time_since_epoch().count() != 0) h.wait = std::min<std::chrono::seconds>(h.wait * 2, 30s);
+    h.retry_at = now + h.wait;
+    if (h.warned_at.time_since_epoch().count() == 0 || now - h.warned_at > 60s) {
+      h.warned_at = now;
+      spdlog::warn("no queue is bound for table {} on exchange '{}': its changes stay in the outbox "
+                   "until one is (retrying every {} s at most; start its listener, or untrack it)",
+                   routing_key(table.first, table.second), config_.exchange, 30);
+    }
+  }
+  for (const auto& c : done) {
+    auto h = held_.find(OutboxReader::TableName{c.schema, c.table});
+    if (h != held_.end()) {
+      spdlog::info("table {} is routable again; its held changes are being shipped",
+                   routing_key(c.schema, c.table));
+      held_.erase(h);
+    }
+  }
 
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   metrics_.observe("pgfanout_publisher_confirm_latency_seconds", {}, seconds);
@@ -394,7 +439,7 @@ std::size_t Publisher::ship_batch() {
     throw AmqpError("the broker refused (nack) message " + std::to_string(*nacked) +
                     "; publishing it and the rest of its batch again");
   }
-  return done.size();
+  return changes.size();
 }
 
 void Publisher::maybe_log_summary(bool force) {

@@ -58,6 +58,7 @@ class Publisher {
   boost::asio::awaitable<void> pause(std::chrono::milliseconds delay);
   boost::asio::awaitable<void> wait_for_wake(std::chrono::milliseconds timeout);
   boost::asio::awaitable<void> drain();
+  /// Ships one batch from the head of the outbox; returns how many changes it read.
   std::size_t ship_batch();
   void consume_notifications();
   void maybe_log_summary(bool force);
@@ -81,7 +82,15 @@ class Publisher {
 
   std::chrono::steady_clock::time_point last_summary_;
   std::uint64_t shipped_since_summary_ = 0;
-  std::map<std::string, std::chrono::steady_clock::time_point> unroutable_warned_;
+  /// Tables whose changes the broker returned because no queue is bound for them: their
+  /// changes stay in the outbox, and are left out of reads until `retry_at`.
+  struct HeldTable {
+    std::chrono::steady_clock::time_point retry_at;
+    std::chrono::seconds wait{1};
+    std::chrono::steady_clock::time_point warned_at;
+  };
+  std::map<OutboxReader::TableName, HeldTable> held_;
+  std::vector<OutboxReader::TableName> held_now();
 };
 
 }  // namespace pgfanout

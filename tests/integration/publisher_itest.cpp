@@ -316,6 +316,43 @@ TEST_F(PublisherTest, ChangesCommittedWhileThePublisherIsStoppedAreShippedOnStar
   EXPECT_EQ(queue.remaining(), 0u);
 }
 
+TEST_F(PublisherTest, ChangesOfATableNoQueueIsBoundForWaitInTheOutboxUntilOneIs) {
+  sql().exec(R"(
+    CREATE TABLE public.t (id int PRIMARY KEY, v text);
+    CREATE TABLE public.other (id int PRIMARY KEY);
+    SELECT pgfanout.track('public.t');
+    SELECT pgfanout.track('public.other');)");
+  TestQueue others(exchange(), {"public.other"});
+  Process pub = publisher();
+  sql().exec(R"(
+    INSERT INTO public.t VALUES (1, 'a'), (2, 'b');
+    INSERT INTO public.other VALUES (1);
+    UPDATE public.t SET v = 'A' WHERE id = 1;
+    INSERT INTO public.other VALUES (2);)");
+  // The bound table flows; the unbound one is returned by the broker and kept.
+  others.take(2);
+  pub.wait_for_log("no queue is bound for table public.t");
+  eventually([&] { return outbox_count(sql()) == 3; }, kPatience,
+             "the three changes of public.t to stay in the outbox, and only them");
+
+  TestQueue late(exchange(), {"public.t"});
+  sql().exec("UPDATE public.t SET v = 'B' WHERE id = 2");
+  auto messages = late.take(4);
+  std::vector<std::string> ops;
+  std::vector<std::int64_t> ids;
+  for (const auto& d : messages) {
+    json j = body_of(d);
+    ops.push_back(j["op"]);
+    ids.push_back(j["id"]);
+  }
+  EXPECT_EQ(ops, (std::vector<std::string>{"INSERT", "INSERT", "UPDATE", "UPDATE"}));
+  EXPECT_TRUE(std::is_sorted(ids.begin(), ids.end())) << "held changes must go out in id order";
+  wait_outbox_empty(sql());
+  EXPECT_EQ(late.remaining(), 0u);
+  EXPECT_EQ(others.remaining(), 0u);
+  EXPECT_EQ(pub.stop(), 0);
+}
+
 TEST_F(PublisherTest, OutboxKeepsEveryChangeWhileTheBrokerIsDown) {
   sql().exec(R"(
     CREATE TABLE public.t (id int PRIMARY KEY, v text);
