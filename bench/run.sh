@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# pgfanout against PostgreSQL's native logical replication, on this machine, in one run.
+#
+#   bench/run.sh [--full] [--packs 1,100] [--only bulk,updates,cost,latency] [...]
+#
+# Installs what is missing (scripts/deps.sh), builds into build-bench/, starts its own
+# PostgreSQL and RabbitMQ (scripts/servers.sh, in a run directory of its own), runs every
+# workload against pgfanout and native logical replication, prints the table and saves it
+# to bench/results/<date>.txt. Servers and processes are stopped at the end, whatever
+# happens. About 5 minutes; --full adds 1,000,000 changes for the RSS-vs-volume check.
+# Any other option goes to bench/bench.py (--help lists them).
+#
+# Environment: BENCH_SKIP_DEPS=1 skips scripts/deps.sh; BENCH_BUILD_DIR (default
+# build-bench); BENCH_RUN_DIR (default a fresh /tmp/pgfanout-bench-run.XXXXXX; servers
+# already running there are reused); BENCH_KEEP_SERVERS=1 leaves the servers running
+# (stop them with PGFANOUT_RUN_DIR=<run dir> scripts/servers.sh stop).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BUILD="${BENCH_BUILD_DIR:-$ROOT/build-bench}"
+
+for a in "$@"; do
+  case "$a" in -h|--help) exec python3 "$ROOT/bench/bench.py" --help ;; esac
+done
+
+[ -n "${BENCH_SKIP_DEPS:-}" ] || "$ROOT/scripts/deps.sh"
+
+echo "bench: building into $BUILD" >&2
+cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPGFANOUT_BUILD_TESTS=OFF >/dev/null
+cmake --build "$BUILD" >/dev/null
+
+RUN_DIR="${BENCH_RUN_DIR:-$(mktemp -d /tmp/pgfanout-bench-run.XXXXXX)}"
+export PGFANOUT_RUN_DIR="$RUN_DIR"
+BENCH_PID=""
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if [ -n "$BENCH_PID" ] && kill -0 "$BENCH_PID" 2>/dev/null; then
+    kill -TERM "$BENCH_PID" 2>/dev/null || true
+    for _ in $(seq 1 60); do kill -0 "$BENCH_PID" 2>/dev/null || break; sleep 0.5; done
+    kill -KILL "$BENCH_PID" 2>/dev/null || true
+  fi
+  [ -n "${BENCH_KEEP_SERVERS:-}" ] || "$ROOT/scripts/servers.sh" stop >/dev/null 2>&1 || true
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Another session may take a port between servers.sh choosing it and the server binding
+# it: start again on fresh ports a few times.
+for attempt in 1 2 3; do
+  if "$ROOT/scripts/servers.sh" start >/dev/null; then break; fi
+  "$ROOT/scripts/servers.sh" stop >/dev/null 2>&1 || true
+  [ "$attempt" -lt 3 ] || { echo "bench: could not start the servers" >&2; exit 1; }
+  echo "bench: starting the servers failed; trying again" >&2
+  mkdir -p "$RUN_DIR"
+  sleep 2
+done
+eval "$("$ROOT/scripts/servers.sh" env)"
+
+mkdir -p "$ROOT/bench/results"
+OUT="$ROOT/bench/results/$(date +%Y-%m-%d_%H%M%S).txt"
+{
+  echo "pgfanout bench, $(date -u +'%Y-%m-%d %H:%M UTC'), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- common publisher listener sql 2>/dev/null || echo ' + local changes')"
+  echo "command: bench/run.sh $*"
+} | tee "$OUT"
+set +e
+python3 -u "$ROOT/bench/bench.py" --bin "$BUILD/bin" "$@" > >(tee -a "$OUT") 2>&1 &
+BENCH_PID=$!
+wait "$BENCH_PID"
+rc=$?
+BENCH_PID=""
+sleep 0.2  # let tee write the last lines
+set -e
+echo "saved to ${OUT#"$ROOT"/}"
+exit "$rc"
