@@ -72,6 +72,7 @@ class Listener {
   bool warned_replication_role_ = false;
 
   std::chrono::steady_clock::time_point last_summary_;
+  std::chrono::steady_clock::time_point last_batch_end_;
   std::uint64_t applied_since_summary_ = 0;
   std::uint64_t dead_since_summary_ = 0;
   double last_lag_ = 0;

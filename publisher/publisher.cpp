@@ -211,6 +211,12 @@ asio::awaitable<void> Publisher::session() {
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
   pg_->inhibit_reactivation(true);
 #pragma GCC diagnostic pop
+  {
+    // Losing a DELETE of confirmed changes in a crash only publishes them again (at least
+    // once), so this session need not wait for WAL flushes.
+    pqxx::nontransaction tx(*pg_);
+    tx.exec0("SET synchronous_commit = off");
+  }
   outbox_ = std::make_unique<OutboxReader>(*pg_);
   spdlog::info("connected to PostgreSQL {}", mask_conninfo(config_.source));
   if (!outbox_->installed()) {
@@ -296,14 +302,22 @@ asio::awaitable<void> Publisher::wait_for_wake(std::chrono::milliseconds timeout
 asio::awaitable<void> Publisher::drain() {
   woken_ = false;
   while (!stopping_) {
-    if (ship_batch() == 0) break;
+    std::size_t read = ship_batch();
+    if (read == 0) break;
     if (idle_) {
       outbox_->set_idle(false);
       idle_ = false;
     }
     maybe_log_summary(false);
-    // Let the signal handler and timers run between batches.
-    co_await asio::post(io_, asio::use_awaitable);
+    if (read < static_cast<std::size_t>(config_.batch_rows) / 10) {
+      // A small batch under a steady trickle: give the next one a few ms to fill, since
+      // each batch costs a read, a confirm round trip and a delete however small it is.
+      // The change that started the drain has already gone out.
+      co_await pause(config_.trickle_wait);
+    } else {
+      // Let the signal handler and timers run between batches.
+      co_await asio::post(io_, asio::use_awaitable);
+    }
     amqp_->tick();
   }
 }

@@ -33,6 +33,7 @@ struct PublisherConfig {
   int batch_rows = 2000;
   std::int64_t batch_bytes = 16 << 20;
   std::chrono::milliseconds poll_interval{500};
+  std::chrono::milliseconds trickle_wait{5};
   std::chrono::seconds confirm_timeout{60};
   std::chrono::seconds summary_interval{10};
 };
