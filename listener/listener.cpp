@@ -355,7 +355,7 @@ void Listener::process(Batch& batch) {
         bool wanted = false;
         for (const auto& p : config_.patterns) wanted = wanted || topic_matches(p, key);
         if (!wanted) throw BadMessage("not-replicated", "table " + key + " is not in --tables of this listener");
-        const TableInfo* t = catalog_.resolve(*pg_, c.schema, c.name);
+        const TableInfo* t = catalog_.resolve_for(*pg_, c.schema, c.name, c.new_row);
         if (!t) throw BadMessage("unknown-table", "the replica has no table " + quote_ident(c.schema) + "." + quote_ident(c.name));
         if (t->key_columns.empty()) throw BadMessage("no-primary-key", "replica table " + t->qualified() + " has no primary key");
         resolved.push_back(t);

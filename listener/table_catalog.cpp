@@ -48,4 +48,26 @@ const TableInfo* TableCatalog::resolve(pqxx::connection& conn, const std::string
   return tables_.emplace(key, std::move(info)).first->second.get();
 }
 
+const TableInfo* TableCatalog::resolve_for(pqxx::connection& conn, const std::string& schema,
+                                           const std::string& name, const RawObject& row,
+                                           std::chrono::milliseconds recheck) {
+  const TableInfo* t = resolve(conn, schema, name);
+  if (!t || !row.is_object()) return t;
+  bool unknown = false;
+  for (const auto& member : row.members()) {
+    if (!t->types.count(member.first)) {
+      unknown = true;
+      break;
+    }
+  }
+  if (!unknown) return t;
+  auto key = std::make_pair(schema, name);
+  auto now = std::chrono::steady_clock::now();
+  auto& last = rechecked_[key];
+  if (last.time_since_epoch().count() != 0 && now - last < recheck) return t;
+  last = now;
+  tables_.erase(key);
+  return resolve(conn, schema, name);
+}
+
 }  // namespace pgfanout

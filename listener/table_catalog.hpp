@@ -24,10 +24,19 @@ class TableCatalog {
   const TableInfo* resolve(pqxx::connection& conn, const std::string& schema, const std::string& name);
   void clear() { tables_.clear(); }
 
+  /// Like resolve(), but reads the catalog again when `row` carries a member the cached
+  /// table has no column for (a column added on the replica, then on the primary), at
+  /// most once per `recheck` per table: a row that truly has an extra column does not
+  /// cost a catalog query per batch.
+  const TableInfo* resolve_for(pqxx::connection& conn, const std::string& schema,
+                               const std::string& name, const RawObject& row,
+                               std::chrono::milliseconds recheck = std::chrono::seconds(5));
+
  private:
   std::chrono::seconds ttl_;
   std::chrono::steady_clock::time_point loaded_at_{};
   std::map<std::pair<std::string, std::string>, std::unique_ptr<TableInfo>> tables_;
+  std::map<std::pair<std::string, std::string>, std::chrono::steady_clock::time_point> rechecked_;
 };
 
 }  // namespace pgfanout

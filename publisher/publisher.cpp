@@ -252,6 +252,8 @@ asio::awaitable<void> Publisher::session() {
   last_summary_ = std::chrono::steady_clock::now();
 
   auto outbox_depth = outbox_->depth();
+  metrics_.set("pgfanout_publisher_outbox_depth", {}, static_cast<double>(outbox_depth.rows));
+  metrics_.set("pgfanout_publisher_oldest_change_age_seconds", {}, outbox_depth.oldest_age_seconds);
   spdlog::info("outbox holds {} changes; draining", thousands(static_cast<std::uint64_t>(outbox_depth.rows)));
 
   auto heartbeat = amqp_->heartbeat();

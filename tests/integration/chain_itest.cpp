@@ -555,11 +555,10 @@ TRUNCATE public.parted_eu;
   expect_converged(chain, {{"public.parted", "t.region, t.id", "t::text"}});
 }
 
-// listener/table_catalog.cpp: a replica table's columns are cached for 60 s. A column
-// added on the replica and then on the primary (the right order) is not written for rows
-// that arrive within that window: "only present columns are written" intersects the row
-// with the stale column list, so those rows keep NULL in the new column for good.
-TEST(ChainKnownBugs, DISABLED_ColumnAddedOnBothSidesIsReplicatedAtOnce) {
+// A replica table's columns are cached; a column added on the replica and then on the
+// primary (the right order) must be written at once, not after the cache expires: a row
+// carrying a column the cached table lacks makes the listener read the catalog again.
+TEST(ChainFixedBugs, ColumnAddedOnBothSidesIsReplicatedAtOnce) {
   SmallChain chain("CREATE TABLE public.grow (id int PRIMARY KEY, a text);", {"public.grow"});
   chain.primary.exec("INSERT INTO public.grow VALUES (1, 'before')");
   chain.wait_shipped_and_applied();
