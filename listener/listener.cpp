@@ -210,13 +210,6 @@ int Listener::run() {
 
 void Listener::setup_replica() {
   pg_ = connect_pg(config_.target, "pgfanout-listener");
-  // session_replication_role below is session state: libpqxx 6 would quietly open a new
-  // session on the next statement after a break, without it. A break must end the session
-  // here instead, so that it is set up again.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
-  pg_->inhibit_reactivation(true);
-#pragma GCC diagnostic pop
   {
     pqxx::nontransaction tx(*pg_);
     tx.exec0(kBookkeepingSql);

@@ -204,13 +204,6 @@ asio::awaitable<void> Publisher::main_loop() {
 
 asio::awaitable<void> Publisher::session() {
   pg_ = connect_pg(config_.source, "pgfanout-publisher");
-  // The leader lock and the LISTEN belong to this session. libpqxx 6 would quietly open a
-  // new session on the next statement after a break, without them; a break must end the
-  // session here instead, so that it starts again from the lock.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
-  pg_->inhibit_reactivation(true);
-#pragma GCC diagnostic pop
   {
     // Losing a DELETE of confirmed changes in a crash only publishes them again (at least
     // once), so this session need not wait for WAL flushes.

@@ -54,7 +54,10 @@ start_pg() {
       return
     fi
   fi
-  PG_PORT=$(pick_port "${PGFANOUT_PG_PORT:-55432}")
+  # Default ports sit below Linux's ephemeral range (32768-60999): a client reconnecting
+  # to a port in that range while the server is down can be handed the same port as its
+  # own source port, connect to itself, and keep the server from binding it again.
+  PG_PORT=$(pick_port "${PGFANOUT_PG_PORT:-25432}")
   # The data directory lives outside the checkout so that the postgres user can own it
   # whatever the checkout's permissions are.
   PGDATA_DIR=$(mktemp -d /tmp/pgfanout-pg.XXXXXX)
@@ -96,7 +99,7 @@ start_rabbit() {
   fi
   mkdir -p "$RUN/rabbit"
   local port dist
-  port=$(pick_port "${PGFANOUT_AMQP_PORT:-56720}")
+  port=$(pick_port "${PGFANOUT_AMQP_PORT:-25672}")
   dist=$(pick_port $((port - 1000)))
   cat >"$RUN/rabbit/env" <<EOT
 HOME=$RUN/rabbit

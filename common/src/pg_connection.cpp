@@ -8,6 +8,13 @@ namespace pgfanout {
 std::unique_ptr<pqxx::connection> connect_pg(const std::string& conninfo,
                                              std::string_view application_name) {
   auto conn = std::make_unique<pqxx::connection>(conninfo);
+  // libpqxx 6 quietly opens a new session on the next statement after a break, without
+  // what the old one held (LISTEN, the leader lock, session settings); a break must end
+  // the session instead, so that the caller sets it up again.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+  conn->inhibit_reactivation(true);
+#pragma GCC diagnostic pop
   pqxx::nontransaction tx(*conn);
   tx.exec_params("SELECT set_config('application_name', $1, false)", std::string(application_name));
   return conn;
