@@ -4,6 +4,7 @@
 
 #include <pqxx/pqxx>
 
+#include "pgfanout/log_text.hpp"
 #include "pgfanout/pg_connection.hpp"
 
 namespace pgfanout {
@@ -16,14 +17,6 @@ ON CONFLICT (queue) DO UPDATE SET last_change_id = EXCLUDED.last_change_id,
   last_change_ts = coalesce(EXCLUDED.last_change_ts, s.last_change_ts),
   applied_changes = s.applied_changes + EXCLUDED.applied_changes, updated_at = EXCLUDED.updated_at
 RETURNING coalesce(extract(epoch FROM clock_timestamp() - s.last_change_ts), 0)::float8)";
-
-std::string one_line(std::string text) {
-  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
-  for (char& c : text) {
-    if (c == '\n') c = ' ';
-  }
-  return text;
-}
 
 }  // namespace
 

@@ -1,21 +1,16 @@
-#include <utility>  // Boost 1.74's asio/awaitable.hpp uses std::exchange without it.
-
 #include "listener.hpp"
 
-#include <condition_variable>
-#include <cstdlib>
 #include <map>
-#include <mutex>
 #include <set>
 #include <thread>
 
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/signal_set.hpp>
 #include <pqxx/pqxx>
 #include <spdlog/spdlog.h>
 
 #include "change_parser.hpp"
+#include "pgfanout/log_text.hpp"
 #include "pgfanout/masking.hpp"
+#include "pgfanout/stop_signal.hpp"
 #include "pgfanout/pg_connection.hpp"
 #include "pgfanout/topic_pattern.hpp"
 #include "snapshot.hpp"
@@ -44,24 +39,6 @@ CREATE TABLE IF NOT EXISTS pgfanout.listener_bindings (
   PRIMARY KEY (queue, exchange, pattern));
 )";
 
-std::string one_line(std::string text) {
-  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
-  for (char& c : text) {
-    if (c == '\n') c = ' ';
-  }
-  return text;
-}
-
-std::string thousands(std::uint64_t n) {
-  std::string digits = std::to_string(n);
-  std::string out;
-  for (size_t i = 0; i < digits.size(); ++i) {
-    if (i > 0 && (digits.size() - i) % 3 == 0) out.push_back(',');
-    out.push_back(digits[i]);
-  }
-  return out;
-}
-
 std::int64_t header_count(const Delivery& d) {
   for (const auto& [k, v] : d.headers) {
     if (k == "x-pgfanout-count") {
@@ -73,24 +50,10 @@ std::int64_t header_count(const Delivery& d) {
 
 // One change as a message body of its own, its row values spliced in as received.
 std::string change_body(const ParsedChange& c) {
-  std::string out = "{\"id\":";
-  out += std::to_string(c.id);
-  out += ",\"table\":";
-  append_json_string(out, routing_key(c.schema, c.name));
-  out += ",\"schema\":";
-  append_json_string(out, c.schema);
-  out += ",\"name\":";
-  append_json_string(out, c.name);
-  out += ",\"op\":\"";
-  out += to_string(c.op);
-  out += "\",\"new\":";
-  out += c.new_row.dump();
-  out += ",\"old\":";
-  out += c.old_key.dump();
-  out += ",\"ts\":";
-  append_json_string(out, c.ts);
-  out += '}';
-  return out;
+  OutboxChange change{c.id, c.schema, c.name, c.op,
+                      c.new_row.is_object() ? c.new_row.dump() : std::string(),
+                      c.old_key.is_object() ? c.old_key.dump() : std::string(), c.ts};
+  return message_body(std::span<const OutboxChange>(&change, 1));
 }
 
 }  // namespace
@@ -139,43 +102,11 @@ void Listener::pause(std::chrono::milliseconds delay) {
 }
 
 int Listener::run() {
-  // The main thread may be blocked in a call to a server that does not answer (a connect
-  // attempt, a statement on a replica that went silent). If it has not stopped kStopGrace
-  // after the signal, the process leaves at once: nothing is lost, since what was not
+  // The main thread may be blocked in a call to a server that does not answer. If it has
+  // not stopped kStopGrace after a signal, leaving at once loses nothing: what was not
   // acked is delivered again and an uncommitted batch is rolled back by PostgreSQL.
-  boost::asio::io_context signal_io;
-  boost::asio::signal_set signals(signal_io, SIGINT, SIGTERM);
-  std::mutex mutex;
-  std::condition_variable cv;
-  bool stopped = false;
-  signals.async_wait([&](const boost::system::error_code& ec, int signal) {
-    if (ec) return;
-    spdlog::info("received {}, stopping after the batch in flight", signal == SIGINT ? "SIGINT" : "SIGTERM");
-    stopping_ = true;
-    std::unique_lock lock(mutex);
-    if (cv.wait_for(lock, kStopGrace, [&] { return stopped; })) return;
-    spdlog::warn("not stopped {} s after the signal (a server does not answer); exiting now, "
-                 "unacked messages will be delivered again", kStopGrace.count());
-    spdlog::default_logger()->flush();
-    std::_Exit(0);
-  });
-  std::thread signal_thread([&] { signal_io.run(); });
-  struct Joiner {
-    boost::asio::io_context& io;
-    std::thread& t;
-    std::mutex& mutex;
-    std::condition_variable& cv;
-    bool& stopped;
-    ~Joiner() {
-      {
-        std::lock_guard lock(mutex);
-        stopped = true;
-      }
-      cv.notify_all();
-      io.stop();
-      t.join();
-    }
-  } joiner{signal_io, signal_thread, mutex, cv, stopped};
+  StopSignal signals([this] { stopping_ = true; }, kStopGrace,
+                     "unacked messages will be delivered again");
 
   spdlog::info("pgfanout-listener {} starting: target {}, queue '{}', broker {}, exchange '{}'",
                PGFANOUT_VERSION, mask_conninfo(config_.target), config_.queue,
@@ -453,7 +384,7 @@ void Listener::maybe_log_summary() {
   if (elapsed < config_.summary_interval) return;
   if (applied_since_summary_ > 0 || dead_since_summary_ > 0) {
     spdlog::info("applied {} changes in {:.0f} s; dead letters {}; lag {:.3f} s",
-                 thousands(applied_since_summary_), std::chrono::duration<double>(elapsed).count(),
+                 with_thousands(applied_since_summary_), std::chrono::duration<double>(elapsed).count(),
                  dead_since_summary_, last_lag_);
   }
   applied_since_summary_ = 0;

@@ -2,15 +2,10 @@
 
 #include <unistd.h>
 
-#include <condition_variable>
-#include <cstdlib>
-#include <mutex>
-#include <thread>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
-#include <boost/asio/signal_set.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <pqxx/except>
 #include <pqxx/nontransaction>
@@ -18,7 +13,9 @@
 #include <spdlog/spdlog.h>
 
 #include "message_plan.hpp"
+#include "pgfanout/log_text.hpp"
 #include "pgfanout/masking.hpp"
+#include "pgfanout/stop_signal.hpp"
 #include "pgfanout/pg_connection.hpp"
 
 namespace pgfanout {
@@ -43,24 +40,6 @@ class WakeReceiver : public pqxx::notification_receiver {
  private:
   bool& woken_;
 };
-
-std::string one_line(std::string text) {
-  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
-  for (char& c : text) {
-    if (c == '\n') c = ' ';
-  }
-  return text;
-}
-
-std::string thousands(std::uint64_t n) {
-  std::string digits = std::to_string(n);
-  std::string out;
-  for (size_t i = 0; i < digits.size(); ++i) {
-    if (i > 0 && (digits.size() - i) % 3 == 0) out.push_back(',');
-    out.push_back(digits[i]);
-  }
-  return out;
-}
 
 }  // namespace
 
@@ -95,46 +74,15 @@ Publisher::Publisher(PublisherConfig config, MetricsRegistry& metrics)
 Publisher::~Publisher() { disconnect(); }
 
 int Publisher::run() {
-  // Signals are taken on a thread of their own: the event loop may be blocked in a call
-  // to a server (a connect attempt, a send to a broker that stopped reading), and a stop
-  // must not wait for that call to time out. If the loop has not stopped kStopGrace after
-  // the signal, the process leaves at once: nothing is lost, since a change leaves the
-  // outbox only once the broker confirmed it, and PostgreSQL releases the leader lock.
-  asio::io_context signal_io;
-  asio::signal_set signals(signal_io, SIGINT, SIGTERM);
-  std::mutex mutex;
-  std::condition_variable cv;
-  bool stopped = false;
-  signals.async_wait([&](const boost::system::error_code& ec, int signal) {
-    if (ec) return;
-    spdlog::info("received {}, stopping", signal == SIGINT ? "SIGINT" : "SIGTERM");
-    stopping_ = true;
-    asio::post(io_, [this] { stop(); });
-    std::unique_lock lock(mutex);
-    if (cv.wait_for(lock, kStopGrace, [&] { return stopped; })) return;
-    spdlog::warn("not stopped {} s after the signal (a server does not answer); exiting now, "
-                 "unconfirmed changes stay in the outbox", kStopGrace.count());
-    spdlog::default_logger()->flush();
-    std::_Exit(0);
-  });
-  std::thread signal_thread([&] { signal_io.run(); });
-  struct Joiner {
-    asio::io_context& io;
-    std::thread& thread;
-    std::mutex& mutex;
-    std::condition_variable& cv;
-    bool& stopped;
-    ~Joiner() {
-      {
-        std::lock_guard lock(mutex);
-        stopped = true;
-      }
-      cv.notify_all();
-      io.stop();
-      thread.join();
-    }
-  } joiner{signal_io, signal_thread, mutex, cv, stopped};
-
+  // If the loop has not stopped kStopGrace after a signal, leaving at once loses nothing:
+  // a change leaves the outbox only once the broker confirmed it, and PostgreSQL releases
+  // the leader lock.
+  StopSignal signals(
+      [this] {
+        stopping_ = true;
+        asio::post(io_, [this] { stop(); });
+      },
+      kStopGrace, "unconfirmed changes stay in the outbox");
   asio::co_spawn(io_, main_loop(), [](std::exception_ptr e) {
     if (e) std::rethrow_exception(e);
   });
@@ -247,7 +195,7 @@ asio::awaitable<void> Publisher::session() {
   auto outbox_depth = outbox_->depth();
   metrics_.set("pgfanout_publisher_outbox_depth", {}, static_cast<double>(outbox_depth.rows));
   metrics_.set("pgfanout_publisher_oldest_change_age_seconds", {}, outbox_depth.oldest_age_seconds);
-  spdlog::info("outbox holds {} changes; draining", thousands(static_cast<std::uint64_t>(outbox_depth.rows)));
+  spdlog::info("outbox holds {} changes; draining", with_thousands(static_cast<std::uint64_t>(outbox_depth.rows)));
 
   auto heartbeat = amqp_->heartbeat();
   auto wait_limit = config_.poll_interval;
@@ -460,8 +408,8 @@ void Publisher::maybe_log_summary(bool force) {
   metrics_.set("pgfanout_publisher_oldest_change_age_seconds", {}, depth.oldest_age_seconds);
   if (shipped_since_summary_ > 0 || depth.rows > 0) {
     spdlog::info("shipped {} changes in {:.0f} s; outbox {}; oldest {:.3f} s",
-                 thousands(shipped_since_summary_), std::chrono::duration<double>(elapsed).count(),
-                 thousands(static_cast<std::uint64_t>(depth.rows)), depth.oldest_age_seconds);
+                 with_thousands(shipped_since_summary_), std::chrono::duration<double>(elapsed).count(),
+                 with_thousands(static_cast<std::uint64_t>(depth.rows)), depth.oldest_age_seconds);
   }
   shipped_since_summary_ = 0;
   last_summary_ = now;

@@ -1,5 +1,7 @@
 #include "pgfanout/cli.hpp"
 
+#include "pgfanout/logging.hpp"
+
 #include <charconv>
 #include <iostream>
 #include <stdexcept>
@@ -32,6 +34,40 @@ HostPort HostPort::parse(std::string_view text) {
   }
   out.port = static_cast<unsigned short>(value);
   return out;
+}
+
+void CommonOptions::add_to(CLI::App& app) {
+  app.add_option("--amqp", amqp_url, "RabbitMQ URL (amqp:// or amqps://)")
+      ->envname("PGFANOUT_AMQP_URL")
+      ->capture_default_str();
+  app.add_option("--exchange", exchange, "the topic exchange changes travel through")
+      ->envname("PGFANOUT_EXCHANGE")
+      ->capture_default_str();
+  app.add_option("--metrics", metrics, "serve Prometheus metrics at HOST:PORT/metrics")
+      ->envname("PGFANOUT_METRICS");
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
+      ->envname("PGFANOUT_LOG_LEVEL")
+      ->capture_default_str();
+}
+
+int CommonOptions::check(std::string_view program) {
+  if (exchange.empty()) return usage_error(program, "--exchange must not be empty");
+  auto parsed_level = parse_log_level(log_level);
+  if (!parsed_level) return usage_error(program, "--log-level '" + log_level + "' is not a log level");
+  level = *parsed_level;
+  try {
+    amqp = AmqpUrl::parse(amqp_url);
+  } catch (const std::invalid_argument& e) {
+    return usage_error(program, std::string("--amqp: ") + e.what());
+  }
+  if (!metrics.empty()) {
+    try {
+      metrics_at = HostPort::parse(metrics);
+    } catch (const std::invalid_argument& e) {
+      return usage_error(program, std::string("--metrics: ") + e.what());
+    }
+  }
+  return -1;
 }
 
 int usage_error(std::string_view program, std::string_view message) {

@@ -1,9 +1,13 @@
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 
 #include <CLI/CLI.hpp>
+#include <spdlog/common.h>
+
+#include "pgfanout/amqp_url.hpp"
 
 namespace pgfanout {
 
@@ -13,6 +17,24 @@ struct HostPort {
   unsigned short port = 0;
   /// Throws std::invalid_argument naming the problem.
   static HostPort parse(std::string_view text);
+};
+
+/// The flags both programs take (INTERFACE.md): --amqp, --exchange, --metrics, --log-level,
+/// each also read from its PGFANOUT_* variable.
+struct CommonOptions {
+  std::string amqp_url = "amqp://guest:guest@127.0.0.1:5672/%2f";
+  std::string exchange = "pgfanout";
+  std::string metrics;
+  std::string log_level = "info";
+
+  void add_to(CLI::App& app);
+
+  /// Checked and parsed; filled by check().
+  AmqpUrl amqp;
+  std::optional<HostPort> metrics_at;
+  spdlog::level::level_enum level = spdlog::level::info;
+  /// Returns -1 when every value is valid, else prints one line and returns 2.
+  int check(std::string_view program);
 };
 
 /// Runs CLI11's parse with the contract of INTERFACE.md: `--help`/`--version` print and
