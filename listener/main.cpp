@@ -3,7 +3,6 @@
 
 #include "listener.hpp"
 #include "pgfanout/cli.hpp"
-#include "pgfanout/logging.hpp"
 #include "pgfanout/metrics_server.hpp"
 #include "pgfanout/topic_pattern.hpp"
 
@@ -54,18 +53,9 @@ int main(int argc, char** argv) {
   config.amqp = common.amqp;
   config.exchange = common.exchange;
   config.source = source;
-  setenv("PGCONNECT_TIMEOUT", "10", 0);
-
-  setup_logging(program, common.level);
   MetricsRegistry metrics;
   std::optional<MetricsServer> server;
-  if (common.metrics_at) {
-    try {
-      server.emplace(*common.metrics_at, metrics);
-    } catch (const std::exception& e) {
-      return usage_error(program, "--metrics: cannot listen on " + common.metrics + ": " + e.what());
-    }
-  }
+  if (int code = common.start(program, metrics, server); code >= 0) return code;
   Listener listener(std::move(config), metrics);
   return listener.run();
 }

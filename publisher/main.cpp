@@ -2,7 +2,6 @@
 #include <optional>
 
 #include "pgfanout/cli.hpp"
-#include "pgfanout/logging.hpp"
 #include "pgfanout/metrics_server.hpp"
 #include "publisher.hpp"
 
@@ -32,19 +31,9 @@ int main(int argc, char** argv) {
   config.amqp = common.amqp;
   config.exchange = common.exchange;
   config.pack = static_cast<std::size_t>(pack);
-  // Bound every connection attempt so that a stop is never held up for long.
-  setenv("PGCONNECT_TIMEOUT", "10", 0);
-
-  setup_logging(program, common.level);
   MetricsRegistry metrics;
   std::optional<MetricsServer> server;
-  if (common.metrics_at) {
-    try {
-      server.emplace(*common.metrics_at, metrics);
-    } catch (const std::exception& e) {
-      return usage_error(program, "--metrics: cannot listen on " + common.metrics + ": " + e.what());
-    }
-  }
+  if (int code = common.start(program, metrics, server); code >= 0) return code;
   Publisher publisher(std::move(config), metrics);
   return publisher.run();
 }

@@ -1,8 +1,10 @@
 #include "pgfanout/cli.hpp"
 
 #include "pgfanout/logging.hpp"
+#include "pgfanout/metrics_server.hpp"
 
 #include <charconv>
+#include <cstdlib>
 #include <iostream>
 #include <stdexcept>
 
@@ -66,6 +68,19 @@ int CommonOptions::check(std::string_view program) {
     } catch (const std::invalid_argument& e) {
       return usage_error(program, std::string("--metrics: ") + e.what());
     }
+  }
+  return -1;
+}
+
+int CommonOptions::start(std::string_view program, const MetricsRegistry& registry,
+                         std::optional<MetricsServer>& server) {
+  setenv("PGCONNECT_TIMEOUT", "10", 0);
+  setup_logging(program, level);
+  if (!metrics_at) return -1;
+  try {
+    server.emplace(*metrics_at, registry);
+  } catch (const std::exception& e) {
+    return usage_error(program, "--metrics: cannot listen on " + metrics + ": " + e.what());
   }
   return -1;
 }

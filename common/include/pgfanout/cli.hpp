@@ -8,6 +8,11 @@
 #include <spdlog/common.h>
 
 #include "pgfanout/amqp_url.hpp"
+#include "pgfanout/metrics.hpp"
+
+namespace pgfanout {
+class MetricsServer;
+}
 
 namespace pgfanout {
 
@@ -35,6 +40,13 @@ struct CommonOptions {
   spdlog::level::level_enum level = spdlog::level::info;
   /// Returns -1 when every value is valid, else prints one line and returns 2.
   int check(std::string_view program);
+
+  /// What both programs do once the flags are checked: bound connection attempts (so a
+  /// stop is never held up for long), log at the chosen level, and serve `registry` if
+  /// --metrics asks for it (into `server`). Returns -1, or 2 after one line on stderr
+  /// when the metrics address cannot be bound.
+  int start(std::string_view program, const MetricsRegistry& registry,
+            std::optional<MetricsServer>& server);
 };
 
 /// Runs CLI11's parse with the contract of INTERFACE.md: `--help`/`--version` print and
