@@ -63,10 +63,14 @@ std::vector<ApplyStep> plan_steps(const std::vector<const ParsedChange*>& change
   std::vector<ApplyStep> steps;
   auto add = [&](std::size_t index, StepKind kind, const RawObject* row) {
     const TableInfo* table = tables[index];
-    if (steps.empty() || steps.back().table != table || steps.back().kind != kind) {
-      steps.push_back(ApplyStep{table, kind, {}, {}});
-    }
+    bool joins = !steps.empty() && steps.back().kind == kind &&
+                 (kind == StepKind::Truncate || steps.back().table == table);
+    if (!joins) steps.push_back(ApplyStep{table, kind, {}, {}, {}});
     ApplyStep& step = steps.back();
+    if (kind == StepKind::Truncate &&
+        std::find(step.truncated.begin(), step.truncated.end(), table) == step.truncated.end()) {
+      step.truncated.push_back(table);
+    }
     if (row) step.rows.push_back(row);
     if (step.changes.empty() || step.changes.back() != index) step.changes.push_back(index);
   };
@@ -119,7 +123,17 @@ std::string joined(const std::vector<std::string>& names, std::string_view prefi
 std::string step_sql(const ApplyStep& step) {
   const TableInfo& t = *step.table;
   const std::string q = t.qualified();
-  if (step.kind == StepKind::Truncate) return "TRUNCATE " + q;
+  if (step.kind == StepKind::Truncate) {
+    // ONLY: the primary captured the truncation of this table; an inheritance child is a
+    // table of its own with its own change (a partitioned table cannot take ONLY).
+    std::string sql = "TRUNCATE ";
+    for (std::size_t i = 0; i < step.truncated.size(); ++i) {
+      if (i) sql += ", ";
+      if (!step.truncated[i]->partitioned) sql += "ONLY ";
+      sql += step.truncated[i]->qualified();
+    }
+    return sql;
+  }
   if (step.kind == StepKind::Delete) {
     std::string sql = "DELETE FROM " + q + " AS t USING " + recordset(t, t.key_columns) + " WHERE ";
     for (std::size_t i = 0; i < t.key_columns.size(); ++i) {

@@ -18,6 +18,7 @@ struct TableInfo {
   std::vector<std::string> key_columns;   // primary key, in key order
   /// SQL type of every column (format_type from the catalog, so already quoted).
   std::map<std::string, std::string, std::less<>> types;
+  bool partitioned = false;               // relkind 'p': TRUNCATE cannot take ONLY
   std::string qualified() const;          // "schema"."name"
 };
 
@@ -27,11 +28,15 @@ enum class StepKind { Upsert, Delete, Truncate };
 /// Consecutive changes of one table and one kind, applied by one set-based statement.
 /// `rows` are the JSON objects to apply (new rows for Upsert, old keys for Delete), after
 /// dropping all but the last version of each key; `changes` the indices of the changes.
+/// Consecutive TRUNCATEs form one step whatever their tables (`truncated`, each once, in
+/// order): tables linked by a foreign key can only be truncated in one statement, and the
+/// primary's `TRUNCATE a, b` arrives as a TRUNCATE change per table.
 struct ApplyStep {
   const TableInfo* table = nullptr;
   StepKind kind = StepKind::Upsert;
   std::vector<const RawObject*> rows;
   std::vector<std::size_t> changes;
+  std::vector<const TableInfo*> truncated;
 };
 
 /// True when an UPDATE moved the row to another primary key.

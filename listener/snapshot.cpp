@@ -63,7 +63,7 @@ void copy_snapshot(const std::string& source_conninfo, pqxx::connection& target,
       std::vector<RawObject> rows;
       rows.reserve(r.size());
       for (const auto& row : r) rows.push_back(RawObject::from_text(std::string_view(row[0].c_str(), row[0].size())));
-      ApplyStep step{t, StepKind::Upsert, {}, {}};
+      ApplyStep step{t, StepKind::Upsert, {}, {}, {}};
       for (const auto& row : rows) step.rows.push_back(&row);
       dst.exec_params(step_sql(step), rows_json(step));
       copied += static_cast<std::int64_t>(r.size());

@@ -8,7 +8,7 @@ namespace {
 constexpr const char* kResolveSql = R"(
 SELECT a.attname, a.attgenerated = '' AS insertable,
        array_position(i.indkey::int2[], a.attnum) AS key_position,
-       format_type(a.atttypid, a.atttypmod) AS type
+       format_type(a.atttypid, a.atttypmod) AS type, c.relkind = 'p' AS partitioned
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -37,6 +37,7 @@ const TableInfo* TableCatalog::resolve(pqxx::connection& conn, const std::string
   auto info = std::make_unique<TableInfo>();
   info->schema = schema;
   info->name = name;
+  info->partitioned = r[0][4].as<bool>();
   std::map<int, std::string> keys;
   for (const auto& row : r) {
     std::string column = row[0].c_str();

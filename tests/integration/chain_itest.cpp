@@ -502,12 +502,12 @@ UPDATE public.numeric_key SET v = 'c2' WHERE k = 99999999999999999999999;
 // stays green; remove the prefix together with the fix. Run them with
 //   build/bin/chain_itest --gtest_also_run_disabled_tests --gtest_filter='ChainKnownBugs.*'
 
-// listener/: TRUNCATE of tables linked by a foreign key. The primary truncates them in one
-// statement (it must); the replica gets one TRUNCATE change per table and applies
-// "TRUNCATE parent" alone, which PostgreSQL refuses whatever session_replication_role
-// says ("cannot truncate a table referenced in a foreign key constraint"): the change is
-// dead-lettered and the parent keeps its rows.
-TEST(ChainKnownBugs, DISABLED_TruncateOfTablesLinkedByAForeignKey) {
+// TRUNCATE of tables linked by a foreign key. The primary truncates them in one statement
+// (it must) and captures one TRUNCATE change per table; applied one by one, "TRUNCATE
+// parent" alone is refused whatever session_replication_role says ("cannot truncate a
+// table referenced in a foreign key constraint"). The listener applies consecutive
+// TRUNCATEs as one statement.
+TEST(ChainFixedBugs, TruncateOfTablesLinkedByAForeignKey) {
   SmallChain chain(R"SQL(
 CREATE TABLE public.parent (id int PRIMARY KEY);
 CREATE TABLE public.child (id int PRIMARY KEY, parent_id int REFERENCES public.parent);
@@ -521,6 +521,25 @@ INSERT INTO public.parent VALUES (10);
 )SQL");
   expect_converged(chain,
                    {{"public.parent", "t.id", "t::text"}, {"public.child", "t.id", "t::text"}});
+}
+
+// TRUNCATE ONLY of a table with inheritance children empties the parent alone; each table
+// of the tree that is tracked has its own TRUNCATE change, so the replica truncates ONLY
+// the table named (a plain TRUNCATE would empty the children there too).
+TEST(ChainFixedBugs, TruncateOnlyOfAnInheritanceParentKeepsTheChildren) {
+  SmallChain chain(R"SQL(
+CREATE TABLE public.base (id int PRIMARY KEY, v text);
+CREATE TABLE public.derived (PRIMARY KEY (id)) INHERITS (public.base);
+)SQL",
+                   {"public.base", "public.derived"});
+  chain.primary.exec(R"SQL(
+INSERT INTO public.base SELECT g, 'base' FROM generate_series(1, 5) g;
+INSERT INTO public.derived SELECT g, 'derived' FROM generate_series(6, 9) g;
+TRUNCATE ONLY public.base;
+INSERT INTO public.base VALUES (20, 'after');
+)SQL");
+  expect_converged(chain, {{"public.base", "t.id", "t::text"}, {"public.derived", "t.id", "t::text"}});
+  EXPECT_EQ(chain.replica.integer("SELECT count(*) FROM public.derived"), 4);
 }
 
 // A DELETE step reads only the key columns (jsonb_to_recordset with their catalog types):

@@ -7,6 +7,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <variant>
 #include <vector>
 
@@ -307,6 +308,37 @@ DELETE FROM public.a WHERE id > 15;
   eventually([&] { return listener.count_in_log("dead-lettered message") == 1; }, kPatience,
              "the dead letter to be logged");
   EXPECT_EQ(publisher.stop(), 0);
+  EXPECT_EQ(listener.stop(), 0);
+}
+
+// TRUNCATE parent, child on the primary arrives as two TRUNCATE changes, which the replica
+// can only apply as one statement. Even when the second one arrives a little later (here
+// 30 ms, as if the publisher had ended a batch between them), the listener waits for it
+// instead of truncating the parent alone, which PostgreSQL refuses.
+TEST(DeadLetters, TruncatesOfLinkedTablesArrivingApartAreAppliedTogether) {
+  ScratchDatabase replica_db("pgft_dead_r");
+  PgSession replica = replica_db.session();
+  replica.exec(R"SQL(
+CREATE TABLE public.parent (id int PRIMARY KEY);
+CREATE TABLE public.child (id int PRIMARY KEY, parent_id int REFERENCES public.parent);
+INSERT INTO public.parent SELECT g FROM generate_series(1, 5) g;
+INSERT INTO public.child SELECT g, g FROM generate_series(1, 5) g;
+)SQL");
+  TestExchange exchange("pgft_dead_x");
+  ListenerQueues queues(exchange.name(), {"#"});
+  Process listener = start_listener(replica_db.conninfo(), queues.queue.name(), exchange.name());
+  listener.wait_for_log("consuming from");
+  publish_message(exchange.name(), "public.parent",
+                  change(1, "public", "parent", "TRUNCATE", nullptr, nullptr).dump());
+  std::this_thread::sleep_for(30ms);
+  publish_message(exchange.name(), "public.child",
+                  change(2, "public", "child", "TRUNCATE", nullptr, nullptr).dump());
+  publish_message(exchange.name(), "public.parent",
+                  change(3, "public", "parent", "INSERT", {{"id", 10}}, nullptr).dump());
+  eventually([&] { return replica.value("SELECT string_agg(id::text, ',') FROM public.parent") == "10"; },
+             kPatience, "the parent to hold only the row inserted after the truncate");
+  EXPECT_EQ(replica.integer("SELECT count(*) FROM public.child"), 0);
+  EXPECT_EQ(queues.dead.remaining(), 0u);
   EXPECT_EQ(listener.stop(), 0);
 }
 

@@ -269,8 +269,35 @@ TEST(ApplyPlan, TruncateSql) {
   b.truncate(users);
   auto steps = b.plan();
   ASSERT_EQ(steps.size(), 1u);
-  EXPECT_EQ(step_sql(steps[0]), R"(TRUNCATE "public"."users")");
+  EXPECT_EQ(step_sql(steps[0]), R"(TRUNCATE ONLY "public"."users")");
   EXPECT_TRUE(steps[0].rows.empty());
+}
+
+// TRUNCATE a, b on the primary arrives as one TRUNCATE change per table; tables linked by
+// a foreign key can only be truncated in one statement, so consecutive TRUNCATEs are one
+// step, each table named once, in order. A partitioned table cannot be named with ONLY.
+TEST(ApplyPlan, ConsecutiveTruncatesOfAnyTablesAreOneStatement) {
+  TableInfo parted = table("public", "parted", {"id"}, {"id"});
+  parted.partitioned = true;
+  Batch b;
+  b.insert(users, {{"id", 1}})
+      .truncate(users)
+      .truncate(orders)
+      .truncate(users)
+      .truncate(parted)
+      .insert(orders, {{"id", 2}})
+      .truncate(lines);
+  auto steps = b.plan();
+  EXPECT_EQ(describe(steps), (std::vector<std::string>{
+                                 R"(Upsert users [{"id":1}] changes(0))",
+                                 R"(Truncate users [] changes(1,2,3,4))",
+                                 R"(Upsert orders [{"id":2}] changes(5))",
+                                 R"(Truncate lines [] changes(6))",
+                             }));
+  ASSERT_EQ(steps.size(), 4u);
+  EXPECT_EQ(step_sql(steps[1]),
+            R"(TRUNCATE ONLY "public"."users", ONLY "public"."orders", "public"."parted")");
+  EXPECT_EQ(step_sql(steps[3]), R"(TRUNCATE ONLY "shop"."lines")");
 }
 
 TEST(ApplyPlan, QuotesIdentifiersContainingQuotes) {
@@ -291,7 +318,7 @@ TEST(ApplyPlan, QuotesIdentifiersContainingQuotes) {
       R"(DELETE FROM "Sales ""Q"""."odd.Name""; DROP TABLE x; --" AS t USING )"
       R"(jsonb_to_recordset($1::jsonb) AS k("I""d" text) )"
       R"(WHERE t."I""d" = k."I""d")");
-  EXPECT_EQ(step_sql(steps[2]), R"(TRUNCATE "Sales ""Q"""."odd.Name""; DROP TABLE x; --")");
+  EXPECT_EQ(step_sql(steps[2]), R"(TRUNCATE ONLY "Sales ""Q"""."odd.Name""; DROP TABLE x; --")");
 }
 
 TEST(ApplyPlan, ColumnNamesFromTheMessageNeverReachTheSql) {
