@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include "pgfanout/change.hpp"
+#include "pgfanout/log_text.hpp"
 #include "pgfanout/pg_connection.hpp"
 #include "pgfanout/topic_pattern.hpp"
 
@@ -44,10 +45,21 @@ void copy_snapshot(const std::string& source_conninfo, pqxx::connection& target,
   }
 
   pqxx::work dst(target);
+  if (truncate && !tables.empty()) {
+    // One statement for all of them: tables linked by a foreign key can only be truncated
+    // together.
+    ApplyStep all{tables.front(), StepKind::Truncate, {}, {}, tables};
+    try {
+      dst.exec0(step_sql(all));
+    } catch (const pqxx::sql_error& e) {
+      if (e.sqlstate() != "0A000") throw;
+      throw SnapshotRefused("--snapshot=truncate: the replica refused to empty the tables: " +
+                            one_line(e.what()) +
+                            " (a replica table outside --tables references one of them)");
+    }
+  }
   for (const TableInfo* t : tables) {
-    if (truncate) {
-      dst.exec0("TRUNCATE " + t->qualified());
-    } else if (dst.exec1("SELECT EXISTS (SELECT 1 FROM " + t->qualified() + ")")[0].as<bool>()) {
+    if (!truncate && dst.exec1("SELECT EXISTS (SELECT 1 FROM " + t->qualified() + ")")[0].as<bool>()) {
       throw SnapshotRefused("--snapshot: replica table " + t->qualified() +
                             " is not empty (use --snapshot=truncate to replace its rows)");
     }

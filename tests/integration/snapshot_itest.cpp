@@ -160,6 +160,24 @@ TEST_F(SnapshotTest, RefusesANonEmptyReplicaTableNamingIt) {
   EXPECT_EQ(replica.integer("SELECT count(*) FROM public.events"), 1);
 }
 
+// A replica-only table that references a snapshot table cannot be emptied with it: the
+// listener refuses (exit non-zero, saying why) and changes nothing, instead of retrying.
+TEST_F(SnapshotTest, TruncateRefusedByAReplicaOnlyReferenceExitsSayingWhy) {
+  replica.exec(R"SQL(
+INSERT INTO public.accounts VALUES (1, 'stale owner', -1, NULL);
+CREATE TABLE public.local_notes (id int PRIMARY KEY, account_id int REFERENCES public.accounts);
+INSERT INTO public.local_notes VALUES (1, 1);
+)SQL");
+  Process listener = start_snapshot_listener("--snapshot=truncate");
+  auto code = listener.wait_exit(kPatience);
+  ASSERT_TRUE(code.has_value()) << "the listener kept running although the truncate was refused";
+  EXPECT_NE(*code, 0);
+  std::string log = listener.log();
+  EXPECT_NE(log.find("references one of them"), std::string::npos) << log;
+  EXPECT_EQ(replica.integer("SELECT count(*) FROM public.accounts"), 1);
+  EXPECT_EQ(replica.integer("SELECT count(*) FROM public.local_notes"), 1);
+}
+
 TEST_F(SnapshotTest, TruncateReplacesTheReplicaRowsAndConverges) {
   replica.exec(R"SQL(
 INSERT INTO public.events VALUES ('1999-12-31', 1, '{"stale": true}');
@@ -191,12 +209,10 @@ TEST_F(SnapshotTest, CopiesOnlyTheTablesOfTables) {
   EXPECT_EQ(listener.stop(), 0);
 }
 
-// Known bug, DISABLED_ so that the suite stays green (remove the prefix with the fix):
-// listener/snapshot.cpp truncates the replica tables one statement each, and PostgreSQL
-// refuses "TRUNCATE parent" while another table references it, even if that one is
-// truncated next and whatever session_replication_role says. The error is not a
-// SnapshotRefused, so the listener retries forever and never consumes.
-TEST_F(SnapshotTest, DISABLED_TruncateModeWithForeignKeysBetweenTrackedTables) {
+// Tables linked by a foreign key can only be truncated in one statement (PostgreSQL refuses
+// "TRUNCATE parent" while another table references it, whatever session_replication_role
+// says), so --snapshot=truncate empties all its tables at once.
+TEST_F(SnapshotTest, TruncateModeWithForeignKeysBetweenTrackedTables) {
   constexpr const char* kNotes =
       "CREATE TABLE public.notes (id int PRIMARY KEY, account_id int REFERENCES public.accounts);";
   primary.exec(kNotes);
