@@ -18,7 +18,13 @@
 --             would then record "DELETE k" after "INSERT k" although the delete came first.
 --             An INSERT has no such problem: nothing else in the same query can touch a row
 --             the query inserted.
---   TRUNCATE  statement-level AFTER trigger, one TRUNCATE change.
+--   TRUNCATE  statement-level AFTER trigger, one TRUNCATE change. A partitioned table
+--             also has a BEFORE TRUNCATE trigger, and so has each of its leaf partitions
+--             (statement triggers are not cloned, so track() and the DDL event trigger
+--             put them there): TRUNCATE of a partition or sub-partition is captured as
+--             one DELETE per row it removes, under the partitioned table's name, like a
+--             DELETE of those rows; TRUNCATE of the partitioned table as one TRUNCATE
+--             change only (see pgfanout.capture_partition_truncate).
 -- Partitioned tables and tables in a (non-partition) inheritance tree use row-level
 -- triggers for INSERT and DELETE too: statement triggers fire only for the table named in
 -- the statement, so a write addressed to a partition would be missed, while row triggers
@@ -42,13 +48,19 @@
 --
 -- DDL. An event trigger (installed when a superuser runs this file) keeps the triggers
 -- of tracked tables in step with ALTER TABLE: a renamed key column, a new primary key, a
--- renamed table or schema, a new inheritance child. It refuses DDL that would leave a
--- tracked table uncapturable (dropping its primary key, attaching it as a partition), and
--- forgets dropped tables. Without it, run pgfanout.track() again after such changes.
+-- renamed table or schema, a new inheritance child, a new partition (created or attached
+-- at any depth: it gets the TRUNCATE triggers; a detached one loses them). It refuses DDL
+-- that would leave a tracked table uncapturable (dropping its primary key, attaching it as
+-- a partition), and forgets dropped tables. Without it, run pgfanout.track() again after
+-- such changes.
 --
 -- Not captured, like any DDL: the rows that ATTACH PARTITION brings into a tracked
--- partitioned table, or that DETACH / DROP / TRUNCATE of a single partition take out of
--- it; and an unlogged table emptied by crash recovery (track() warns about unlogged tables).
+-- partitioned table, or that DETACH / DROP of a single partition take out of it; and an
+-- unlogged table emptied by crash recovery (track() warns about unlogged tables). Also
+-- not captured: TRUNCATE of a foreign-table partition, and, when a partition is truncated
+-- in a REPEATABLE READ or SERIALIZABLE transaction, rows other transactions committed to
+-- it after that transaction's snapshot (the DELETEs are read with that snapshot; in READ
+-- COMMITTED they are read after TRUNCATE's lock, so every row is seen).
 --
 -- Wake-up. pg_notify('pgfanout', '') is sent only while the publisher says it is idle
 -- (pgfanout.publisher_state.idle): a NOTIFY at every commit costs about half of the
@@ -318,8 +330,8 @@ BEGIN
 END
 $$;
 
--- Statement-level AFTER TRUNCATE. A TRUNCATE of a partitioned table fires this trigger
--- on the partitioned table only (partitions get no TRUNCATE trigger).
+-- Statement-level AFTER TRUNCATE of an ordinary table (partitioned tables use
+-- pgfanout.capture_partition_truncate below).
 CREATE OR REPLACE FUNCTION pgfanout.capture_truncate() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -335,8 +347,102 @@ $$;
 REVOKE ALL ON FUNCTION pgfanout.capture_insert(), pgfanout.capture_row(),
     pgfanout.capture_partition_row(), pgfanout.capture_truncate() FROM PUBLIC;
 
+-- Statement-level BEFORE and AFTER TRUNCATE of a tracked partitioned table (the root) and
+-- of each of its leaf partitions. Statement triggers are not cloned onto partitions, so
+-- track() puts these on every leaf and the DDL event trigger on new ones.
+--   TRUNCATE of leaves only (a partition, a sub-partition, a mid-level partitioned table,
+--   several of them): each leaf's BEFORE trigger, while its rows are still there and
+--   TRUNCATE already holds its ACCESS EXCLUSIVE locks, writes one DELETE per row of ONLY
+--   that leaf, under the root's name with old_key = the primary key, exactly as a DELETE
+--   of the row would be captured. A TRUNCATE change of the root would wipe the other
+--   partitions on the replicas.
+--   TRUNCATE of the root: one TRUNCATE change (its AFTER trigger), no DELETEs, although
+--   PostgreSQL fires the triggers of every partition too.
+-- A TRUNCATE statement fires the BEFORE triggers of all its tables, truncates, then fires
+-- their AFTER triggers (ExecuteTruncateGuts), all at the same trigger depth, and nothing
+-- else runs at that depth in between (a statement run by one of those triggers is one
+-- level deeper). So a transaction-local marker per root and depth, set by BEFORE
+-- triggers and cleared by the AFTER triggers, lives exactly for one statement:
+--   'root'   the root's BEFORE trigger ran: the leaves of this statement write nothing;
+--   an id    a leaf wrote DELETEs first, from this outbox id on. Tables are ordered by
+--            the statement, then by OID for CASCADE, so a leaf can come before its root
+--            (TRUNCATE leaf, root). The root's BEFORE trigger then deletes those
+--            DELETEs again: while TRUNCATE holds its locks on the root and all its
+--            partitions nobody else writes changes of the root, so every DELETE of the
+--            root from that id on is this transaction's, and superseded by the TRUNCATE.
+-- An error in between rolls the marker back with the (sub)transaction. The root is
+-- found with pg_partition_root() at each firing, so a detached partition that kept its
+-- triggers reports nothing (and one attached to another tracked table reports to that).
+CREATE OR REPLACE FUNCTION pgfanout.capture_partition_truncate() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    root oid := pg_partition_root(TG_RELID);
+    marker text;
+    state text;
+    root_schema text;
+    root_name text;
+    keys text[];
+    first_id bigint;
+BEGIN
+    IF root IS NULL THEN
+        RETURN NULL;
+    END IF;
+    marker := format('pgfanout.truncate_%s_%s', root, pg_trigger_depth());
+    state := current_setting(marker, true);
+    IF TG_WHEN = 'AFTER' THEN
+        IF state <> '' THEN
+            PERFORM set_config(marker, '', true);
+        END IF;
+        IF TG_RELID <> root THEN
+            RETURN NULL;
+        END IF;
+    ELSIF state = 'root' THEN
+        RETURN NULL;
+    END IF;
+    SELECT n.nspname, c.relname, t.key_columns INTO root_schema, root_name, keys
+    FROM pgfanout.tracked t
+    JOIN pg_class c ON c.oid = t.relid
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE t.relid = root;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    IF TG_WHEN = 'AFTER' THEN
+        INSERT INTO pgfanout.changes (schema_name, table_name, op)
+        VALUES (root_schema, root_name, 'TRUNCATE');
+        first_id := 0;
+    ELSIF TG_RELID = root THEN
+        IF state <> '' THEN
+            DELETE FROM pgfanout.changes
+            WHERE id >= state::bigint AND schema_name = root_schema AND table_name = root_name
+              AND op = 'DELETE';
+        END IF;
+        PERFORM set_config(marker, 'root', true);
+    ELSE
+        EXECUTE format('WITH d AS (INSERT INTO pgfanout.changes (schema_name, table_name, op, old_key) '
+                       'SELECT $1, $2, %L, jsonb_build_object(%s) FROM ONLY %s p RETURNING id) '
+                       'SELECT min(id) FROM d',
+                       'DELETE',
+                       (SELECT string_agg(format('%L, p.%I', k, k), ', ' ORDER BY ord)
+                        FROM unnest(keys) WITH ORDINALITY AS u(k, ord)),
+                       TG_RELID::regclass)
+            INTO first_id USING root_schema, root_name;
+        IF first_id IS NOT NULL AND coalesce(state, '') = '' THEN
+            PERFORM set_config(marker, first_id::text, true);
+        END IF;
+    END IF;
+    IF first_id IS NOT NULL AND (SELECT idle FROM pgfanout.publisher_state) THEN
+        PERFORM pg_notify('pgfanout', '');
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+REVOKE ALL ON FUNCTION pgfanout.capture_partition_truncate() FROM PUBLIC;
+
 -- Drops the capture triggers of a table: every trigger calling a pgfanout function,
--- whatever its name (their clones on partitions go with them). Returns how many.
+-- whatever its name (their clones on partitions go with them), and those of its
+-- partitions (the TRUNCATE triggers, which are not clones). Returns how many.
 CREATE OR REPLACE FUNCTION pgfanout.drop_triggers(rel regclass) RETURNS integer
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -344,13 +450,50 @@ DECLARE
     dropped integer := 0;
 BEGIN
     FOR t IN
-        SELECT tg.tgname FROM pg_trigger tg JOIN pg_proc p ON p.oid = tg.tgfoid
-        WHERE tg.tgrelid = rel AND tg.tgparentid = 0 AND p.pronamespace = 'pgfanout'::regnamespace
+        SELECT tg.tgname, tg.tgrelid FROM pg_trigger tg JOIN pg_proc p ON p.oid = tg.tgfoid
+        WHERE (tg.tgrelid = rel OR tg.tgrelid IN (SELECT relid FROM pg_partition_tree(rel)))
+          AND tg.tgparentid = 0 AND p.pronamespace = 'pgfanout'::regnamespace
     LOOP
-        EXECUTE format('DROP TRIGGER %I ON %s', t.tgname, rel);
+        EXECUTE format('DROP TRIGGER %I ON %s', t.tgname, t.tgrelid::regclass);
         dropped := dropped + 1;
     END LOOP;
     RETURN dropped;
+END
+$$;
+
+-- The leaf partitions of a partitioned table that lack its two TRUNCATE triggers
+-- (pgfanout_truncate_before, pgfanout_truncate: see capture_partition_truncate). Foreign
+-- partitions are left out.
+CREATE OR REPLACE FUNCTION pgfanout.partitions_without_truncate_capture(rel regclass)
+RETURNS SETOF regclass
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pt.relid
+    FROM pg_partition_tree(rel) pt JOIN pg_class c ON c.oid = pt.relid
+    WHERE pt.relid <> rel AND c.relkind = 'r'
+      AND (SELECT count(*) FROM pg_trigger tg JOIN pg_proc p ON p.oid = tg.tgfoid
+           WHERE tg.tgrelid = pt.relid AND tg.tgparentid = 0
+             AND tg.tgname IN ('pgfanout_truncate_before', 'pgfanout_truncate')
+             AND p.proname = 'capture_partition_truncate'
+             AND p.pronamespace = 'pgfanout'::regnamespace) <> 2
+$$;
+
+-- Puts the TRUNCATE triggers on the leaf partitions of a tracked partitioned table that
+-- lack them (after any other pgfanout trigger of their own is dropped). Returns how many.
+CREATE OR REPLACE FUNCTION pgfanout.track_partitions(rel regclass) RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    part regclass;
+    added integer := 0;
+BEGIN
+    FOR part IN SELECT * FROM pgfanout.partitions_without_truncate_capture(rel) LOOP
+        PERFORM pgfanout.drop_triggers(part);
+        EXECUTE format('CREATE TRIGGER pgfanout_truncate_before BEFORE TRUNCATE ON %s '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION pgfanout.capture_partition_truncate()', part);
+        EXECUTE format('CREATE TRIGGER pgfanout_truncate AFTER TRUNCATE ON %s '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION pgfanout.capture_partition_truncate()', part);
+        added := added + 1;
+    END LOOP;
+    RETURN added;
 END
 $$;
 
@@ -416,8 +559,16 @@ BEGIN
                    'FOR EACH ROW EXECUTE FUNCTION %s(%s)', rel, row_level, args);
     EXECUTE format('CREATE TRIGGER pgfanout_delete AFTER DELETE ON %s '
                    'FOR EACH ROW EXECUTE FUNCTION %s(%s)', rel, row_level, args);
-    EXECUTE format('CREATE TRIGGER pgfanout_truncate AFTER TRUNCATE ON %s '
-                   'FOR EACH STATEMENT EXECUTE FUNCTION pgfanout.capture_truncate()', rel);
+    IF c.relkind = 'p' THEN
+        EXECUTE format('CREATE TRIGGER pgfanout_truncate_before BEFORE TRUNCATE ON %s '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION pgfanout.capture_partition_truncate()', rel);
+        EXECUTE format('CREATE TRIGGER pgfanout_truncate AFTER TRUNCATE ON %s '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION pgfanout.capture_partition_truncate()', rel);
+        PERFORM pgfanout.track_partitions(rel);
+    ELSE
+        EXECUTE format('CREATE TRIGGER pgfanout_truncate AFTER TRUNCATE ON %s '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION pgfanout.capture_truncate()', rel);
+    END IF;
 
     INSERT INTO pgfanout.tracked (relid, schema_name, table_name, key_columns)
     VALUES (rel, c.nspname, c.relname, keys)
@@ -441,10 +592,35 @@ END
 $$;
 
 REVOKE ALL ON FUNCTION pgfanout.track(regclass), pgfanout.untrack(regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgfanout.track_partitions(regclass) FROM PUBLIC;
+
+-- Drops the TRUNCATE triggers of tables that are no longer partitions of a tracked table
+-- (detached, or their tracked table untracked without them). They would write nothing
+-- (capture_partition_truncate looks up the root at each firing), but should not stay.
+-- Returns how many triggers were dropped.
+CREATE OR REPLACE FUNCTION pgfanout.drop_detached_truncate_triggers() RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t record;
+    dropped integer := 0;
+BEGIN
+    FOR t IN
+        SELECT tg.tgname, tg.tgrelid::regclass AS rel FROM pg_trigger tg
+        WHERE tg.tgfoid = 'pgfanout.capture_partition_truncate()'::regprocedure
+          AND NOT EXISTS (SELECT FROM pgfanout.tracked k WHERE k.relid = pg_partition_root(tg.tgrelid))
+    LOOP
+        EXECUTE format('DROP TRIGGER %I ON %s', t.tgname, t.rel);
+        dropped := dropped + 1;
+    END LOOP;
+    RETURN dropped;
+END
+$$;
+REVOKE ALL ON FUNCTION pgfanout.drop_detached_truncate_triggers() FROM PUBLIC;
 
 -- Tracked tables whose capture no longer matches the table: dropped, renamed, primary
 -- key changed or made deferrable, moved in or out of an inheritance tree, attached as a
--- partition, or a capture trigger dropped by hand. Only the tables in among are checked
+-- partition, a capture trigger dropped by hand, or (partitioned) a leaf partition without
+-- the TRUNCATE triggers. Only the tables in among are checked
 -- (all of them when among is NULL); dropped ones are always reported.
 CREATE OR REPLACE FUNCTION pgfanout.stale_tracking(among oid[])
 RETURNS TABLE (relid oid, dropped boolean)
@@ -465,7 +641,9 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
                     WHERE tg.tgrelid = c.oid AND tg.tgname = 'pgfanout_insert')
                 OR (SELECT count(*) FROM pg_trigger tg JOIN pg_proc p ON p.oid = tg.tgfoid
                     WHERE tg.tgrelid = c.oid AND tg.tgparentid = 0
-                      AND p.pronamespace = 'pgfanout'::regnamespace) <> 4))
+                      AND p.pronamespace = 'pgfanout'::regnamespace)
+                   <> CASE WHEN c.relkind = 'p' THEN 5 ELSE 4 END
+                OR EXISTS (SELECT FROM pgfanout.partitions_without_truncate_capture(c.oid))))
 $$;
 
 -- Event trigger body: keeps the capture of tracked tables in step with DDL, so that a
@@ -474,6 +652,11 @@ $$;
 -- deferrable, table attached as a partition) is refused, which aborts the DDL. Only the
 -- tables the command touched are judged (with their inheritance parents and children, and
 -- the tables of a renamed schema), so DDL elsewhere never fails because of them.
+-- A leaf partition created in or attached to a tracked partitioned table, at any depth,
+-- gets the TRUNCATE triggers (statement triggers are not cloned; adding them is all that
+-- is needed, the rest of the capture stays); after DDL on a partitioned table (DETACH is
+-- one) these triggers are dropped from tables that are no longer partitions of a tracked
+-- table.
 CREATE OR REPLACE FUNCTION pgfanout.on_ddl() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -496,6 +679,12 @@ BEGIN
         UNION SELECT i.inhparent FROM pg_inherits i JOIN rel ON i.inhrelid = rel.objid
         UNION SELECT i.inhrelid FROM pg_inherits i JOIN rel ON i.inhparent = rel.objid
     ) r;
+    PERFORM pgfanout.track_partitions(k.relid)
+    FROM pgfanout.tracked k JOIN pg_class c ON c.oid = k.relid
+    WHERE c.relkind = 'p' AND k.relid IN (SELECT pg_partition_root(x) FROM unnest(touched) AS x);
+    IF EXISTS (SELECT FROM pg_class WHERE oid = ANY (touched) AND relkind = 'p') THEN
+        PERFORM pgfanout.drop_detached_truncate_triggers();
+    END IF;
     FOR s IN SELECT * FROM pgfanout.stale_tracking(coalesce(touched, '{}')) LOOP
         IF s.dropped THEN
             DELETE FROM pgfanout.tracked WHERE relid = s.relid;
@@ -538,6 +727,7 @@ DECLARE
     s record;
     message text;
 BEGIN
+    PERFORM pgfanout.drop_detached_truncate_triggers();
     FOR s IN SELECT * FROM pgfanout.stale_tracking(NULL) LOOP
         IF s.dropped THEN
             DELETE FROM pgfanout.tracked WHERE relid = s.relid;
