@@ -57,10 +57,10 @@
 -- Not captured, like any DDL: the rows that ATTACH PARTITION brings into a tracked
 -- partitioned table, or that DETACH / DROP of a single partition take out of it; and an
 -- unlogged table emptied by crash recovery (track() warns about unlogged tables). Also
--- not captured: TRUNCATE of a foreign-table partition, and, when a partition is truncated
--- in a REPEATABLE READ or SERIALIZABLE transaction, rows other transactions committed to
--- it after that transaction's snapshot (the DELETEs are read with that snapshot; in READ
--- COMMITTED they are read after TRUNCATE's lock, so every row is seen).
+-- not captured: TRUNCATE of a foreign-table partition. TRUNCATE of a partition in a
+-- REPEATABLE READ or SERIALIZABLE transaction is refused: its DELETEs would be read with
+-- the transaction's snapshot and miss rows committed since (in READ COMMITTED they are
+-- read after TRUNCATE's lock, so every row is seen).
 --
 -- Wake-up. pg_notify('pgfanout', '') is sent only while the publisher says it is idle
 -- (pgfanout.publisher_state.idle): a NOTIFY at every commit costs about half of the
@@ -419,6 +419,15 @@ BEGIN
         END IF;
         PERFORM set_config(marker, 'root', true);
     ELSE
+        -- The rows are read with the statement's snapshot. Under REPEATABLE READ or
+        -- SERIALIZABLE that is the transaction's, which misses rows committed since (or
+        -- while TRUNCATE waited for its lock), and the replicas would keep them: refuse.
+        IF current_setting('transaction_isolation') <> 'read committed' THEN
+            RAISE EXCEPTION 'pgfanout: cannot capture TRUNCATE of partition % under % isolation',
+                TG_RELID::regclass, upper(current_setting('transaction_isolation'))
+                USING DETAIL = 'Its rows are captured as DELETEs read with the transaction''s snapshot, which may miss rows committed since; the replicas would keep them.',
+                      HINT = 'Run the TRUNCATE in a READ COMMITTED transaction, or DELETE the rows.';
+        END IF;
         EXECUTE format('WITH d AS (INSERT INTO pgfanout.changes (schema_name, table_name, op, old_key) '
                        'SELECT $1, $2, %L, jsonb_build_object(%s) FROM ONLY %s p RETURNING id) '
                        'SELECT min(id) FROM d',

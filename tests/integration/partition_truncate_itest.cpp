@@ -421,6 +421,26 @@ TEST_F(PartitionTruncateSql, ATruncateThatWaitedForAWriterCapturesItsRows) {
   EXPECT_EQ(rows.front(), "public.parted INSERT") << "the INSERT must come before its DELETE";
 }
 
+// Under REPEATABLE READ the DELETEs would be read with the transaction's snapshot and miss
+// rows committed since, so such a TRUNCATE of a partition is refused (nothing lost), while
+// a TRUNCATE of the whole partitioned table, one TRUNCATE change, is fine.
+TEST_F(PartitionTruncateSql, TruncateOfAPartitionUnderRepeatableReadIsRefused) {
+  refill();
+  PgSession s(db_->conninfo());
+  s.exec("BEGIN ISOLATION LEVEL REPEATABLE READ");
+  try {
+    s.exec("TRUNCATE public.parted_eu");
+    ADD_FAILURE() << "TRUNCATE of a partition under REPEATABLE READ was accepted";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("REPEATABLE READ"), std::string::npos) << e.what();
+  }
+  s.exec("ROLLBACK");
+  EXPECT_EQ(sql().integer("SELECT count(*) FROM public.parted_eu"), 3);
+  EXPECT_EQ(outbox_count(sql()), 0);
+  s.exec("BEGIN ISOLATION LEVEL REPEATABLE READ; TRUNCATE public.parted; COMMIT;");
+  EXPECT_EQ(outbox(), std::vector<std::string>{kRootTruncate});
+}
+
 // ---------------------------------------------------------------------------------------
 // The whole chain: a primary, one replica, the publisher and a listener.
 
