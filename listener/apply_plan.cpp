@@ -40,6 +40,7 @@ std::optional<std::string> key_of(const RawObject& row, const TableInfo& table) 
 
 void keep_last_per_key(ApplyStep& step) {
   if (step.kind == StepKind::Truncate || step.rows.size() < 2) return;
+  bool nulls = step.json_nulls.size() == step.rows.size();
   std::vector<std::optional<std::string>> keys;
   keys.reserve(step.rows.size());
   std::unordered_map<std::string, std::size_t> last;
@@ -49,11 +50,15 @@ void keep_last_per_key(ApplyStep& step) {
     if (keys.back()) last[*keys.back()] = i;
   }
   std::vector<const RawObject*> kept;
+  std::vector<const std::vector<std::string>*> kept_nulls;
   kept.reserve(step.rows.size());
   for (std::size_t i = 0; i < step.rows.size(); ++i) {
-    if (!keys[i] || last[*keys[i]] == i) kept.push_back(step.rows[i]);
+    if (keys[i] && last[*keys[i]] != i) continue;
+    kept.push_back(step.rows[i]);
+    if (nulls) kept_nulls.push_back(step.json_nulls[i]);
   }
   step.rows = std::move(kept);
+  if (nulls) step.json_nulls = std::move(kept_nulls);
 }
 
 }  // namespace
@@ -61,26 +66,28 @@ void keep_last_per_key(ApplyStep& step) {
 std::vector<ApplyStep> plan_steps(const std::vector<const ParsedChange*>& changes,
                                   const std::vector<const TableInfo*>& tables) {
   std::vector<ApplyStep> steps;
-  auto add = [&](std::size_t index, StepKind kind, const RawObject* row) {
+  auto add = [&](std::size_t index, StepKind kind, const RawObject* row,
+                 const std::vector<std::string>* json_nulls = nullptr) {
     const TableInfo* table = tables[index];
     bool joins = !steps.empty() && steps.back().kind == kind &&
                  (kind == StepKind::Truncate || steps.back().table == table);
-    if (!joins) steps.push_back(ApplyStep{table, kind, {}, {}, {}});
+    if (!joins) steps.push_back(ApplyStep{table, kind, {}, {}, {}, {}});
     ApplyStep& step = steps.back();
     if (kind == StepKind::Truncate &&
         std::find(step.truncated.begin(), step.truncated.end(), table) == step.truncated.end()) {
       step.truncated.push_back(table);
     }
     if (row) step.rows.push_back(row);
+    if (row && kind == StepKind::Upsert) step.json_nulls.push_back(json_nulls);
     if (step.changes.empty() || step.changes.back() != index) step.changes.push_back(index);
   };
   for (std::size_t i = 0; i < changes.size(); ++i) {
     const ParsedChange& c = *changes[i];
     switch (c.op) {
-      case Op::Insert: add(i, StepKind::Upsert, &c.new_row); break;
+      case Op::Insert: add(i, StepKind::Upsert, &c.new_row, &c.json_nulls); break;
       case Op::Update:
         if (key_changed(c)) add(i, StepKind::Delete, &c.old_key);
-        add(i, StepKind::Upsert, &c.new_row);
+        add(i, StepKind::Upsert, &c.new_row, &c.json_nulls);
         break;
       case Op::Delete: add(i, StepKind::Delete, &c.old_key); break;
       case Op::Truncate: add(i, StepKind::Truncate, nullptr); break;
@@ -92,10 +99,16 @@ std::vector<ApplyStep> plan_steps(const std::vector<const ParsedChange*>& change
 
 namespace {
 
+// jsonb_to_recordset reads a JSON null as SQL NULL whatever the column type. Rows with a
+// JSON null in a json/jsonb column carry this extra member, the positions (in the step's
+// column list) of those columns, and the statement puts 'null' back there.
+constexpr const char* kJsonNullsMember = "pgfanout.json_nulls";
+
 // `jsonb_to_recordset($1::jsonb) AS k("a" int4, ...)` over just these columns: unlike
 // jsonb_populate_recordset over the whole row type, a column the rows do not carry is
 // not built at all, so a NOT NULL domain elsewhere in the table cannot reject it.
-std::string recordset(const TableInfo& t, const std::vector<std::string>& columns) {
+std::string recordset(const TableInfo& t, const std::vector<std::string>& columns,
+                      bool json_nulls = false) {
   std::string out = "jsonb_to_recordset($1::jsonb) AS k(";
   for (std::size_t i = 0; i < columns.size(); ++i) {
     if (i) out += ", ";
@@ -104,7 +117,48 @@ std::string recordset(const TableInfo& t, const std::vector<std::string>& column
     auto type = t.types.find(columns[i]);
     out += type == t.types.end() ? std::string("text") : type->second;
   }
+  if (json_nulls) {
+    out += ", ";
+    out += quote_ident(kJsonNullsMember);
+    out += " int[]";
+  }
   out += ')';
+  return out;
+}
+
+// The columns an upsert step writes: those its rows carry, in table order. Only columns
+// the rows carry are written, so a replica column the primary lacks keeps its own value
+// (or default) instead of being overwritten with NULL.
+std::vector<std::string> upsert_columns(const ApplyStep& step) {
+  const TableInfo& t = *step.table;
+  std::set<std::string, std::less<>> present;
+  for (const auto* row : step.rows) {
+    for (const auto& member : row->members()) present.insert(member.first);
+  }
+  std::vector<std::string> cols;
+  for (const auto& c : t.columns) {
+    if (present.count(c)) cols.push_back(c);
+  }
+  return cols;
+}
+
+// Positions in `cols` of the json/jsonb columns that some row of the step lists as
+// holding a JSON null (empty for almost every step).
+std::vector<std::size_t> json_null_positions(const ApplyStep& step, const std::vector<std::string>& cols) {
+  std::vector<std::size_t> out;
+  const TableInfo& t = *step.table;
+  if (t.types.count(kJsonNullsMember)) return out;  // a real column of that name: give up
+  for (const auto* nulls : step.json_nulls) {
+    if (!nulls) continue;
+    for (const auto& name : *nulls) {
+      if (!t.json_columns.count(name)) continue;
+      auto it = std::find(cols.begin(), cols.end(), name);
+      if (it == cols.end()) continue;
+      auto pos = static_cast<std::size_t>(it - cols.begin());
+      if (std::find(out.begin(), out.end(), pos) == out.end()) out.push_back(pos);
+    }
+  }
+  std::sort(out.begin(), out.end());
   return out;
 }
 
@@ -143,19 +197,25 @@ std::string step_sql(const ApplyStep& step) {
     }
     return sql;
   }
-  // Only columns the rows carry are written, so a replica column the primary lacks keeps
-  // its own value (or default) instead of being overwritten with NULL.
-  std::set<std::string, std::less<>> present;
-  for (const auto* row : step.rows) {
-    for (const auto& member : row->members()) present.insert(member.first);
-  }
-  std::vector<std::string> cols;
-  for (const auto& c : t.columns) {
-    if (present.count(c)) cols.push_back(c);
+  std::vector<std::string> cols = upsert_columns(step);
+  std::vector<std::size_t> json_nulls = json_null_positions(step, cols);
+  std::string values = joined(cols, "k.");
+  if (!json_nulls.empty()) {
+    values.clear();
+    for (std::size_t i = 0; i < cols.size(); ++i) {
+      if (i) values += ", ";
+      std::string qc = "k." + quote_ident(cols[i]);
+      if (std::binary_search(json_nulls.begin(), json_nulls.end(), i)) {
+        values += "CASE WHEN " + std::to_string(i) + " = ANY (k." + quote_ident(kJsonNullsMember) +
+                  ") THEN 'null'::" + t.types.at(cols[i]) + " ELSE " + qc + " END";
+      } else {
+        values += qc;
+      }
+    }
   }
   std::string list = joined(cols);
-  std::string sql = "INSERT INTO " + q + " (" + list + ") OVERRIDING SYSTEM VALUE SELECT " +
-                    joined(cols, "k.") + " FROM " + recordset(t, cols) + " ON CONFLICT (" +
+  std::string sql = "INSERT INTO " + q + " (" + list + ") OVERRIDING SYSTEM VALUE SELECT " + values +
+                    " FROM " + recordset(t, cols, !json_nulls.empty()) + " ON CONFLICT (" +
                     joined(t.key_columns) + ") DO ";
   std::string updates;
   for (const auto& c : cols) {
@@ -169,10 +229,34 @@ std::string step_sql(const ApplyStep& step) {
 }
 
 std::string rows_json(const ApplyStep& step) {
+  std::vector<std::string> cols;
+  std::vector<std::size_t> json_nulls;
+  if (step.kind == StepKind::Upsert && !step.json_nulls.empty()) {
+    cols = upsert_columns(step);
+    json_nulls = json_null_positions(step, cols);
+  }
   std::string out = "[";
   for (std::size_t i = 0; i < step.rows.size(); ++i) {
     if (i) out += ',';
-    out += step.rows[i]->dump();
+    const std::vector<std::string>* nulls = json_nulls.empty() ? nullptr : step.json_nulls[i];
+    if (!nulls || nulls->empty()) {
+      out += step.rows[i]->dump();
+      continue;
+    }
+    std::string positions;
+    for (std::size_t p : json_nulls) {
+      if (std::find(nulls->begin(), nulls->end(), cols[p]) == nulls->end()) continue;
+      if (!positions.empty()) positions += ',';
+      positions += std::to_string(p);
+    }
+    std::string row = step.rows[i]->dump();  // a non-empty object: '}' ends it
+    row.pop_back();
+    row += ",\"";
+    row += kJsonNullsMember;
+    row += "\":[";
+    row += positions;
+    row += "]}";
+    out += row;
   }
   out += ']';
   return out;

@@ -2,6 +2,7 @@
 
 #include <cstddef>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,7 @@ struct TableInfo {
   std::vector<std::string> key_columns;   // primary key, in key order
   /// SQL type of every column (format_type from the catalog, so already quoted).
   std::map<std::string, std::string, std::less<>> types;
+  std::set<std::string, std::less<>> json_columns;  // json, jsonb or a domain over them
   bool partitioned = false;               // relkind 'p': TRUNCATE cannot take ONLY
   std::string qualified() const;          // "schema"."name"
 };
@@ -37,6 +39,8 @@ struct ApplyStep {
   std::vector<const RawObject*> rows;
   std::vector<std::size_t> changes;
   std::vector<const TableInfo*> truncated;
+  /// Upsert: for each row, its columns holding a JSON null (nullptr or empty: none).
+  std::vector<const std::vector<std::string>*> json_nulls;
 };
 
 /// True when an UPDATE moved the row to another primary key.

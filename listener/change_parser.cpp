@@ -61,6 +61,19 @@ RawObject object_field(const Members& m, const char* key, bool required, Op op) 
   return RawObject();
 }
 
+// The optional list of columns holding a JSON null: absent or null, or an array of strings.
+std::vector<std::string> json_nulls_field(const Members& m) {
+  std::vector<std::string> out;
+  const std::string* raw = member(m, "json_nulls");
+  if (!raw || *raw == "null") return out;
+  if (raw->empty() || raw->front() != '[') throw BadMessage("bad-shape", "\"json_nulls\" is not an array");
+  for (std::string_view e : raw_elements(*raw)) {
+    if (e.empty() || e.front() != '"') throw BadMessage("bad-shape", "\"json_nulls\" holds a non-string");
+    out.push_back(nlohmann::json::parse(e).get<std::string>());
+  }
+  return out;
+}
+
 ParsedChange parse_raw_change(std::string_view raw) {
   if (raw.empty() || raw.front() != '{') throw BadMessage("bad-shape", "a change is not a JSON object");
   Members m = raw_members(raw);
@@ -82,6 +95,7 @@ ParsedChange parse_raw_change(std::string_view raw) {
   bool needs_old = c.op == Op::Update || c.op == Op::Delete;
   if (needs_new) c.new_row = object_field(m, "new", true, c.op);
   if (needs_old) c.old_key = object_field(m, "old", true, c.op);
+  if (needs_new) c.json_nulls = json_nulls_field(m);
   if (const std::string* ts = member(m, "ts"); ts && !ts->empty() && ts->front() == '"') {
     c.ts = string_field(m, "ts");
   }

@@ -34,6 +34,8 @@ struct ParsedChange {
   RawObject new_row;  // object for INSERT/UPDATE, absent otherwise; values as received
   RawObject old_key;  // object for UPDATE/DELETE, absent otherwise; values as received
   std::string ts;
+  /// Columns of new_row whose null is a JSON null (a json/jsonb value), not SQL NULL.
+  std::vector<std::string> json_nulls;
 };
 
 /// Parses a message body in either form of INTERFACE.md (one change object, or a packed

@@ -59,7 +59,15 @@ constexpr std::chrono::milliseconds kTruncateFollowUp{200};
 std::string change_body(const ParsedChange& c) {
   OutboxChange change{c.id, c.schema, c.name, c.op,
                       c.new_row.is_object() ? c.new_row.dump() : std::string(),
-                      c.old_key.is_object() ? c.old_key.dump() : std::string(), c.ts};
+                      c.old_key.is_object() ? c.old_key.dump() : std::string(), c.ts, {}};
+  if (!c.json_nulls.empty()) {
+    change.json_nulls = "[";
+    for (std::size_t i = 0; i < c.json_nulls.size(); ++i) {
+      if (i) change.json_nulls += ',';
+      append_json_string(change.json_nulls, c.json_nulls[i]);
+    }
+    change.json_nulls += ']';
+  }
   return message_body(std::span<const OutboxChange>(&change, 1));
 }
 

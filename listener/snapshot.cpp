@@ -48,7 +48,7 @@ void copy_snapshot(const std::string& source_conninfo, pqxx::connection& target,
   if (truncate && !tables.empty()) {
     // One statement for all of them: tables linked by a foreign key can only be truncated
     // together.
-    ApplyStep all{tables.front(), StepKind::Truncate, {}, {}, tables};
+    ApplyStep all{tables.front(), StepKind::Truncate, {}, {}, tables, {}};
     try {
       dst.exec0(step_sql(all));
     } catch (const pqxx::sql_error& e) {
@@ -66,17 +66,32 @@ void copy_snapshot(const std::string& source_conninfo, pqxx::connection& target,
   }
   std::int64_t total = 0;
   for (const TableInfo* t : tables) {
-    src.exec0("DECLARE pgfanout_snapshot NO SCROLL CURSOR FOR SELECT to_jsonb(t.*)::text FROM " +
-              t->qualified() + " t");
+    // to_jsonb writes SQL NULL and a JSON null alike: one flag per json/jsonb column tells.
+    std::vector<std::string> json_columns(t->json_columns.begin(), t->json_columns.end());
+    std::string flags;
+    for (const auto& c : json_columns) flags += ", to_jsonb(t." + quote_ident(c) + ") = 'null'::jsonb";
+    src.exec0("DECLARE pgfanout_snapshot NO SCROLL CURSOR FOR SELECT to_jsonb(t.*)::text" + flags +
+              " FROM " + t->qualified() + " t");
     std::int64_t copied = 0;
     for (;;) {
       pqxx::result r = src.exec("FETCH " + std::to_string(kFetchRows) + " FROM pgfanout_snapshot");
       if (r.empty()) break;
       std::vector<RawObject> rows;
+      std::vector<std::vector<std::string>> nulls(r.size());
       rows.reserve(r.size());
-      for (const auto& row : r) rows.push_back(RawObject::from_text(std::string_view(row[0].c_str(), row[0].size())));
-      ApplyStep step{t, StepKind::Upsert, {}, {}, {}};
-      for (const auto& row : rows) step.rows.push_back(&row);
+      for (std::size_t i = 0; i < r.size(); ++i) {
+        const auto& row = r[static_cast<pqxx::result::size_type>(i)];
+        rows.push_back(RawObject::from_text(std::string_view(row[0].c_str(), row[0].size())));
+        for (std::size_t k = 0; k < json_columns.size(); ++k) {
+          const auto& flag = row[static_cast<pqxx::row::size_type>(k + 1)];
+          if (!flag.is_null() && flag.as<bool>()) nulls[i].push_back(json_columns[k]);
+        }
+      }
+      ApplyStep step{t, StepKind::Upsert, {}, {}, {}, {}};
+      for (std::size_t i = 0; i < rows.size(); ++i) {
+        step.rows.push_back(&rows[i]);
+        step.json_nulls.push_back(&nulls[i]);
+      }
       dst.exec_params(step_sql(step), rows_json(step));
       copied += static_cast<std::int64_t>(r.size());
     }

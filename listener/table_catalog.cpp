@@ -8,10 +8,12 @@ namespace {
 constexpr const char* kResolveSql = R"(
 SELECT a.attname, a.attgenerated = '' AS insertable,
        array_position(i.indkey::int2[], a.attnum) AS key_position,
-       format_type(a.atttypid, a.atttypmod) AS type, c.relkind = 'p' AS partitioned
+       format_type(a.atttypid, a.atttypmod) AS type, c.relkind = 'p' AS partitioned,
+       coalesce(nullif(t.typbasetype, 0), a.atttypid) IN ('json'::regtype, 'jsonb'::regtype) AS json
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+JOIN pg_type t ON t.oid = a.atttypid
 LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary
 WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')
 ORDER BY a.attnum)";
@@ -43,6 +45,7 @@ const TableInfo* TableCatalog::resolve(pqxx::connection& conn, const std::string
     std::string column = row[0].c_str();
     if (row[1].as<bool>()) info->columns.push_back(column);
     info->types.emplace(column, row[3].c_str());
+    if (row[5].as<bool>()) info->json_columns.insert(column);
     if (!row[2].is_null()) keys.emplace(row[2].as<int>(), column);
   }
   for (auto& [pos, column] : keys) info->key_columns.push_back(column);

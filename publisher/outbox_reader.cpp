@@ -9,15 +9,19 @@ namespace {
 // publisher waits as a standby until the holder's session ends.
 constexpr const char* kLeaderLockSql = "SELECT pg_try_advisory_lock(1886809697, 1)";
 
+// Installed, and recent enough for this publisher (the outbox has json_nulls).
 constexpr const char* kInstalledSql =
     "SELECT to_regclass('pgfanout.changes') IS NOT NULL "
-    "AND to_regclass('pgfanout.publisher_state') IS NOT NULL";
+    "AND to_regclass('pgfanout.publisher_state') IS NOT NULL "
+    "AND EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass('pgfanout.changes') "
+    "            AND attname = 'json_nulls' AND NOT attisdropped)";
 
 // Reads the head of the outbox. The running byte total keeps one batch from holding many
 // very large rows in memory at once; the first row is always returned.
 constexpr const char* kHeadSql = R"(
 SELECT id, schema_name, table_name, op, new_row::text, old_key::text,
-       to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')
+       to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'),
+       to_json(json_nulls)::text
 FROM (SELECT c.*, sum(coalesce(pg_column_size(c.new_row), 0) + 64) OVER (ORDER BY c.id) AS running,
              coalesce(pg_column_size(c.new_row), 0) + 64 AS own
       FROM (SELECT * FROM pgfanout.changes
@@ -84,6 +88,7 @@ std::vector<OutboxChange> OutboxReader::head(int max_rows, std::int64_t max_byte
     if (!row[4].is_null()) c.new_row.assign(row[4].c_str(), row[4].size());
     if (!row[5].is_null()) c.old_key.assign(row[5].c_str(), row[5].size());
     c.ts = row[6].c_str();
+    if (!row[7].is_null()) c.json_nulls.assign(row[7].c_str(), row[7].size());
     out.push_back(std::move(c));
   }
   return out;

@@ -162,7 +162,8 @@ asio::awaitable<void> Publisher::session() {
   spdlog::info("connected to PostgreSQL {}", mask_conninfo(config_.source));
   if (!outbox_->installed()) {
     throw std::runtime_error(
-        "schema pgfanout is not installed on the source database: run psql -f sql/install.sql");
+        "schema pgfanout is not installed on the source database, or is older than this "
+        "publisher: run psql -f sql/install.sql (safe to run again; keeps pending changes)");
   }
   bool said_standby = false;
   while (!outbox_->try_lead()) {

@@ -93,7 +93,8 @@ CREATE TABLE IF NOT EXISTS pgfanout.changes (
                                 -- prepares CHECK expressions at every statement, ~5 us each)
     new_row     jsonb,
     old_key     jsonb,
-    ts          timestamptz NOT NULL DEFAULT clock_timestamp()
+    ts          timestamptz NOT NULL DEFAULT clock_timestamp(),
+    json_nulls  text[]      -- columns of new_row holding a JSON null (see JSON nulls below)
 );
 COMMENT ON TABLE pgfanout.changes IS
     'Outbox: one row per captured change, written in the writer''s transaction, deleted by the publisher once the broker confirmed it.';
@@ -120,8 +121,28 @@ CREATE TABLE IF NOT EXISTS pgfanout.tracked (
     schema_name text NOT NULL,
     table_name  text NOT NULL,
     key_columns text[] NOT NULL,
-    tracked_at  timestamptz NOT NULL DEFAULT now()
+    tracked_at  timestamptz NOT NULL DEFAULT now(),
+    json_columns text[] NOT NULL DEFAULT '{}'
 );
+
+-- Upgrades of an install from before these columns: pending outbox rows get json_nulls
+-- NULL; tracked tables get json_columns '{}', which makes those with json columns stale,
+-- so the end of this file tracks them again with the probes.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_attribute WHERE attrelid = 'pgfanout.changes'::regclass
+                   AND attname = 'json_nulls' AND NOT attisdropped) THEN
+        ALTER TABLE pgfanout.changes ADD COLUMN json_nulls text[];
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_attribute WHERE attrelid = 'pgfanout.tracked'::regclass
+                   AND attname = 'json_columns' AND NOT attisdropped) THEN
+        ALTER TABLE pgfanout.tracked ADD COLUMN json_columns text[] NOT NULL DEFAULT '{}';
+    END IF;
+    IF to_regprocedure('pgfanout.capture_row_change(oid, text, text, text, text[], jsonb, jsonb)') IS NOT NULL THEN
+        DROP FUNCTION pgfanout.capture_row_change(oid, text, text, text, text[], jsonb, jsonb);
+    END IF;
+END
+$$;
 COMMENT ON TABLE pgfanout.tracked IS
     'One row per tracked table; names as PostgreSQL stores them, key_columns in primary-key order.';
 
@@ -187,6 +208,55 @@ BEGIN
 END
 $$;
 
+-- JSON nulls. to_jsonb writes SQL NULL and a JSON null held in a json or jsonb column
+-- alike ({"doc": null}), so each change also lists, in json_nulls, the columns of new_row
+-- that hold a JSON null (NULL when there are none). Tables without such columns never pay
+-- for it. For the others, track() passes after the key columns an empty argument and then
+-- one probe per json/jsonb column, '{"doc": null}': a row that contains no probe has no
+-- null there at all and takes the plain path; only a row whose json column is null (SQL or
+-- JSON) is looked at again, column by column, with a dynamic statement.
+
+-- The columns of rel whose type is json or jsonb (or a domain over them), in table order.
+CREATE OR REPLACE FUNCTION pgfanout.json_columns(rel regclass) RETURNS text[]
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    WITH RECURSIVE col(attname, attnum, typid) AS (
+        SELECT a.attname, a.attnum, a.atttypid FROM pg_attribute a
+        WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped
+        UNION ALL
+        SELECT col.attname, col.attnum, t.typbasetype FROM col JOIN pg_type t ON t.oid = col.typid
+        WHERE t.typtype = 'd'
+    )
+    SELECT coalesce(array_agg(attname::text ORDER BY attnum), '{}')
+    FROM col WHERE typid IN ('json'::regtype, 'jsonb'::regtype)
+$$;
+
+-- The column names of the probes '{"doc": null}' that track() passes to the triggers.
+CREATE OR REPLACE FUNCTION pgfanout.probe_columns(probes text[]) RETURNS text[]
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT array_agg(k ORDER BY o) FROM unnest(probes::jsonb[]) WITH ORDINALITY AS p(probe, o),
+        LATERAL jsonb_object_keys(p.probe) AS k
+$$;
+
+-- A SQL expression giving the columns among cols of the row r (an alias or '($1)') that
+-- hold a JSON null, or NULL when none does.
+CREATE OR REPLACE FUNCTION pgfanout.json_nulls_sql(cols text[], r text) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT format('nullif(array_remove(ARRAY[%s]::text[], NULL), ''{}'')',
+                  string_agg(format('CASE WHEN pg_catalog.to_jsonb(%s.%I) = ''null''::jsonb THEN %L END', r, c, c), ', '))
+    FROM unnest(cols) AS c
+$$;
+
+-- The columns of the probes that hold a JSON null in row r.
+CREATE OR REPLACE FUNCTION pgfanout.json_nulls_of(r anyelement, probes text[]) RETURNS text[]
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    result text[];
+BEGIN
+    EXECUTE 'SELECT ' || pgfanout.json_nulls_sql(pgfanout.probe_columns(probes), '($1)') INTO result USING r;
+    RETURN result;
+END
+$$;
+
 -- Writes the current state of the row of rel whose primary key is key: its whole row
 -- (as op, with old_key = key for an UPDATE) if it exists, otherwise a DELETE of key.
 CREATE OR REPLACE FUNCTION pgfanout.capture_state(
@@ -195,47 +265,75 @@ RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     current_row jsonb;
+    state_json_nulls text[];
+    json_cols text[] := pgfanout.json_columns(rel);
 BEGIN
-    EXECUTE format('SELECT to_jsonb(c.*) FROM %s %s c, jsonb_to_record($1) AS k(%s) WHERE %s',
+    EXECUTE format('SELECT to_jsonb(c.*), %s FROM %s %s c, jsonb_to_record($1) AS k(%s) WHERE %s',
+                   CASE WHEN cardinality(json_cols) = 0 THEN 'NULL::text[]'
+                        ELSE pgfanout.json_nulls_sql(json_cols, 'c') END,
                    CASE WHEN (SELECT relkind FROM pg_class WHERE oid = rel) = 'p' THEN '' ELSE 'ONLY' END,
                    rel,
                    (SELECT string_agg(format('%I %s', a.attname, format_type(a.atttypid, a.atttypmod)), ', ')
                     FROM unnest(keys) AS k JOIN pg_attribute a ON a.attrelid = rel AND a.attname = k),
                    (SELECT string_agg(format('c.%1$I = k.%1$I', k), ' AND ') FROM unnest(keys) AS k))
-        INTO current_row USING key;
+        INTO current_row, state_json_nulls USING key;
     IF current_row IS NULL THEN
         INSERT INTO pgfanout.changes (schema_name, table_name, op, old_key)
         VALUES (capture_state.schema_name, capture_state.table_name, 'DELETE', key);
     ELSE
-        INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, old_key)
+        INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, old_key, json_nulls)
         VALUES (capture_state.schema_name, capture_state.table_name,
                 CASE WHEN op = 'INSERT' THEN 'INSERT' ELSE 'UPDATE' END, current_row,
-                CASE WHEN op = 'INSERT' THEN NULL ELSE key END);
+                CASE WHEN op = 'INSERT' THEN NULL ELSE key END, state_json_nulls);
     END IF;
 END
 $$;
 
 -- Statement-level AFTER INSERT, REFERENCING NEW TABLE AS pgfanout_new.
--- Trigger arguments: the primary-key columns.
+-- Trigger arguments: the primary-key columns, then (tables with json/jsonb columns) an
+-- empty argument and a probe per such column (see JSON nulls above).
 CREATE OR REPLACE FUNCTION pgfanout.capture_insert() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r record;
     written boolean := false;
+    sep integer := array_position(TG_ARGV, '');
+    keys text[] := CASE WHEN sep IS NULL THEN TG_ARGV ELSE TG_ARGV[0:sep - 1] END;
+    probes jsonb[];
+    plain_rows bigint;
+    all_rows bigint;
 BEGIN
     IF pg_trigger_depth() > 1 OR current_setting('pgfanout.nested', true) <> '' THEN
         IF pgfanout.nested_change(TG_RELID) THEN
             FOR r IN SELECT to_jsonb(n.*) AS j FROM pgfanout_new n LOOP
                 PERFORM pgfanout.capture_state(TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT',
-                                               TG_ARGV, pgfanout.key_of(r.j, TG_ARGV));
+                                               keys, pgfanout.key_of(r.j, keys));
                 written := true;
             END LOOP;
         END IF;
     END IF;
-    IF NOT written THEN
+    IF NOT written AND sep IS NULL THEN
         INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row)
         SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT', to_jsonb(n.*) FROM pgfanout_new n;
         written := FOUND;
+    ELSIF NOT written THEN
+        -- The rows of one INSERT have distinct keys, so writing those with a null json
+        -- column after the others keeps the order of every row's changes.
+        probes := TG_ARGV[sep + 1:TG_NARGS - 1]::jsonb[];
+        WITH rows AS MATERIALIZED (SELECT to_jsonb(n.*) AS j FROM pgfanout_new n),
+        plain AS (
+            INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row)
+            SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT', j FROM rows WHERE NOT j @> ANY (probes)
+            RETURNING 1)
+        SELECT (SELECT count(*) FROM plain), (SELECT count(*) FROM rows) INTO plain_rows, all_rows;
+        IF plain_rows < all_rows THEN
+            EXECUTE format('INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, json_nulls) '
+                           'SELECT $1, $2, ''INSERT'', r.v, %s FROM pgfanout_new n, LATERAL to_jsonb(n.*) AS r(v) '
+                           'WHERE r.v @> ANY ($3)',
+                           pgfanout.json_nulls_sql(pgfanout.probe_columns(probes::text[]), 'n'))
+                USING TG_TABLE_SCHEMA, TG_TABLE_NAME, probes;
+        END IF;
+        written := all_rows > 0;
     END IF;
     IF written AND (SELECT idle FROM pgfanout.publisher_state) THEN
         PERFORM pg_notify('pgfanout', '');
@@ -247,7 +345,8 @@ $$;
 -- The shared body of the row-level captures: rel is the table the change is reported
 -- for (a partitioned table for its partitions' rows), keys its primary-key columns.
 CREATE OR REPLACE FUNCTION pgfanout.capture_row_change(
-    rel oid, schema_name text, table_name text, op text, keys text[], new_row jsonb, old_row jsonb)
+    rel oid, schema_name text, table_name text, op text, keys text[], new_row jsonb, old_row jsonb,
+    json_nulls text[])
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -263,35 +362,45 @@ BEGIN
             PERFORM pgfanout.capture_state(rel, schema_name, table_name, op, keys, new_key);
         END IF;
     ELSE
-        INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, old_key)
-        VALUES (capture_row_change.schema_name, capture_row_change.table_name, op, new_row, old_key);
+        INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, old_key, json_nulls)
+        VALUES (capture_row_change.schema_name, capture_row_change.table_name, op, new_row, old_key,
+                capture_row_change.json_nulls);
     END IF;
 END
 $$;
 
--- Row-level AFTER INSERT/UPDATE/DELETE. Trigger arguments: the primary-key columns.
+-- Row-level AFTER INSERT/UPDATE/DELETE. Trigger arguments: as for capture_insert.
 CREATE OR REPLACE FUNCTION pgfanout.capture_row() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    sep integer := array_position(TG_ARGV, '');
+    new_row jsonb;
     old_row jsonb;
     old_key jsonb;
+    json_nulls text[];
 BEGIN
+    IF TG_OP <> 'DELETE' THEN
+        new_row := to_jsonb(NEW);
+        IF sep IS NOT NULL AND new_row @> ANY (TG_ARGV[sep + 1:TG_NARGS - 1]::jsonb[]) THEN
+            json_nulls := pgfanout.json_nulls_of(NEW, TG_ARGV[sep + 1:TG_NARGS - 1]);
+        END IF;
+    END IF;
     IF pg_trigger_depth() > 1 OR current_setting('pgfanout.nested', true) <> '' THEN
-        PERFORM pgfanout.capture_row_change(TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP, TG_ARGV,
-                                            CASE WHEN TG_OP <> 'DELETE' THEN to_jsonb(NEW) END,
-                                            CASE WHEN TG_OP <> 'INSERT' THEN to_jsonb(OLD) END);
+        PERFORM pgfanout.capture_row_change(TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP,
+                                            CASE WHEN sep IS NULL THEN TG_ARGV ELSE TG_ARGV[0:sep - 1] END,
+                                            new_row, CASE WHEN TG_OP <> 'INSERT' THEN to_jsonb(OLD) END,
+                                            json_nulls);
     ELSE
         IF TG_OP <> 'INSERT' THEN
             old_row := to_jsonb(OLD);
             IF TG_NARGS = 1 THEN
                 old_key := jsonb_build_object(TG_ARGV[0], old_row -> TG_ARGV[0]);
             ELSE
-                old_key := pgfanout.key_of(old_row, TG_ARGV);
+                old_key := pgfanout.key_of(old_row, CASE WHEN sep IS NULL THEN TG_ARGV ELSE TG_ARGV[0:sep - 1] END);
             END IF;
         END IF;
-        INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, old_key)
-        VALUES (TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP,
-                CASE WHEN TG_OP <> 'DELETE' THEN to_jsonb(NEW) END, old_key);
+        INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, old_key, json_nulls)
+        VALUES (TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP, new_row, old_key, json_nulls);
     END IF;
     IF (SELECT idle FROM pgfanout.publisher_state) THEN
         PERFORM pg_notify('pgfanout', '');
@@ -302,26 +411,36 @@ $$;
 
 -- Row-level AFTER INSERT/UPDATE/DELETE of a partitioned table, cloned by PostgreSQL onto
 -- each partition: reports the change under the partitioned table's name.
--- Trigger arguments: the primary-key columns.
+-- Trigger arguments: as for capture_insert.
 CREATE OR REPLACE FUNCTION pgfanout.capture_partition_row() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     root oid := pg_partition_root(TG_RELID);
     root_schema text;
     root_name text;
+    sep integer := array_position(TG_ARGV, '');
+    keys text[] := CASE WHEN sep IS NULL THEN TG_ARGV ELSE TG_ARGV[0:sep - 1] END;
+    new_row jsonb;
+    json_nulls text[];
 BEGIN
     SELECT n.nspname, c.relname INTO root_schema, root_name
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.oid = root;
+    IF TG_OP <> 'DELETE' THEN
+        new_row := to_jsonb(NEW);
+        IF sep IS NOT NULL AND new_row @> ANY (TG_ARGV[sep + 1:TG_NARGS - 1]::jsonb[]) THEN
+            json_nulls := pgfanout.json_nulls_of(NEW, TG_ARGV[sep + 1:TG_NARGS - 1]);
+        END IF;
+    END IF;
     IF pg_trigger_depth() > 1 OR current_setting('pgfanout.nested', true) <> '' THEN
-        PERFORM pgfanout.capture_row_change(root, root_schema, root_name, TG_OP, TG_ARGV,
-                                            CASE WHEN TG_OP <> 'DELETE' THEN to_jsonb(NEW) END,
-                                            CASE WHEN TG_OP <> 'INSERT' THEN to_jsonb(OLD) END);
+        PERFORM pgfanout.capture_row_change(root, root_schema, root_name, TG_OP, keys, new_row,
+                                            CASE WHEN TG_OP <> 'INSERT' THEN to_jsonb(OLD) END,
+                                            json_nulls);
     ELSE
-        INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, old_key)
-        VALUES (root_schema, root_name, TG_OP,
-                CASE WHEN TG_OP <> 'DELETE' THEN to_jsonb(NEW) END,
-                CASE WHEN TG_OP <> 'INSERT' THEN pgfanout.key_of(to_jsonb(OLD), TG_ARGV) END);
+        INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, old_key, json_nulls)
+        VALUES (root_schema, root_name, TG_OP, new_row,
+                CASE WHEN TG_OP <> 'INSERT' THEN pgfanout.key_of(to_jsonb(OLD), keys) END,
+                json_nulls);
     END IF;
     IF (SELECT idle FROM pgfanout.publisher_state) THEN
         PERFORM pg_notify('pgfanout', '');
@@ -514,6 +633,7 @@ DECLARE
     c record;
     qualified text;
     keys text[];
+    json_cols text[];
     args text;
     capture text;
     row_level text;
@@ -552,7 +672,13 @@ BEGIN
         RAISE WARNING 'pgfanout: % is unlogged: a crash empties it without any change being captured', qualified;
     END IF;
 
+    json_cols := pgfanout.json_columns(rel);
     args := (SELECT string_agg(quote_literal(k), ', ') FROM unnest(keys) AS k);
+    IF cardinality(json_cols) > 0 THEN
+        args := args || ', ' || quote_literal('')
+                || (SELECT string_agg(', ' || quote_literal(jsonb_build_object(k, NULL)::text), '')
+                    FROM unnest(json_cols) AS k);
+    END IF;
     capture := pgfanout.capture_function(rel);
     row_level := CASE WHEN capture = 'pgfanout.capture_partition_row'
                       THEN capture ELSE 'pgfanout.capture_row' END;
@@ -579,11 +705,11 @@ BEGIN
                        'FOR EACH STATEMENT EXECUTE FUNCTION pgfanout.capture_truncate()', rel);
     END IF;
 
-    INSERT INTO pgfanout.tracked (relid, schema_name, table_name, key_columns)
-    VALUES (rel, c.nspname, c.relname, keys)
+    INSERT INTO pgfanout.tracked (relid, schema_name, table_name, key_columns, json_columns)
+    VALUES (rel, c.nspname, c.relname, keys, json_cols)
     ON CONFLICT (relid) DO UPDATE
         SET schema_name = EXCLUDED.schema_name, table_name = EXCLUDED.table_name,
-            key_columns = EXCLUDED.key_columns;
+            key_columns = EXCLUDED.key_columns, json_columns = EXCLUDED.json_columns;
 END
 $$;
 
@@ -627,7 +753,8 @@ $$;
 REVOKE ALL ON FUNCTION pgfanout.drop_detached_truncate_triggers() FROM PUBLIC;
 
 -- Tracked tables whose capture no longer matches the table: dropped, renamed, primary
--- key changed or made deferrable, moved in or out of an inheritance tree, attached as a
+-- key changed or made deferrable, its json/jsonb columns changed, moved in or out of an
+-- inheritance tree, attached as a
 -- partition, a capture trigger dropped by hand, or (partitioned) a leaf partition without
 -- the TRUNCATE triggers. Only the tables in among are checked
 -- (all of them when among is NULL); dropped ones are always reported.
@@ -644,6 +771,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
                 OR c.relname <> t.table_name
                 OR c.relispartition
                 OR pgfanout.primary_key(c.oid) IS DISTINCT FROM t.key_columns
+                OR pgfanout.json_columns(c.oid) IS DISTINCT FROM t.json_columns
                 OR pgfanout.primary_key_deferrable(c.oid)
                 OR pgfanout.capture_function(c.oid) IS DISTINCT FROM
                    (SELECT tg.tgfoid::regproc::text FROM pg_trigger tg

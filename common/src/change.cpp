@@ -73,6 +73,10 @@ void append_change_json(std::string& out, const OutboxChange& c) {
   out += c.new_row.empty() ? std::string_view("null") : std::string_view(c.new_row);
   out += ",\"old\":";
   out += c.old_key.empty() ? std::string_view("null") : std::string_view(c.old_key);
+  if (!c.json_nulls.empty()) {
+    out += ",\"json_nulls\":";
+    out += c.json_nulls;
+  }
   out += ",\"ts\":";
   append_json_string(out, c.ts);
   out += '}';

@@ -588,16 +588,42 @@ TEST(ChainFixedBugs, ColumnAddedOnBothSidesIsReplicatedAtOnce) {
   expect_converged(chain, {{"public.grow", "t.id", "t::text"}});
 }
 
-// The message format (a limitation rather than a slip): to_jsonb writes SQL NULL and a JSON null
-// held in a json or jsonb column alike ({"doc": null}), and jsonb_populate_recordset reads null
-// back as SQL NULL, so a JSON 'null' value becomes SQL NULL on every replica. Telling them apart
-// needs a change of the format (e.g. the list of SQL NULL columns).
-TEST(ChainKnownBugs, DISABLED_JsonNullStaysJsonNull) {
-  SmallChain chain("CREATE TABLE public.docs (id int PRIMARY KEY, j jsonb, js json);",
-                   {"public.docs"});
-  chain.primary.exec(
-      "INSERT INTO public.docs VALUES (1, 'null', 'null'), (2, NULL, NULL), (3, '[null]', '{}')");
-  expect_converged(chain, {{"public.docs", "t.id", "t::text"}});
+// to_jsonb writes SQL NULL and a JSON null held in a json or jsonb column alike
+// ({"doc": null}), and jsonb_to_recordset reads null back as SQL NULL; the change's
+// json_nulls names the columns whose null is a JSON one, through INSERT (statement
+// trigger), UPDATE (row trigger) and a partitioned table (row triggers on partitions).
+TEST(ChainFixedBugs, JsonNullStaysJsonNull) {
+  SmallChain chain(R"SQL(
+CREATE DOMAIN public.doc AS jsonb;
+CREATE TABLE public.docs (id int PRIMARY KEY, j jsonb, js json, d public.doc, t text);
+CREATE TABLE public.pdocs (id int PRIMARY KEY, j jsonb) PARTITION BY RANGE (id);
+CREATE TABLE public.pdocs_1 PARTITION OF public.pdocs FOR VALUES FROM (0) TO (100);
+-- A user trigger that changes the row it follows: the capture then records row states.
+CREATE TABLE public.bumped (id int PRIMARY KEY, j jsonb, n int);
+CREATE FUNCTION public.bump() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN UPDATE public.bumped SET n = 1 WHERE id = NEW.id AND n IS NULL; RETURN NULL; END $$;
+CREATE TRIGGER a_bump AFTER INSERT ON public.bumped FOR EACH ROW EXECUTE FUNCTION public.bump();
+)SQL",
+                   {"public.docs", "public.pdocs", "public.bumped"});
+  chain.primary.exec(R"SQL(
+INSERT INTO public.docs VALUES (1, 'null', 'null', 'null', 'a'), (2, NULL, NULL, NULL, NULL),
+  (3, '[null]', '{}', '{"k": null}', 'c'), (4, '{"a": 1}', 'null', NULL, 'd');
+INSERT INTO public.docs VALUES (5, '1', '2', '3', 'e');
+UPDATE public.docs SET j = 'null', d = NULL WHERE id = 5;
+UPDATE public.docs SET j = NULL, t = 'b' WHERE id = 1;
+UPDATE public.docs SET js = 'null' WHERE id = 2;
+INSERT INTO public.pdocs VALUES (1, 'null'), (2, NULL);
+UPDATE public.pdocs SET j = 'null' WHERE id = 2;
+INSERT INTO public.pdocs VALUES (3, 'null') ON CONFLICT DO NOTHING;
+INSERT INTO public.bumped VALUES (1, 'null'), (2, NULL);
+)SQL");
+  // t::text prints a JSON null as null and SQL NULL as nothing.
+  expect_converged(chain, {{"public.docs", "t.id", "t::text"},
+                           {"public.pdocs", "t.id", "t::text"},
+                           {"public.bumped", "t.id", "t::text"}});
+  EXPECT_EQ(chain.replica.value("SELECT string_agg(id::text, ',' ORDER BY id) FROM public.docs "
+                                "WHERE j IS NOT NULL AND j = 'null'::jsonb"),
+            "5");
 }
 
 }  // namespace

@@ -30,6 +30,8 @@ constexpr const char* kExistingRowsSql = R"SQL(
 INSERT INTO public.accounts SELECT g, 'owner ' || g, g * 10.25, ARRAY['t' || g, NULL] FROM generate_series(1, 12000) g;
 INSERT INTO public.events SELECT date '2024-01-01' + g % 30, g, jsonb_build_object('n', g, 's', repeat('é', g % 5))
   FROM generate_series(1, 300) g;
+-- A JSON null and an SQL NULL, which to_jsonb writes alike.
+INSERT INTO public.events VALUES ('2030-01-01', 1, 'null'), ('2030-01-01', 2, NULL);
 INSERT INTO "Odd Schema"."Mixed.Case" SELECT 'k' || g, g FROM generate_series(1, 50) g;
 INSERT INTO public.untracked VALUES (1, 'not replicated');
 INSERT INTO public.letters SELECT g, chr(96 + g), g FROM generate_series(1, 26) g;

@@ -48,7 +48,7 @@ TEST_F(SqlTest, InstallCreatesTheDocumentedObjects) {
   auto columns = sql().value(
       "SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute "
       "WHERE attrelid = 'pgfanout.changes'::regclass AND attnum > 0 AND NOT attisdropped");
-  EXPECT_EQ(columns, "id,schema_name,table_name,op,new_row,old_key,ts");
+  EXPECT_EQ(columns, "id,schema_name,table_name,op,new_row,old_key,ts,json_nulls");
   EXPECT_EQ(sql().integer("SELECT count(*) FROM pgfanout.tracked"), 0);
   EXPECT_EQ(sql().value("SELECT idle::text FROM pgfanout.publisher_state"), "true");
   EXPECT_EQ(sql().integer("SELECT count(*) FROM pg_proc WHERE oid IN "

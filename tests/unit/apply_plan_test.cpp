@@ -15,7 +15,7 @@ using nlohmann::json;
 
 TableInfo table(std::string schema, std::string name, std::vector<std::string> columns,
                 std::vector<std::string> keys) {
-  TableInfo t{std::move(schema), std::move(name), std::move(columns), std::move(keys), {}};
+  TableInfo t{std::move(schema), std::move(name), std::move(columns), std::move(keys), {}, {}, false};
   for (const auto& c : t.columns) t.types[c] = c == "id" || c.ends_with("_id") ? "bigint" : "text";
   for (const auto& c : t.key_columns) t.types.emplace(c, "bigint");
   return t;
@@ -35,6 +35,7 @@ class Batch {
   Batch& truncate(const TableInfo& t) { return add(t, Op::Truncate, {}, {}); }
 
   std::vector<ApplyStep> plan() const { return plan_steps(pointers_, tables_); }
+  ParsedChange& last() { return changes_.back(); }
 
  private:
   Batch& add(const TableInfo& t, Op op, RawObject row, RawObject old_key) {
@@ -113,6 +114,51 @@ TEST(ApplyPlan, SplitsRunsByTableAndKindInOrder) {
                 R"(Truncate users [] changes(7,8))",
                 R"(Upsert users [{"id":5}] changes(9))",
             }));
+}
+
+// jsonb_to_recordset reads JSON null as SQL NULL; rows whose change lists json_nulls
+// carry the positions of those columns, and the statement writes 'null' there. Steps
+// without any stay exactly as before; a listed column that is not json/jsonb on the
+// replica (or not written) is ignored.
+TEST(ApplyPlan, JsonNullsAreWrittenAsJsonNull) {
+  TableInfo docs = table("public", "docs", {"id", "note", "doc", "extra"}, {"id"});
+  docs.types["doc"] = "jsonb";
+  docs.types["extra"] = "public.\"my json\"";
+  docs.json_columns = {"doc", "extra"};
+  std::vector<std::string> doc_null{"doc"}, both{"doc", "extra", "note", "missing"};
+  RawObject plain = RawObject::from_text(R"({"id":1,"note":"a","doc":{"k":1}})");
+  RawObject one = RawObject::from_text(R"({"id":2,"note":null,"doc":null})");
+  RawObject two = RawObject::from_text(R"({"id":3,"note":null,"doc":null,"extra":null})");
+  RawObject superseded = RawObject::from_text(R"({"id":3,"doc":null})");
+  ApplyStep step{&docs, StepKind::Upsert, {&plain, &superseded, &one, &two}, {0, 1, 2, 3}, {}, {nullptr, &doc_null, &doc_null, &both}};
+  EXPECT_EQ(
+      step_sql(step),
+      R"(INSERT INTO "public"."docs" ("id", "note", "doc", "extra") OVERRIDING SYSTEM VALUE SELECT k."id", k."note", )"
+      R"(CASE WHEN 2 = ANY (k."pgfanout.json_nulls") THEN 'null'::jsonb ELSE k."doc" END, )"
+      R"(CASE WHEN 3 = ANY (k."pgfanout.json_nulls") THEN 'null'::public."my json" ELSE k."extra" END )"
+      R"(FROM jsonb_to_recordset($1::jsonb) AS k("id" bigint, "note" text, "doc" jsonb, "extra" public."my json", "pgfanout.json_nulls" int[]) )"
+      R"(ON CONFLICT ("id") DO UPDATE SET "note" = EXCLUDED."note", "doc" = EXCLUDED."doc", "extra" = EXCLUDED."extra")");
+  EXPECT_EQ(rows_json(step),
+            R"([{"id":1,"note":"a","doc":{"k":1}},{"id":3,"doc":null,"pgfanout.json_nulls":[2]},)"
+            R"({"id":2,"note":null,"doc":null,"pgfanout.json_nulls":[2]},)"
+            R"({"id":3,"note":null,"doc":null,"extra":null,"pgfanout.json_nulls":[2,3]}])");
+
+  ApplyStep no_nulls{&docs, StepKind::Upsert, {&plain}, {0}, {}, {nullptr}};
+  EXPECT_EQ(step_sql(no_nulls).find("pgfanout.json_nulls"), std::string::npos);
+  EXPECT_EQ(rows_json(no_nulls), R"([{"id":1,"note":"a","doc":{"k":1}}])");
+}
+
+TEST(ApplyPlan, KeepingTheLastVersionOfAKeyKeepsItsJsonNulls) {
+  TableInfo docs = table("public", "docs", {"id", "doc"}, {"id"});
+  docs.types["doc"] = "jsonb";
+  docs.json_columns = {"doc"};
+  Batch b;
+  b.insert_raw(docs, R"({"id":1,"doc":null})").insert_raw(docs, R"({"id":2,"doc":null})");
+  b.last().json_nulls = {"doc"};
+  b.insert_raw(docs, R"({"id":1,"doc":{"a":1}})");
+  auto steps = b.plan();
+  ASSERT_EQ(steps.size(), 1u);
+  EXPECT_EQ(rows_json(steps[0]), R"([{"id":2,"doc":null,"pgfanout.json_nulls":[1]},{"id":1,"doc":{"a":1}}])");
 }
 
 TEST(ApplyPlan, KeyChangingUpdateBecomesDeleteThenUpsert) {

@@ -212,6 +212,21 @@ TEST(ChangeParser, BadShapeOfTheFields) {
   EXPECT_EQ(reason_of(with("old", 7)), "bad-shape");
 }
 
+TEST(ChangeParser, ReadsTheColumnsHoldingAJsonNull) {
+  json c = change(1, "INSERT", {{"id", 1}, {"doc", nullptr}, {"odd \"name\"", nullptr}}, nullptr);
+  EXPECT_TRUE(parse_message(c.dump())[0].json_nulls.empty());
+  c["json_nulls"] = nullptr;
+  EXPECT_TRUE(parse_message(c.dump())[0].json_nulls.empty());
+  c["json_nulls"] = json::array({"doc", "odd \"name\""});
+  EXPECT_EQ(parse_message(c.dump())[0].json_nulls, (std::vector<std::string>{"doc", "odd \"name\""}));
+  c["json_nulls"] = "doc";
+  EXPECT_EQ(reason_of(c), "bad-shape");
+  c["json_nulls"] = json::array({"doc", 1});
+  EXPECT_EQ(reason_of(c), "bad-shape");
+  c["json_nulls"] = json::object();
+  EXPECT_EQ(reason_of(c), "bad-shape");
+}
+
 TEST(ChangeParser, EachOperationNeedsItsRowOrKey) {
   EXPECT_EQ(reason_of(change(1, "INSERT", nullptr, nullptr)), "bad-shape");
   EXPECT_EQ(reason_of(change(1, "INSERT", json::object(), nullptr)), "bad-shape");

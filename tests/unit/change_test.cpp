@@ -62,6 +62,19 @@ TEST(MessageBody, Insert) {
       "ts": "2026-11-21T05:18:39.123456+00:00"})"));
 }
 
+// json_nulls appears only when some column holds a JSON null, so every other message is
+// exactly INTERFACE.md's shape.
+TEST(MessageBody, JsonNullsOnlyWhenThereAreAny) {
+  OutboxChange c = change(3, Op::Insert, R"({"id": 1, "doc": null, "note": null})", "");
+  EXPECT_EQ(body_of(c).find("json_nulls"), std::string::npos);
+  c.json_nulls = R"(["doc"])";
+  json j = json::parse(body_of(c));
+  EXPECT_EQ(j["json_nulls"], json::array({"doc"}));
+  j.erase("json_nulls");
+  expect_shape(j);
+  EXPECT_EQ(j["new"]["doc"], nullptr);
+}
+
 TEST(MessageBody, Update) {
   json j = json::parse(body_of(change(7, Op::Update, R"({"id": 2, "name": "bo"})", R"({"id": 1})")));
   expect_shape(j);

@@ -24,6 +24,9 @@ struct OutboxChange {
   std::string new_row;
   std::string old_key;
   std::string ts;
+  /// JSON array text of the columns of new_row that hold a JSON null (not SQL NULL);
+  /// empty when there are none.
+  std::string json_nulls;
 };
 
 /// The routing key of a table: `schema.table`, names as PostgreSQL stores them.
