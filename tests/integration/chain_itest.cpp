@@ -374,10 +374,8 @@ TEST_P(ChainTest, EveryReplicaConvergesToThePrimary) {
   // The listeners' queues, owned here so that they are deleted after the test.
   TestQueue queue1(exchange.name(), {}, QueueOptions::listener_compatible());
   TestQueue queue2(exchange.name(), {}, QueueOptions::listener_compatible());
-  QueueOptions dead_options;
-  dead_options.expires = 0ms;
-  TestQueue dead1(exchange.name(), {}, dead_options, queue1.name() + ".dead");
-  TestQueue dead2(exchange.name(), {}, dead_options, queue2.name() + ".dead");
+  TestQueue dead1(exchange.name(), {}, QueueOptions::dead_letter_compatible(), queue1.name() + ".dead");
+  TestQueue dead2(exchange.name(), {}, QueueOptions::dead_letter_compatible(), queue2.name() + ".dead");
 
   Process listener1 = start_listener(replica1_db.conninfo(), queue1.name(), exchange.name());
   Process listener2 = start_listener(replica2_db.conninfo(), queue2.name(), exchange.name());
@@ -430,26 +428,8 @@ struct SmallChain {
     listener->wait_for_log("consuming from");
     publisher.emplace(start_publisher(primary_db.conninfo(), exchange.name(), {"--pack", "10"}));
   }
-  static QueueOptions dead_options() {
-    QueueOptions o;
-    o.expires = std::chrono::milliseconds(0);
-    return o;
-  }
   // Waits until everything written so far has reached the replica, or was dead-lettered.
-  void wait_shipped_and_applied() {
-    wait_outbox_empty(primary);
-    auto shipped = primary.integer(
-        "SELECT coalesce(max(last_value), 0) FROM pg_sequences "
-        "WHERE schemaname = 'pgfanout' AND sequencename LIKE 'changes%'");
-    eventually(
-        [&] {
-          return replica.integer(
-                     "SELECT coalesce(max(last_change_id), 0) FROM pgfanout.listener_state") >=
-                     shipped ||
-                 queue_depth(dead.name()) > 0;
-        },
-        kPatience, "the listener to reach the last change");
-  }
+  void wait_shipped_and_applied() { wait_applied(primary, replica, dead.name()); }
 
   ScratchDatabase primary_db{"pgft_chain_p"};
   ScratchDatabase replica_db{"pgft_chain_r"};
@@ -457,7 +437,7 @@ struct SmallChain {
   PgSession replica = replica_db.session();
   TestExchange exchange{"pgft_chain_x"};
   TestQueue queue{exchange.name(), {}, QueueOptions::listener_compatible()};
-  TestQueue dead{exchange.name(), {}, dead_options(), queue.name() + ".dead"};
+  TestQueue dead{exchange.name(), {}, QueueOptions::dead_letter_compatible(), queue.name() + ".dead"};
   std::optional<Process> listener;
   std::optional<Process> publisher;
 };

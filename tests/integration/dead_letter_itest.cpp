@@ -47,12 +47,7 @@ std::string header_text(const Delivery& d, const std::string& key) {
 struct ListenerQueues {
   ListenerQueues(const std::string& exchange, const std::vector<std::string>& patterns)
       : queue(exchange, patterns, QueueOptions::listener_compatible()),
-        dead(exchange, {}, dead_options(), queue.name() + ".dead") {}
-  static QueueOptions dead_options() {
-    QueueOptions o;
-    o.expires = std::chrono::milliseconds(0);
-    return o;
-  }
+        dead(exchange, {}, QueueOptions::dead_letter_compatible(), queue.name() + ".dead") {}
   TestQueue queue;
   TestQueue dead;
 };

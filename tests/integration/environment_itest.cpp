@@ -14,12 +14,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-QueueOptions dead_options() {
-  QueueOptions o;
-  o.expires = std::chrono::milliseconds(0);
-  return o;
-}
-
 TEST(Environment, BothProgramsRunConfiguredByTheEnvironmentAlone) {
   constexpr const char* kTables = R"SQL(
 CREATE TABLE public.wanted (id int PRIMARY KEY, v text);
@@ -35,7 +29,7 @@ CREATE TABLE public.other (id int PRIMARY KEY, v text);
   primary.exec("SELECT pgfanout.track('public.wanted'); SELECT pgfanout.track('public.other');");
   TestExchange exchange("pgft_env_x");
   TestQueue queue(exchange.name(), {}, QueueOptions::listener_compatible());
-  TestQueue dead(exchange.name(), {}, dead_options(), queue.name() + ".dead");
+  TestQueue dead(exchange.name(), {}, QueueOptions::dead_letter_compatible(), queue.name() + ".dead");
 
   Process listener(listener_binary(), {},
                    {{"PGFANOUT_TARGET", replica_db.conninfo()},

@@ -603,6 +603,21 @@ void wait_outbox_empty(PgSession& db, std::chrono::milliseconds timeout) {
                    "the outbox pgfanout.changes to be empty (rows left)");
 }
 
+void wait_applied(PgSession& primary, PgSession& replica, const std::string& dead_queue,
+                  std::chrono::milliseconds timeout) {
+  wait_outbox_empty(primary, timeout);
+  auto shipped = primary.integer(
+      "SELECT coalesce(max(last_value), 0) FROM pg_sequences "
+      "WHERE schemaname = 'pgfanout' AND sequencename LIKE 'changes%'");
+  eventually(
+      [&] {
+        return replica.integer("SELECT coalesce(max(last_change_id), 0) FROM pgfanout.listener_state") >=
+                   shipped ||
+               queue_depth(dead_queue) > 0;
+      },
+      timeout, "the listener to reach the last change");
+}
+
 // ---------------------------------------------------------------------------------------
 // RabbitMQ
 

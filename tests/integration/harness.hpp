@@ -343,6 +343,12 @@ struct QueueOptions {
     o.expires = std::chrono::milliseconds(0);
     return o;
   }
+  /// The arguments of QUEUE.dead as pgfanout-listener declares it.
+  static QueueOptions dead_letter_compatible() {
+    QueueOptions o;
+    o.expires = std::chrono::milliseconds(0);
+    return o;
+  }
 };
 
 /// A durable topic exchange with a unique name, declared on construction (as
@@ -398,6 +404,12 @@ void delete_queue(const std::string& name);
 void delete_exchange(const std::string& name);
 /// Ready messages in an existing queue; throws HarnessError if it does not exist.
 std::uint32_t queue_depth(const std::string& name);
+
+/// Waits until the publisher has shipped every change written to `primary` so far (its
+/// outbox is empty) and the listener of `replica` has applied up to the last change id,
+/// or until something reached `dead_queue` (the caller checks that it is empty).
+void wait_applied(PgSession& primary, PgSession& replica, const std::string& dead_queue,
+                  std::chrono::milliseconds timeout = kPatience);
 /// Publishes one persistent message with publisher confirms and waits for the confirm,
 /// as a test-only publisher (e.g. for bad messages). Throws HarnessError on a nack.
 void publish_message(const std::string& exchange, const std::string& routing_key,

@@ -248,12 +248,10 @@ TEST(Metrics, CountersFollowTheChangesThroughTheChain) {
   primary.exec("SELECT pgfanout.track('public.m1'); SELECT pgfanout.track('public.m2');");
 
   TestExchange exchange("pgft_metrics_x");
-  QueueOptions dead_options;
-  dead_options.expires = 0ms;
   TestQueue queue1(exchange.name(), {}, QueueOptions::listener_compatible());
   TestQueue queue2(exchange.name(), {}, QueueOptions::listener_compatible());
-  TestQueue dead1(exchange.name(), {}, dead_options, queue1.name() + ".dead");
-  TestQueue dead2(exchange.name(), {}, dead_options, queue2.name() + ".dead");
+  TestQueue dead1(exchange.name(), {}, QueueOptions::dead_letter_compatible(), queue1.name() + ".dead");
+  TestQueue dead2(exchange.name(), {}, QueueOptions::dead_letter_compatible(), queue2.name() + ".dead");
 
   const int publisher_port = free_port();
   const int listener1_port = free_port();

@@ -456,27 +456,9 @@ class PartitionTruncateChain : public ::testing::Test {
     publisher.emplace(start_publisher(primary_db.conninfo(), exchange.name(), {"--pack", "10"}));
   }
 
-  static QueueOptions dead_options() {
-    QueueOptions o;
-    o.expires = std::chrono::milliseconds(0);
-    return o;
-  }
-
   // Waits until everything written so far has been applied on the replica (or was
   // dead-lettered, which converged() reports).
-  void wait_applied() {
-    wait_outbox_empty(primary);
-    auto shipped = primary.integer(
-        "SELECT coalesce(max(last_value), 0) FROM pg_sequences "
-        "WHERE schemaname = 'pgfanout' AND sequencename LIKE 'changes%'");
-    eventually(
-        [&] {
-          return replica.integer("SELECT coalesce(max(last_change_id), 0) FROM pgfanout.listener_state") >=
-                     shipped ||
-                 queue_depth(dead.name()) > 0;
-        },
-        kPatience, "the listener to reach the last change");
-  }
+  void wait_applied() { test::wait_applied(primary, replica, dead.name()); }
 
   // Everything applied, the replica's parted equal to the primary's (md5 of all rows in
   // key order, and the count), and nothing dead-lettered.
@@ -503,7 +485,7 @@ class PartitionTruncateChain : public ::testing::Test {
   PgSession replica = replica_db.session();
   TestExchange exchange{"pgft_ptrunc_x"};
   TestQueue queue{exchange.name(), {}, QueueOptions::listener_compatible()};
-  TestQueue dead{exchange.name(), {}, dead_options(), queue.name() + ".dead"};
+  TestQueue dead{exchange.name(), {}, QueueOptions::dead_letter_compatible(), queue.name() + ".dead"};
   std::optional<Process> listener;
   std::optional<Process> publisher;
 };
