@@ -599,23 +599,30 @@ class Bench:
         return res
 
     def cost(self, pack):
-        """pgbench TPS untracked / tracked / published. Each variant runs `rounds` times for
+        """pgbench TPS untracked / tracked without the chain / tracked / published. Each variant runs `rounds` times for
         cost_seconds / rounds, in the order A B C C B A ..., so that a neighbour's load that
         comes and goes during the section weighs on every variant alike."""
         rounds = max(1, self.args.cost_rounds)
         secs = max(2, round(self.args.cost_seconds / rounds))
-        systems = ("untracked", "pgfanout", "native")
         out = {}
         for op in ("insert", "update", "1,000-row insert"):
-            done = {s: {"tx": 0.0, "secs": 0.0, "catch_up": [], "tps": []} for s in systems}
+            # "capture": the tracked table with the publisher stopped (and the idle flag
+            # false, so no NOTIFY): what the capture alone costs, the bound of the others.
+            # Not for 1,000-row inserts, whose backlog would take long to drain.
+            systems = ("untracked", "capture", "pgfanout", "native") if not op.startswith("1,000") \
+                else ("untracked", "pgfanout", "native")
+            done = {s: {"tx": 0.0, "secs": 0.0, "catch_up": [], "tps": [], "wal": 0, "flips": 0}
+                    for s in systems}
             foot = None
             for r in range(rounds):
                 for system in (systems if r % 2 == 0 else tuple(reversed(systems))):
-                    tps, catch_up, foot_row = self.cost_run(op, system, pack, secs)
+                    tps, catch_up, foot_row, wal, flips = self.cost_run(op, system, pack, secs)
                     d = done[system]
                     d["tx"] += tps * secs
                     d["secs"] += secs
                     d["tps"].append(tps)
+                    d["wal"] += wal
+                    d["flips"] += flips
                     if catch_up is not None:
                         d["catch_up"].append(catch_up)
                     if foot_row:
@@ -632,20 +639,35 @@ class Bench:
                 d = done[system]
                 tps = d["tx"] / d["secs"]
                 cu = max(d["catch_up"]) if d["catch_up"] else None
-                out[(op, system)] = {"tps": tps, "catch_up": cu}
+                wal = d["wal"] / d["tx"] if d["tx"] else 0
+                out[(op, system)] = {"tps": tps, "catch_up": cu, "wal": wal}
                 rounds_txt = " + ".join(f"{x:,.0f}" for x in d["tps"])
                 cu_txt = f"; replicas caught up {cu:.1f} s after the writes ended" if cu is not None else ""
-                log(f"  {op:<16} {system:<10} {tps:>9,.0f} tps ({rounds_txt}){cu_txt}")
+                flips_txt = (f"; the publisher went idle {d['flips'] // 2} times (run and catch-up)"
+                             if system == "pgfanout" else "")
+                log(f"  {op:<16} {system:<10} {tps:>9,.0f} tps ({rounds_txt}); WAL {wal:,.0f} B/tx{cu_txt}{flips_txt}")
         self.native(False)
         return out
 
+    def idle_flag_updates(self):
+        """Updates of pgfanout.publisher_state so far, each a flip of the idle flag (the
+        publisher's statistics reach pg_stat_user_tables within a second or so)."""
+        return int(self.db(PRIMARY).value(
+            "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relid = 'pgfanout.publisher_state'::regclass"))
+
     def cost_run(self, op, system, pack, secs):
-        prefix = {"untracked": "plain", "pgfanout": "fo", "native": "lr"}[system]
+        prefix = {"untracked": "plain", "capture": "fo", "pgfanout": "fo", "native": "lr"}[system]
         t = f"{prefix}_cost"
         prefill = self.args.update_rows if op == "update" else 0
         self.reset(prefix, "cost", prefill=prefill)
         self.native(system == "native")
         self.start_publisher(pack)
+        if system == "capture":
+            # A publisher that stops clears the idle flag itself; make sure, since the
+            # writers would NOTIFY at every commit otherwise.
+            self.stop_publisher()
+            self.db(PRIMARY).query("UPDATE pgfanout.publisher_state SET idle = false")
+        flips0 = self.idle_flag_updates() if system == "pgfanout" else 0
         if op == "insert":
             self.db(PRIMARY).query(f"SELECT setval('{t}_seq', 1000000)")
             script = (f"INSERT INTO {t} VALUES (nextval('{t}_seq'), 'a short line of text', "
@@ -657,17 +679,23 @@ class Bench:
         else:
             script = (f"\\set id random(1, {prefill})\n"
                       f"UPDATE {t} SET t = 'updated text', j = '{{\"n\": 2}}', ts = now() WHERE id = :id;\n")
+        lsn0 = self.db(PRIMARY).value("SELECT pg_current_wal_insert_lsn()")
         snap0 = self.cpu_snapshot()
         tps = self.pgbench(script, PRIMARY, 4, seconds=secs, name=f"cost_{op}_{prefix}")
         time.sleep(0.5)  # pgbench's backends exit and are reaped (their CPU is then counted)
         snap1 = self.cpu_snapshot()
+        wal = int(self.db(PRIMARY).value(f"SELECT pg_current_wal_insert_lsn() - '{lsn0}'::pg_lsn"))
         kind = op if op.startswith("1,000") else f"single-row {op}"
-        self.record_cpu(f"primary cost, {kind}, {system}, {secs} s", snap0, snap1)
+        label = "capture only" if system == "capture" else system
+        self.record_cpu(f"primary cost, {kind}, {label}, {secs} s", snap0, snap1)
+        if system == "capture":
+            self.start_publisher(pack)
+            self.wait_outbox_empty()
         # Let the chain catch up before the next run; how long it takes is the lag that
         # these seconds of writes at full speed leave behind.
         t_end = time.monotonic()
         catch_up = foot_row = None
-        if system != "untracked":
+        if system in ("pgfanout", "native"):
             replicas = FO_REPLICAS if prefix == "fo" else LR_REPLICAS
             self.db(PRIMARY).query(f"INSERT INTO {t} VALUES (-1, 'sentinel', NULL, now())")
             arrived = self.wait_rows(replicas, f"SELECT EXISTS (SELECT FROM {t} WHERE id = -1)",
@@ -676,21 +704,42 @@ class Bench:
             if system == "pgfanout":
                 changes = int(round(tps * secs * (1000 if op.startswith("1,000") else 1))) + 1
                 foot_row = self.footprint_row(f"cost {op}s --pack {pack}", changes, snap0, self.cpu_snapshot())
-        return tps, catch_up, foot_row
+        flips = 0
+        if system == "pgfanout":
+            time.sleep(1.2)
+            flips = self.idle_flag_updates() - flips0
+        return tps, catch_up, foot_row, wal, flips
 
-    def latency(self, system, pack=None):
+    def latency(self, system, pack=None, under_load=False):
+        """Commit-to-apply latency of single-row INSERTs 20 ms apart; under_load: while
+        pgbench -c 4 inserts single rows into another tracked (or published) table as fast
+        as it can, as in the primary-cost run."""
         prefix = "fo" if system == "pgfanout" else "lr"
         replicas = FO_REPLICAS if prefix == "fo" else LR_REPLICAS
         t = f"{prefix}_lat"
         self.reset(prefix, "lat")
+        if under_load:
+            self.reset(prefix, "cost")
+            self.db(PRIMARY).query(f"SELECT setval('{prefix}_cost_seq', 1000000)")
         if prefix == "fo":
             self.native(False)
             self.start_publisher(pack)
         else:
             self.native(True)
-        # Let everything settle into its idle state (publisher waiting on NOTIFY).
-        time.sleep(1.0)
         n = self.args.latency_n
+        load = None
+        if under_load:
+            path = os.path.join(self.work, f"load_{prefix}.sql")
+            with open(path, "w") as f:
+                f.write(f"INSERT INTO {prefix}_cost VALUES (nextval('{prefix}_cost_seq'), 'a short line of text', "
+                        f"'{{\"n\": 1, \"tag\": \"bench\"}}', now());\n")
+            load = subprocess.Popen([f"{PGBIN}/pgbench", "-n", "-c", "4", "-j", str(min(4, NPROC)), "-f", path,
+                                     "-T", str(int(n * 0.02 + 3)), self.conninfo(PRIMARY, "pgbench")],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.5)  # into the steady state
+        else:
+            # Let everything settle into its idle state (publisher waiting on NOTIFY).
+            time.sleep(1.0)
         writer = Pg(self.conninfo(PRIMARY, "bench-writer"))
         next_at = time.monotonic()
         for i in range(1, n + 1):
@@ -700,6 +749,9 @@ class Bench:
             if pause > 0:
                 time.sleep(pause)
         writer.close()
+        if load:
+            if load.wait(self.args.timeout) != 0:
+                raise BenchError("pgbench (the load under the latency probe) failed")
         self.wait_rows(replicas, f"SELECT count(*) = {n} FROM {t}", self.args.timeout, 0.02)
         sent = dict(self.db(PRIMARY).query(f"SELECT id, extract(epoch FROM ts)::float8 FROM {t}"))
         lat = []
@@ -717,10 +769,14 @@ class Bench:
         res = {"p50": pct(lat, 50), "p99": pct(lat, 99), "max": lat[-1], "both_p99": pct(worst, 99),
                "mean": statistics.mean(lat)}
         label = f"pgfanout --pack {pack}" if prefix == "fo" else "native LR"
+        if under_load:
+            label += ", loaded"
         log(f"  latency {label:<17} p50 {res['p50']:6.1f} ms  p99 {res['p99']:6.1f} ms  max {res['max']:6.1f} ms "
             f"(on both replicas: p99 {res['both_p99']:.1f} ms)")
         if prefix == "fo":
             self.changes_through_listeners += n
+            if under_load:
+                self.changes_through_listeners += int(self.db(PRIMARY).value(f"SELECT count(*) FROM {prefix}_cost"))
         return res
 
 
@@ -759,22 +815,30 @@ def report(b, packs, best):
         log()
         log(f"primary cost: pgbench, 4 clients, {b.args.cost_seconds} s per variant in {b.args.cost_rounds} "
             f"alternating runs, chain running (pgfanout --pack {best})")
-        log(f"{'':<22}{'untracked':>12}{'pgfanout':>12}{'native LR':>12}{'pgfanout/untracked':>20}"
-            f"{'native/untracked':>18}  target")
+        log(f"{'':<22}{'untracked':>12}{'capture':>12}{'pgfanout':>12}{'native LR':>12}{'capture/untr.':>15}"
+            f"{'pgfanout/untr.':>16}{'native/untr.':>14}  target")
         for op in ("insert", "update", "1,000-row insert"):
             if (op, "untracked") not in c:
                 continue
             u, f_, n = (c[(op, s)]["tps"] for s in ("untracked", "pgfanout", "native"))
+            k = c.get((op, "capture"), {}).get("tps")
             r = f_ / u
             single = not op.startswith("1,000")
             name = f"single-row {op} tps" if single else "1,000-row insert tps"
             tgt = f"  >= 0.7x {'met' if r >= 0.7 else 'NOT met'}" if single else "  (no target; bounds bulk)"
-            log(f"{name:<22}{u:>12,.0f}{f_:>12,.0f}{n:>12,.0f}{r:>19.2f}x{n / u:>17.2f}x{tgt}")
+            log(f"{name:<22}{u:>12,.0f}{fmt_rate(k):>12}{f_:>12,.0f}{n:>12,.0f}"
+                f"{(f'{k / u:.2f}x' if k else '-'):>15}{r:>15.2f}x{n / u:>13.2f}x{tgt}")
+        log("  capture = the tracked table with the publisher stopped (no chain, no NOTIFY): the capture's own cost")
         for op in ("insert", "update", "1,000-row insert"):
             if (op, "untracked") not in c:
                 continue
             f_, n = (c[(op, s)]["catch_up"] for s in ("pgfanout", "native"))
             log(f"  after the {op} run, the replicas caught up in: pgfanout {f_:.1f} s, native {n:.1f} s")
+        for op in ("insert", "update"):
+            if (op, "untracked") in c:
+                log(f"  WAL per single-row {op}: " + ", ".join(
+                    f"{s} {c[(op, s)]['wal']:,.0f} B" for s in ("untracked", "capture", "pgfanout", "native")
+                    if (op, s) in c))
     if ("latency", "native") in R:
         log()
         log(f"latency: {b.args.latency_n} single-row transactions 20 ms apart, writer's commit "
@@ -784,6 +848,10 @@ def report(b, packs, best):
         for k in ("p50", "p99", "max"):
             tgt = "< 50 ms " + ("met" if f_[k] < 50 else "NOT met") if k == "p99" else ""
             log(f"{k + ' ms':<22}{f_[k]:>20.1f}{n[k]:>12.1f}{f_[k] / n[k] if n[k] else 0:>7.2f}x  {tgt}")
+        if ("latency loaded", "native") in R:
+            f_, n = R[("latency loaded", f"fo{best}")], R[("latency loaded", "native")]
+            for k in ("p50", "p99", "max"):
+                log(f"{k + ' ms, under load':<22}{f_[k]:>20.1f}{n[k]:>12.1f}{f_[k] / n[k] if n[k] else 0:>7.2f}x")
 
     log()
     log("footprint: CPU seconds per 100,000 changes, by process (peak RSS below)")
@@ -899,6 +967,9 @@ def main():
             log(f"latency: {args.latency_n} single-row INSERTs 20 ms apart")
             b.results[("latency", f"fo{best}")] = b.latency("pgfanout", best)
             b.results[("latency", "native")] = b.latency("native")
+            log("latency under load: the same while pgbench -c 4 inserts single rows as fast as it can")
+            b.results[("latency loaded", f"fo{best}")] = b.latency("pgfanout", best, under_load=True)
+            b.results[("latency loaded", "native")] = b.latency("native", under_load=True)
         if args.full:
             log("volume: 1,000,000 bulk-inserted rows through pgfanout, RSS sampled every 100,000")
             r = b.bulk("pgfanout", best, rows=1_000_000, sample_rss=True)

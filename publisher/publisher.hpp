@@ -33,7 +33,12 @@ struct PublisherConfig {
   int batch_rows = 2000;
   std::int64_t batch_bytes = 16 << 20;
   std::chrono::milliseconds poll_interval{500};
-  std::chrono::milliseconds trickle_wait{5};
+  /// While changes keep coming, a read that does not fill a batch is followed by the next
+  /// one this long after it started: `trickle_interval` for a slow trickle (latency), and
+  /// `busy_interval` once changes come at `busy_rate` per second or more (see drain()).
+  std::chrono::milliseconds trickle_interval{5};
+  std::chrono::milliseconds busy_interval{20};
+  double busy_rate = 200;
   std::chrono::seconds confirm_timeout{60};
   std::chrono::seconds summary_interval{10};
 };
