@@ -231,9 +231,9 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 $$;
 
 -- The column names of the probes '{"doc": null}' that track() passes to the triggers.
-CREATE OR REPLACE FUNCTION pgfanout.probe_columns(probes text[]) RETURNS text[]
+CREATE OR REPLACE FUNCTION pgfanout.probe_columns(probes jsonb[]) RETURNS text[]
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT array_agg(k ORDER BY o) FROM unnest(probes::jsonb[]) WITH ORDINALITY AS p(probe, o),
+    SELECT array_agg(k ORDER BY o) FROM unnest(probes) WITH ORDINALITY AS p(probe, o),
         LATERAL jsonb_object_keys(p.probe) AS k
 $$;
 
@@ -247,12 +247,25 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 $$;
 
 -- The columns of the probes that hold a JSON null in row r.
-CREATE OR REPLACE FUNCTION pgfanout.json_nulls_of(r anyelement, probes text[]) RETURNS text[]
+CREATE OR REPLACE FUNCTION pgfanout.json_nulls_of(r anyelement, probes jsonb[]) RETURNS text[]
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     result text[];
 BEGIN
     EXECUTE 'SELECT ' || pgfanout.json_nulls_sql(pgfanout.probe_columns(probes), '($1)') INTO result USING r;
+    RETURN result;
+END
+$$;
+
+-- The same for a row of rel given as its text form: a row of a transition table is an
+-- anonymous record, whose columns only a cast back to rel's row type can name.
+CREATE OR REPLACE FUNCTION pgfanout.json_nulls_of_text(r text, rel regclass, probes jsonb[]) RETURNS text[]
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    result text[];
+BEGIN
+    EXECUTE 'SELECT ' || pgfanout.json_nulls_sql(pgfanout.probe_columns(probes), format('($1::%s)', rel))
+        INTO result USING r;
     RETURN result;
 END
 $$;
@@ -300,8 +313,6 @@ DECLARE
     sep integer := array_position(TG_ARGV, '');
     keys text[] := CASE WHEN sep IS NULL THEN TG_ARGV ELSE TG_ARGV[0:sep - 1] END;
     probes jsonb[];
-    plain_rows bigint;
-    all_rows bigint;
 BEGIN
     IF pg_trigger_depth() > 1 OR current_setting('pgfanout.nested', true) <> '' THEN
         IF pgfanout.nested_change(TG_RELID) THEN
@@ -317,23 +328,12 @@ BEGIN
         SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT', to_jsonb(n.*) FROM pgfanout_new n;
         written := FOUND;
     ELSIF NOT written THEN
-        -- The rows of one INSERT have distinct keys, so writing those with a null json
-        -- column after the others keeps the order of every row's changes.
         probes := TG_ARGV[sep + 1:TG_NARGS - 1]::jsonb[];
-        WITH rows AS MATERIALIZED (SELECT to_jsonb(n.*) AS j FROM pgfanout_new n),
-        plain AS (
-            INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row)
-            SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT', j FROM rows WHERE NOT j @> ANY (probes)
-            RETURNING 1)
-        SELECT (SELECT count(*) FROM plain), (SELECT count(*) FROM rows) INTO plain_rows, all_rows;
-        IF plain_rows < all_rows THEN
-            EXECUTE format('INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, json_nulls) '
-                           'SELECT $1, $2, ''INSERT'', r.v, %s FROM pgfanout_new n, LATERAL to_jsonb(n.*) AS r(v) '
-                           'WHERE r.v @> ANY ($3)',
-                           pgfanout.json_nulls_sql(pgfanout.probe_columns(probes::text[]), 'n'))
-                USING TG_TABLE_SCHEMA, TG_TABLE_NAME, probes;
-        END IF;
-        written := all_rows > 0;
+        INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, json_nulls)
+        SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT', o.v,
+               CASE WHEN o.v @> ANY (probes) THEN pgfanout.json_nulls_of_text(n::text, TG_RELID, probes) END
+        FROM pgfanout_new n, LATERAL to_jsonb(n.*) AS o(v);
+        written := FOUND;
     END IF;
     IF written AND (SELECT idle FROM pgfanout.publisher_state) THEN
         PERFORM pg_notify('pgfanout', '');
@@ -378,11 +378,15 @@ DECLARE
     old_row jsonb;
     old_key jsonb;
     json_nulls text[];
+    probes jsonb[];
 BEGIN
     IF TG_OP <> 'DELETE' THEN
         new_row := to_jsonb(NEW);
-        IF sep IS NOT NULL AND new_row @> ANY (TG_ARGV[sep + 1:TG_NARGS - 1]::jsonb[]) THEN
-            json_nulls := pgfanout.json_nulls_of(NEW, TG_ARGV[sep + 1:TG_NARGS - 1]);
+        IF sep IS NOT NULL THEN
+            probes := TG_ARGV[sep + 1:TG_NARGS - 1]::jsonb[];
+            IF new_row @> ANY (probes) THEN
+                json_nulls := pgfanout.json_nulls_of(NEW, probes);
+            END IF;
         END IF;
     END IF;
     IF pg_trigger_depth() > 1 OR current_setting('pgfanout.nested', true) <> '' THEN
@@ -393,7 +397,7 @@ BEGIN
     ELSE
         IF TG_OP <> 'INSERT' THEN
             old_row := to_jsonb(OLD);
-            IF TG_NARGS = 1 THEN
+            IF coalesce(sep, TG_NARGS) = 1 THEN  -- one key column: no function call
                 old_key := jsonb_build_object(TG_ARGV[0], old_row -> TG_ARGV[0]);
             ELSE
                 old_key := pgfanout.key_of(old_row, CASE WHEN sep IS NULL THEN TG_ARGV ELSE TG_ARGV[0:sep - 1] END);
@@ -422,14 +426,18 @@ DECLARE
     keys text[] := CASE WHEN sep IS NULL THEN TG_ARGV ELSE TG_ARGV[0:sep - 1] END;
     new_row jsonb;
     json_nulls text[];
+    probes jsonb[];
 BEGIN
     SELECT n.nspname, c.relname INTO root_schema, root_name
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.oid = root;
     IF TG_OP <> 'DELETE' THEN
         new_row := to_jsonb(NEW);
-        IF sep IS NOT NULL AND new_row @> ANY (TG_ARGV[sep + 1:TG_NARGS - 1]::jsonb[]) THEN
-            json_nulls := pgfanout.json_nulls_of(NEW, TG_ARGV[sep + 1:TG_NARGS - 1]);
+        IF sep IS NOT NULL THEN
+            probes := TG_ARGV[sep + 1:TG_NARGS - 1]::jsonb[];
+            IF new_row @> ANY (probes) THEN
+                json_nulls := pgfanout.json_nulls_of(NEW, probes);
+            END IF;
         END IF;
     END IF;
     IF pg_trigger_depth() > 1 OR current_setting('pgfanout.nested', true) <> '' THEN
