@@ -329,10 +329,12 @@ BEGIN
         written := FOUND;
     ELSIF NOT written THEN
         probes := TG_ARGV[sep + 1:TG_NARGS - 1]::jsonb[];
+        -- OFFSET 0 keeps to_jsonb computed once per row (a LATERAL function call would
+        -- materialise its result for every row).
         INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, json_nulls)
         SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT', o.v,
-               CASE WHEN o.v @> ANY (probes) THEN pgfanout.json_nulls_of_text(n::text, TG_RELID, probes) END
-        FROM pgfanout_new n, LATERAL to_jsonb(n.*) AS o(v);
+               CASE WHEN o.v @> ANY (probes) THEN pgfanout.json_nulls_of_text(o.r::text, TG_RELID, probes) END
+        FROM (SELECT n AS r, to_jsonb(n.*) AS v FROM pgfanout_new n OFFSET 0) AS o;
         written := FOUND;
     END IF;
     IF written AND (SELECT idle FROM pgfanout.publisher_state) THEN
