@@ -142,6 +142,13 @@ std::vector<std::string> upsert_columns(const ApplyStep& step) {
   return cols;
 }
 
+// Whether some row of the step has a JSON null to restore (almost never): the cheap test
+// that keeps every other step from working out column positions.
+bool has_json_nulls(const ApplyStep& step) {
+  return std::any_of(step.json_nulls.begin(), step.json_nulls.end(),
+                     [](const std::vector<std::string>* nulls) { return nulls && !nulls->empty(); });
+}
+
 // Positions in `cols` of the json/jsonb columns that some row of the step lists as
 // holding a JSON null (empty for almost every step).
 std::vector<std::size_t> json_null_positions(const ApplyStep& step, const std::vector<std::string>& cols) {
@@ -198,7 +205,8 @@ std::string step_sql(const ApplyStep& step) {
     return sql;
   }
   std::vector<std::string> cols = upsert_columns(step);
-  std::vector<std::size_t> json_nulls = json_null_positions(step, cols);
+  std::vector<std::size_t> json_nulls;
+  if (has_json_nulls(step)) json_nulls = json_null_positions(step, cols);
   std::string values = joined(cols, "k.");
   if (!json_nulls.empty()) {
     values.clear();
@@ -231,7 +239,7 @@ std::string step_sql(const ApplyStep& step) {
 std::string rows_json(const ApplyStep& step) {
   std::vector<std::string> cols;
   std::vector<std::size_t> json_nulls;
-  if (step.kind == StepKind::Upsert && !step.json_nulls.empty()) {
+  if (step.kind == StepKind::Upsert && has_json_nulls(step)) {
     cols = upsert_columns(step);
     json_nulls = json_null_positions(step, cols);
   }

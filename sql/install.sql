@@ -246,12 +246,17 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
     FROM unnest(cols) AS c
 $$;
 
--- The columns of the probes that hold a JSON null in row r.
-CREATE OR REPLACE FUNCTION pgfanout.json_nulls_of(r anyelement, probes jsonb[]) RETURNS text[]
+-- For a row trigger: the columns of the probes (trigger arguments) that hold a JSON null
+-- in row r, whose to_jsonb is j. Only a row that contains a probe is looked at again.
+CREATE OR REPLACE FUNCTION pgfanout.json_nulls_of(j jsonb, r anyelement, probe_args text[]) RETURNS text[]
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    probes jsonb[] := probe_args::jsonb[];
     result text[];
 BEGIN
+    IF NOT j @> ANY (probes) THEN
+        RETURN NULL;
+    END IF;
     EXECUTE 'SELECT ' || pgfanout.json_nulls_sql(pgfanout.probe_columns(probes), '($1)') INTO result USING r;
     RETURN result;
 END
@@ -380,15 +385,11 @@ DECLARE
     old_row jsonb;
     old_key jsonb;
     json_nulls text[];
-    probes jsonb[];
 BEGIN
     IF TG_OP <> 'DELETE' THEN
         new_row := to_jsonb(NEW);
         IF sep IS NOT NULL THEN
-            probes := TG_ARGV[sep + 1:TG_NARGS - 1]::jsonb[];
-            IF new_row @> ANY (probes) THEN
-                json_nulls := pgfanout.json_nulls_of(NEW, probes);
-            END IF;
+            json_nulls := pgfanout.json_nulls_of(new_row, NEW, TG_ARGV[sep + 1:TG_NARGS - 1]);
         END IF;
     END IF;
     IF pg_trigger_depth() > 1 OR current_setting('pgfanout.nested', true) <> '' THEN
@@ -428,7 +429,6 @@ DECLARE
     keys text[] := CASE WHEN sep IS NULL THEN TG_ARGV ELSE TG_ARGV[0:sep - 1] END;
     new_row jsonb;
     json_nulls text[];
-    probes jsonb[];
 BEGIN
     SELECT n.nspname, c.relname INTO root_schema, root_name
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -436,10 +436,7 @@ BEGIN
     IF TG_OP <> 'DELETE' THEN
         new_row := to_jsonb(NEW);
         IF sep IS NOT NULL THEN
-            probes := TG_ARGV[sep + 1:TG_NARGS - 1]::jsonb[];
-            IF new_row @> ANY (probes) THEN
-                json_nulls := pgfanout.json_nulls_of(NEW, probes);
-            END IF;
+            json_nulls := pgfanout.json_nulls_of(new_row, NEW, TG_ARGV[sep + 1:TG_NARGS - 1]);
         END IF;
     END IF;
     IF pg_trigger_depth() > 1 OR current_setting('pgfanout.nested', true) <> '' THEN
