@@ -125,6 +125,38 @@ TEST_F(SqlTest, InstallingAgainKeepsPendingChangesAndTracking) {
       << "ids keep growing across re-installs";
 }
 
+// An install from before json_nulls (simulated: the two columns dropped, the tracked
+// table's triggers without probes) is upgraded by installing again: pending changes
+// stay, and a tracked table with a jsonb column gets its probes, so a JSON null is told
+// from SQL NULL at once.
+TEST_F(SqlTest, InstallingAgainUpgradesAnInstallFromBeforeJsonNulls) {
+  sql().exec(R"(
+    CREATE TABLE public.docs (id int PRIMARY KEY, j jsonb);
+    SELECT pgfanout.track('public.docs');
+    ALTER EVENT TRIGGER pgfanout_ddl DISABLE;  -- today's version would judge the old layout
+    ALTER TABLE pgfanout.changes DROP COLUMN json_nulls;
+    ALTER TABLE pgfanout.tracked DROP COLUMN json_columns;
+    SELECT pgfanout.drop_triggers('public.docs');
+    CREATE TRIGGER pgfanout_insert AFTER INSERT ON public.docs REFERENCING NEW TABLE AS pgfanout_new
+      FOR EACH STATEMENT EXECUTE FUNCTION pgfanout.capture_insert('id');
+    CREATE TRIGGER pgfanout_update AFTER UPDATE ON public.docs FOR EACH ROW EXECUTE FUNCTION pgfanout.capture_row('id');
+    CREATE TRIGGER pgfanout_delete AFTER DELETE ON public.docs FOR EACH ROW EXECUTE FUNCTION pgfanout.capture_row('id');
+    CREATE TRIGGER pgfanout_truncate AFTER TRUNCATE ON public.docs FOR EACH STATEMENT EXECUTE FUNCTION pgfanout.capture_truncate();
+    INSERT INTO public.docs VALUES (1, 'null');)");
+  const char* pending = "SELECT id, op, new_row::text, ts FROM pgfanout.changes ORDER BY id";
+  Rows before = sql().query(pending);
+  ASSERT_EQ(before.size(), 1u);
+
+  install_schema(db_->conninfo());
+
+  EXPECT_EQ(sql().query(pending), before) << "re-installing changed or lost pending changes";
+  EXPECT_EQ(sql().value("SELECT json_columns::text FROM pgfanout.tracked"), "{j}");
+  sql().exec("INSERT INTO public.docs VALUES (2, 'null'), (3, NULL); UPDATE public.docs SET j = 'null' WHERE id = 3;");
+  EXPECT_EQ(sql().query("SELECT op, new_row->>'id', coalesce(json_nulls::text, '-') FROM pgfanout.changes ORDER BY id"),
+            (Rows{Row{"INSERT", "1", "-"}, Row{"INSERT", "2", "{j}"}, Row{"INSERT", "3", "-"},
+                  Row{"UPDATE", "3", "{j}"}}));
+}
+
 TEST_F(SqlTest, UntrackStopsCapture) {
   sql().exec(R"(
     CREATE TABLE public.t (id int PRIMARY KEY, v text);
