@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# What one outbox row per INSERT statement (instead of one per row) would save the bulk
+# writer: 100 transactions of 1,000 rows into a (bigint, text, jsonb, timestamptz) table,
+# untracked, tracked by sql/install.sql, and three hand-made statement-level captures that
+# write the statement's rows as one value. No publisher runs (publisher_state.idle is set
+# false, so no NOTIFY). Variants alternate for BENCH_ROUNDS rounds; wall seconds per run.
+#
+#   bench/statement_outbox.sh [CONNINFO]      (default: $PGFANOUT_TEST_PG)
+#
+# CONNINFO must be a role that may create databases; the script works in a scratch
+# database of its own and drops it at the end. BENCH_ROUNDS (default 3), PGBIN.
+# Variants:
+#   untracked       no trigger
+#   tracked         pgfanout.track(): one outbox row per row (to_jsonb)
+#   string_agg      one row per statement: string_agg(to_jsonb(n.*)::text), stored
+#                   uncompressed (to_jsonb's form, as the message contract wants)
+#   json_agg        one row per statement: json_agg(n.*) (to_json's form: not the contract's)
+#   jsonb_agg       one row per statement: jsonb_agg(to_jsonb(n.*)) as jsonb (compressed)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CONNINFO="${1:-${PGFANOUT_TEST_PG:-}}"
+[ -n "$CONNINFO" ] || { echo "usage: $0 [CONNINFO]  (or set PGFANOUT_TEST_PG)" >&2; exit 2; }
+PGBIN="${PGBIN:-/usr/lib/postgresql/15/bin}"
+ROUNDS="${BENCH_ROUNDS:-3}"
+DB="pgfanout_stmt_outbox_$$"
+
+psql_base() { "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 "$@"; }
+if [[ "$CONNINFO" =~ ^(postgres(ql)?://[^/?]*)(/[^?]*)?(\?.*)?$ ]]; then
+  db_conninfo="${BASH_REMATCH[1]}/$DB${BASH_REMATCH[4]}"
+else
+  db_conninfo="$CONNINFO dbname=$DB"   # key=value form: the last dbname wins
+fi
+cleanup() { psql_base "$CONNINFO" -c "DROP DATABASE IF EXISTS $DB" >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+psql_base "$CONNINFO" -c "CREATE DATABASE $DB" >/dev/null
+psql_base "$db_conninfo" -f "$ROOT/sql/install.sql" >/dev/null
+psql_base "$db_conninfo" >/dev/null <<'SQL'
+UPDATE pgfanout.publisher_state SET idle = false;
+CREATE TABLE chunks (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, table_name text, op text,
+                     rows_text text, rows_jsonb jsonb, ts timestamptz DEFAULT clock_timestamp());
+ALTER TABLE chunks ALTER COLUMN rows_text SET STORAGE EXTERNAL;
+CREATE FUNCTION cap_string_agg() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+  INSERT INTO chunks (table_name, op, rows_text)
+  SELECT TG_TABLE_NAME, 'INSERT', string_agg(to_jsonb(n.*)::text, ',') FROM new_rows n; RETURN NULL; END $$;
+CREATE FUNCTION cap_json_agg() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+  INSERT INTO chunks (table_name, op, rows_text)
+  SELECT TG_TABLE_NAME, 'INSERT', json_agg(n.*)::text FROM new_rows n; RETURN NULL; END $$;
+CREATE FUNCTION cap_jsonb_agg() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+  INSERT INTO chunks (table_name, op, rows_jsonb)
+  SELECT TG_TABLE_NAME, 'INSERT', jsonb_agg(to_jsonb(n.*)) FROM new_rows n; RETURN NULL; END $$;
+SQL
+for v in untracked tracked string_agg json_agg jsonb_agg; do
+  psql_base "$db_conninfo" -c "CREATE TABLE $v (id bigint PRIMARY KEY, t text, j jsonb, ts timestamptz)" >/dev/null
+done
+psql_base "$db_conninfo" >/dev/null <<'SQL'
+SELECT pgfanout.track('tracked');
+CREATE TRIGGER c AFTER INSERT ON string_agg REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION cap_string_agg();
+CREATE TRIGGER c AFTER INSERT ON json_agg REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION cap_json_agg();
+CREATE TRIGGER c AFTER INSERT ON jsonb_agg REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION cap_jsonb_agg();
+SQL
+
+echo "100 x 1,000-row INSERT transactions; wall seconds per run (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
+for round in $(seq "$ROUNDS"); do
+  line="round $round:"
+  for v in untracked tracked string_agg json_agg jsonb_agg; do
+    psql_base "$db_conninfo" -c "TRUNCATE $v, chunks, pgfanout.changes" -c "CHECKPOINT" >/dev/null
+    start=$(date +%s.%N)
+    psql_base "$db_conninfo" -c "DO \$\$ BEGIN FOR i IN 0..99 LOOP
+      INSERT INTO $v SELECT g, 'text ' || g, jsonb_build_object('a', g, 'b', 'xyz'), now()
+      FROM generate_series(i * 1000 + 1, i * 1000 + 1000) g; COMMIT; END LOOP; END \$\$"
+    line+=$(printf '  %s %.2f' "$v" "$(echo "$(date +%s.%N) - $start" | bc)")
+  done
+  echo "$line"
+done
