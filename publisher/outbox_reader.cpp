@@ -1,5 +1,8 @@
 #include "outbox_reader.hpp"
 
+#include <algorithm>
+#include <limits>
+
 #include <pqxx/pqxx>
 
 namespace pgfanout {
@@ -16,25 +19,52 @@ constexpr const char* kInstalledSql =
     "AND EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass('pgfanout.changes') "
     "            AND attname = 'json_nulls' AND NOT attisdropped)";
 
-// Reads the head of the outbox. The running byte total keeps one batch from holding many
-// very large rows in memory at once; the first row is always returned.
+// Reads the head of the outbox: rows with an id above $5 or in one of the ranges $6..$7
+// (OutboxCursor), leaving out the tables $3.$4, in id order, at most $1 of them. One row
+// more is fetched, and rows past the byte limit $2 (a running total that keeps one batch
+// from holding many very large rows in memory; the first row always goes) come back
+// without their payload: either tells that the read was cut short. Also returned, on
+// every row (and on a single row of NULLs when the read found nothing): the snapshot's
+// xmin and the next xid at the time of the read, for the cursor's gaps. There is no
+// function for the next xid that does not assign one; age(xid) is measured from it in a
+// transaction without an xid, so it is xmax + age(xmax) (xmax's 32 bits: age takes an xid).
 constexpr const char* kHeadSql = R"(
-SELECT id, schema_name, table_name, op, new_row::text, old_key::text,
-       to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'),
-       to_json(json_nulls)::text
-FROM (SELECT c.*, sum(coalesce(pg_column_size(c.new_row), 0) + 64) OVER (ORDER BY c.id) AS running,
-             coalesce(pg_column_size(c.new_row), 0) + 64 AS own
-      FROM (SELECT * FROM pgfanout.changes
-            WHERE (schema_name, table_name) NOT IN (SELECT * FROM unnest($3::text[], $4::text[]))
-            ORDER BY id LIMIT $1) c) h
-WHERE running - own < $2
-ORDER BY id)";
+WITH snap AS MATERIALIZED (
+  SELECT pg_snapshot_xmin(s)::text::bigint AS xmin,
+         pg_snapshot_xmax(s)::text::bigint
+           + age((pg_snapshot_xmax(s)::text::bigint % 4294967296)::text::xid) AS next_xid
+  FROM pg_current_snapshot() AS s),
+head AS (
+  SELECT u.* FROM (
+      (SELECT * FROM pgfanout.changes
+       WHERE id > $5 AND (schema_name, table_name) NOT IN (SELECT * FROM unnest($3::text[], $4::text[]))
+       ORDER BY id LIMIT $1 + 1)
+      UNION ALL
+      (SELECT g.* FROM unnest($6::bigint[], $7::bigint[]) AS r(lo, hi),
+         LATERAL (SELECT * FROM pgfanout.changes
+                  WHERE id BETWEEN r.lo AND r.hi
+                    AND (schema_name, table_name) NOT IN (SELECT * FROM unnest($3::text[], $4::text[]))
+                  ORDER BY id LIMIT $1 + 1) AS g)) AS u
+  ORDER BY u.id LIMIT $1 + 1),
+sized AS (
+  SELECT h.*, row_number() OVER w <= $1
+                AND sum(coalesce(pg_column_size(h.new_row), 0) + 64) OVER w
+                    - (coalesce(pg_column_size(h.new_row), 0) + 64) < $2 AS keep
+  FROM head h WINDOW w AS (ORDER BY h.id))
+SELECT snap.xmin, snap.next_xid, s.id, s.keep,
+       CASE WHEN s.keep THEN s.schema_name END, CASE WHEN s.keep THEN s.table_name END,
+       CASE WHEN s.keep THEN s.op END, CASE WHEN s.keep THEN s.new_row::text END,
+       CASE WHEN s.keep THEN s.old_key::text END,
+       CASE WHEN s.keep THEN to_char(s.ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"') END,
+       CASE WHEN s.keep THEN to_json(s.json_nulls)::text END
+FROM snap LEFT JOIN sized AS s ON true
+ORDER BY s.id)";
 
 constexpr const char* kDeleteSql = "DELETE FROM pgfanout.changes WHERE id = ANY($1::bigint[])";
 constexpr const char* kSetIdleSql = "UPDATE pgfanout.publisher_state SET idle = $1 WHERE idle <> $1";
 constexpr const char* kDepthSql =
     "SELECT count(*), coalesce(extract(epoch FROM clock_timestamp() - min(ts)), 0)::float8 "
-    "FROM pgfanout.changes";
+    "FROM pgfanout.changes WHERE id > $1";
 
 // A PostgreSQL array literal of texts, every element quoted and escaped.
 std::string text_array(const std::vector<std::string>& items) {
@@ -47,6 +77,16 @@ std::string text_array(const std::vector<std::string>& items) {
       out += c;
     }
     out += '"';
+  }
+  out += '}';
+  return out;
+}
+
+std::string bigint_array(const std::vector<std::int64_t>& items) {
+  std::string out = "{";
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    if (i) out += ',';
+    out += std::to_string(items[i]);
   }
   out += '}';
   return out;
@@ -66,33 +106,59 @@ bool OutboxReader::try_lead() {
   return tx.exec1(kLeaderLockSql)[0].as<bool>();
 }
 
-std::vector<OutboxChange> OutboxReader::head(int max_rows, std::int64_t max_bytes,
-                                             const std::vector<TableName>& held) {
+std::vector<OutboxChange> OutboxReader::read(int max_rows, std::int64_t max_bytes,
+                                             const std::vector<TableName>& held, bool advance) {
   std::vector<std::string> schemas, tables;
   for (const auto& [schema, table] : held) {
     schemas.push_back(schema);
     tables.push_back(table);
   }
+  std::vector<std::int64_t> lo, hi;
+  for (const OutboxCursor::Gap& g : cursor_.gaps()) {
+    lo.push_back(g.lo);
+    hi.push_back(g.hi);
+  }
   pqxx::nontransaction tx(conn_);
-  pqxx::result r = tx.exec_params(kHeadSql, max_rows, max_bytes, text_array(schemas), text_array(tables));
+  pqxx::result r = tx.exec_params(kHeadSql, max_rows, max_bytes, text_array(schemas), text_array(tables),
+                                  cursor_.after(), bigint_array(lo), bigint_array(hi));
   std::vector<OutboxChange> out;
   out.reserve(r.size());
+  bool cut = false;
   for (const auto& row : r) {
+    if (row[2].is_null()) break;  // the read found nothing
+    if (!row[3].as<bool>()) {
+      cut = true;
+      break;
+    }
     OutboxChange c;
-    c.id = row[0].as<std::int64_t>();
-    c.schema = row[1].c_str();
-    c.table = row[2].c_str();
-    auto op = parse_op(row[3].c_str());
+    c.id = row[2].as<std::int64_t>();
+    c.schema = row[4].c_str();
+    c.table = row[5].c_str();
+    auto op = parse_op(row[6].c_str());
     if (!op) throw std::runtime_error("outbox row " + std::to_string(c.id) + " has unknown op");
     c.op = *op;
-    if (!row[4].is_null()) c.new_row.assign(row[4].c_str(), row[4].size());
-    if (!row[5].is_null()) c.old_key.assign(row[5].c_str(), row[5].size());
-    c.ts = row[6].c_str();
-    if (!row[7].is_null()) c.json_nulls.assign(row[7].c_str(), row[7].size());
+    if (!row[7].is_null()) c.new_row.assign(row[7].c_str(), row[7].size());
+    if (!row[8].is_null()) c.old_key.assign(row[8].c_str(), row[8].size());
+    c.ts = row[9].c_str();
+    if (!row[10].is_null()) c.json_nulls.assign(row[10].c_str(), row[10].size());
     out.push_back(std::move(c));
+  }
+  if (advance) {
+    std::vector<std::int64_t> ids;
+    ids.reserve(out.size());
+    for (const auto& c : out) ids.push_back(c.id);
+    std::int64_t complete_through = cut ? ids.back() : std::numeric_limits<std::int64_t>::max();
+    cursor_.observe(ids, complete_through, r[0][0].as<std::uint64_t>(), r[0][1].as<std::uint64_t>());
   }
   return out;
 }
+
+std::vector<OutboxChange> OutboxReader::head(int max_rows, std::int64_t max_bytes,
+                                             const std::vector<TableName>& held) {
+  return read(max_rows, max_bytes, held, true);
+}
+
+bool OutboxReader::pending(const std::vector<TableName>& held) { return !read(1, 1, held, false).empty(); }
 
 void OutboxReader::remove(std::span<const OutboxChange> changes) {
   if (changes.empty()) return;
@@ -111,9 +177,9 @@ void OutboxReader::set_idle(bool idle) {
   tx.exec_params(kSetIdleSql, idle);
 }
 
-OutboxReader::Depth OutboxReader::depth() {
+OutboxReader::Depth OutboxReader::depth(std::int64_t kept_from) {
   pqxx::nontransaction tx(conn_);
-  auto row = tx.exec1(kDepthSql);
+  auto row = tx.exec_params1(kDepthSql, std::min(cursor_.floor(), kept_from - 1));
   return Depth{row[0].as<std::int64_t>(), row[1].as<double>()};
 }
 

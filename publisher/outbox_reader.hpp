@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <span>
 #include <string>
 #include <utility>
@@ -8,6 +9,7 @@
 
 #include <pqxx/connection>
 
+#include "outbox_cursor.hpp"
 #include "pgfanout/change.hpp"
 
 namespace pgfanout {
@@ -28,11 +30,17 @@ class OutboxReader {
   bool try_lead();
   using TableName = std::pair<std::string, std::string>;  // schema, table
 
-  /// The oldest changes still in the outbox, in id order, leaving out the tables in
-  /// `held`: at most `max_rows`, and no more than about `max_bytes` of row data (but
-  /// always at least one change).
+  /// The oldest changes still in the outbox that this reader has not read yet, in id
+  /// order, leaving out the tables in `held`: at most `max_rows`, and no more than about
+  /// `max_bytes` of row data (but always at least one change). The next call returns the
+  /// ones after them (see OutboxCursor): the caller deletes each change once the broker
+  /// confirmed it, and calls rewind() if one that was read stays in the outbox.
   std::vector<OutboxChange> head(int max_rows, std::int64_t max_bytes,
                                  const std::vector<TableName>& held = {});
+  /// Whether head() would return anything now (it does not move on).
+  bool pending(const std::vector<TableName>& held = {});
+  /// The next head() starts from the lowest id in the outbox again.
+  void rewind() { cursor_.rewind(); }
   /// Deletes exactly these (confirmed) changes.
   void remove(std::span<const OutboxChange> changes);
   /// Tells writers whether to wake the publisher with NOTIFY (only while it waits).
@@ -42,10 +50,16 @@ class OutboxReader {
     std::int64_t rows = 0;
     double oldest_age_seconds = 0;
   };
-  Depth depth();
+  /// Rows in the outbox: those head() has still to read, and those with an id from
+  /// `kept_from` on (changes that were read and stay, see Publisher::held_).
+  Depth depth(std::int64_t kept_from = std::numeric_limits<std::int64_t>::max());
 
  private:
+  std::vector<OutboxChange> read(int max_rows, std::int64_t max_bytes, const std::vector<TableName>& held,
+                                 bool advance);
+
   pqxx::connection& conn_;
+  OutboxCursor cursor_;
 };
 
 }  // namespace pgfanout

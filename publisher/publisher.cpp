@@ -2,6 +2,9 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <limits>
+
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/post.hpp>
@@ -193,7 +196,7 @@ asio::awaitable<void> Publisher::session() {
   backoff_.reset();
   last_summary_ = std::chrono::steady_clock::now();
 
-  auto outbox_depth = outbox_->depth();
+  auto outbox_depth = outbox_->depth(held_from());
   metrics_.set("pgfanout_publisher_outbox_depth", {}, static_cast<double>(outbox_depth.rows));
   metrics_.set("pgfanout_publisher_oldest_change_age_seconds", {}, outbox_depth.oldest_age_seconds);
   spdlog::info("outbox holds {} changes; draining", with_thousands(static_cast<std::uint64_t>(outbox_depth.rows)));
@@ -214,7 +217,7 @@ asio::awaitable<void> Publisher::session() {
     // read and the flag flip has no NOTIFY, so read once more after flipping it.
     outbox_->set_idle(true);
     idle_ = true;
-    if (!outbox_->head(1, 1, held_now()).empty()) continue;
+    if (outbox_->pending(held_now())) continue;
     maybe_log_summary(false);
     co_await wait_for_wake(wait_limit);
     consume_notifications();
@@ -296,8 +299,24 @@ std::vector<OutboxReader::TableName> Publisher::held_now() {
   return out;
 }
 
+std::int64_t Publisher::held_from() const {
+  std::int64_t from = std::numeric_limits<std::int64_t>::max();
+  for (const auto& [table, h] : held_) from = std::min(from, h.from_id);
+  return from;
+}
+
 std::size_t Publisher::ship_batch() {
-  std::vector<OutboxChange> changes = outbox_->head(config_.batch_rows, config_.batch_bytes, held_now());
+  // A held table that is read again has changes that were read before and stayed: the
+  // reader has moved past them, so it starts from the head of the outbox again.
+  std::vector<OutboxReader::TableName> held = held_now();
+  for (const auto& table : last_held_) {
+    if (std::find(held.begin(), held.end(), table) == held.end()) {
+      outbox_->rewind();
+      break;
+    }
+  }
+  last_held_ = held;
+  std::vector<OutboxChange> changes = outbox_->head(config_.batch_rows, config_.batch_bytes, held);
   if (changes.empty()) return 0;
   std::vector<PlannedMessage> plan = plan_messages(changes, config_.pack);
 
@@ -382,6 +401,7 @@ std::size_t Publisher::ship_batch() {
   auto now = std::chrono::steady_clock::now();
   for (const auto& [table, n] : kept) {
     HeldTable& h = held_[table];
+    h.from_id = std::min(h.from_id, returned_from.at(table));
     if (h.retry_at.time_since_epoch().count() != 0) h.wait = std::min<std::chrono::seconds>(h.wait * 2, 30s);
     h.retry_at = now + h.wait;
     if (h.warned_at.time_since_epoch().count() == 0 || now - h.warned_at > 60s) {
@@ -425,7 +445,7 @@ void Publisher::maybe_log_summary(bool force) {
   auto now = std::chrono::steady_clock::now();
   auto elapsed = now - last_summary_;
   if (!force && elapsed < config_.summary_interval) return;
-  auto depth = outbox_->depth();
+  auto depth = outbox_->depth(held_from());
   metrics_.set("pgfanout_publisher_outbox_depth", {}, static_cast<double>(depth.rows));
   metrics_.set("pgfanout_publisher_oldest_change_age_seconds", {}, depth.oldest_age_seconds);
   if (shipped_since_summary_ > 0 || depth.rows > 0) {

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -94,9 +95,13 @@ class Publisher {
     std::chrono::steady_clock::time_point retry_at;
     std::chrono::seconds wait{1};
     std::chrono::steady_clock::time_point warned_at;
+    std::int64_t from_id = std::numeric_limits<std::int64_t>::max();  ///< its first change kept
   };
   std::map<OutboxReader::TableName, HeldTable> held_;
   std::vector<OutboxReader::TableName> held_now();
+  std::int64_t held_from() const;
+  /// The tables the last read left out.
+  std::vector<OutboxReader::TableName> last_held_;
 };
 
 }  // namespace pgfanout

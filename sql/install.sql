@@ -554,6 +554,10 @@ BEGIN
                 USING DETAIL = 'Its rows are captured as DELETEs read with the transaction''s snapshot, which may miss rows committed since; the replicas would keep them.',
                       HINT = 'Run the TRUNCATE in a READ COMMITTED transaction, or DELETE the rows.';
         END IF;
+        -- Nothing has written in this transaction yet, maybe: take its xid before the
+        -- change ids, as every other capture does (after the captured write). The
+        -- publisher relies on it to tell a rolled-back id from one still in flight.
+        PERFORM pg_current_xact_id();
         EXECUTE format('WITH d AS (INSERT INTO pgfanout.changes (schema_name, table_name, op, old_key) '
                        'SELECT $1, $2, %L, jsonb_build_object(%s) FROM ONLY %s p RETURNING id) '
                        'SELECT min(id) FROM d',

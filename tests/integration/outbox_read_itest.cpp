@@ -1,0 +1,121 @@
+// How pgfanout-publisher reads the outbox: it starts each read after the changes it has
+// already read (OutboxCursor), and still ships every change that commits late with a
+// lower id, while a rolled-back id holds nothing up.
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "harness.hpp"
+
+namespace pgfanout::test {
+namespace {
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+class OutboxRead : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    db_.emplace("pgft_read");
+    install_schema(db_->conninfo());
+    sql_.emplace(db_->conninfo());
+    exchange_.emplace("pgft_read");
+    sql().exec("CREATE TABLE t (id int PRIMARY KEY); SELECT pgfanout.track('t')");
+  }
+
+  PgSession& sql() { return *sql_; }
+  Process publisher(std::vector<std::string> extra = {}) {
+    return start_publisher(db_->conninfo(), exchange_->name(), std::move(extra));
+  }
+
+  /// The rows of t carried by these single-change messages, in order.
+  static std::vector<int> rows_of(const std::vector<Delivery>& ds) {
+    std::vector<int> out;
+    for (const auto& d : ds) out.push_back(json::parse(d.body)["new"]["id"].get<int>());
+    return out;
+  }
+
+  std::optional<ScratchDatabase> db_;
+  std::optional<PgSession> sql_;
+  std::optional<TestExchange> exchange_;
+};
+
+TEST_F(OutboxRead, AChangeCommittedAfterOnesWithHigherIdsIsShipped) {
+  TestQueue queue(exchange_->name(), {"public.t"});
+  auto pub = publisher();
+  PgSession late(db_->conninfo());
+  late.exec("BEGIN; INSERT INTO t VALUES (1)");  // takes the lower id, commits last
+  sql().exec("INSERT INTO t VALUES (2)");
+  sql().exec("INSERT INTO t VALUES (3)");
+  EXPECT_EQ(rows_of(queue.take(2)), (std::vector<int>{2, 3}));  // the publisher read past id 1
+  late.exec("COMMIT");
+  EXPECT_EQ(rows_of(queue.take(1)), (std::vector<int>{1}));
+
+  // A rolled-back id below shipped ones does not hold up what follows.
+  PgSession undone(db_->conninfo());
+  undone.exec("BEGIN; INSERT INTO t VALUES (4)");
+  sql().exec("INSERT INTO t VALUES (5)");
+  EXPECT_EQ(rows_of(queue.take(1)), (std::vector<int>{5}));
+  undone.exec("ROLLBACK");
+  sql().exec("INSERT INTO t VALUES (6)");
+  EXPECT_EQ(rows_of(queue.take(1)), (std::vector<int>{6}));
+
+  // Late commits while an older transaction keeps every gap open.
+  PgSession old_tx(db_->conninfo());
+  old_tx.exec("BEGIN; SELECT pg_current_xact_id()");
+  late.exec("BEGIN; INSERT INTO t VALUES (7)");
+  sql().exec("INSERT INTO t SELECT g FROM generate_series(8, 10) g");
+  EXPECT_EQ(rows_of(queue.take(3)), (std::vector<int>{8, 9, 10}));
+  late.exec("COMMIT");
+  EXPECT_EQ(rows_of(queue.take(1)), (std::vector<int>{7}));
+  old_tx.exec("COMMIT");
+
+  wait_outbox_empty(sql());
+  EXPECT_EQ(queue.remaining(), 0u);
+}
+
+// The outbox's primary-key index keeps an entry for every shipped (deleted) change until
+// vacuum removes it, and vacuum cannot while an older transaction runs. A read from the
+// lowest id walks all of those entries, every time (idx_tup_read counts them); a read
+// from after the last change read does not.
+TEST_F(OutboxRead, ReadsDoNotWalkOverShippedChangesWhileVacuumIsHeldBack) {
+  TestQueue queue(exchange_->name(), {"public.t"});
+  PgSession old_tx(db_->conninfo());
+  old_tx.exec("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT pg_current_xact_id()");
+  auto pub = publisher({"--pack", "100"});
+  constexpr int kShipped = 5000;
+  sql().exec("INSERT INTO t SELECT g FROM generate_series(1, " + std::to_string(kShipped) + ") g");
+  queue.take(kShipped / 100);
+  wait_outbox_empty(sql());
+
+  auto index_stats = [&] {
+    auto row = sql().query(
+        "SELECT idx_scan, idx_tup_read FROM pg_stat_user_indexes "
+        "WHERE relid = 'pgfanout.changes'::regclass AND indexrelname = 'changes_pkey'");
+    if (row.size() != 1) throw std::runtime_error("no statistics for changes_pkey");
+    return std::pair<std::int64_t, std::int64_t>{std::stoll(*row[0][0]), std::stoll(*row[0][1])};
+  };
+  // Let the publisher's statistics of the reads so far reach the shared counters (a
+  // backend reports them at most once a second; the idle publisher reads twice a second).
+  std::this_thread::sleep_for(2500ms);
+  auto before = index_stats();
+  for (int i = 1; i <= 10; ++i) {
+    sql().exec("INSERT INTO t VALUES (" + std::to_string(kShipped + i) + ")");
+    queue.take(1);
+  }
+  std::pair<std::int64_t, std::int64_t> after;
+  eventually(
+      [&] {
+        after = index_stats();
+        return after.first >= before.first + 10;  // this window's reads have been reported
+      },
+      20s, "the publisher's index scans of the outbox to show in pg_stat_user_indexes");
+  EXPECT_LT(after.second - before.second, kShipped)
+      << "index entries read by " << after.first - before.first << " reads of the outbox";
+  old_tx.exec("COMMIT");
+}
+
+}  // namespace
+}  // namespace pgfanout::test
