@@ -41,11 +41,8 @@ THREADS="${BENCH_THREADS:-2}"
 PREFILL=100000
 
 DB="pgfanout_capture_bench_$$"
-if [[ "$CONNINFO" =~ ^(postgres(ql)?://[^/?]*)(/[^?]*)?(\?.*)?$ ]]; then
-  BENCH_CONN="${BASH_REMATCH[1]}/$DB${BASH_REMATCH[4]}"
-else
-  BENCH_CONN="$CONNINFO dbname=$DB"
-fi
+source "$ROOT/bench/scratch_db.sh"
+BENCH_CONN="$(scratch_conninfo "$CONNINFO" "$DB")"
 WORK="$(mktemp -d)"
 
 admin() { "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -d "$CONNINFO" "$@" >/dev/null; }

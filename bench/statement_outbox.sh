@@ -26,11 +26,8 @@ ROUNDS="${BENCH_ROUNDS:-3}"
 DB="pgfanout_stmt_outbox_$$"
 
 psql_base() { "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 "$@"; }
-if [[ "$CONNINFO" =~ ^(postgres(ql)?://[^/?]*)(/[^?]*)?(\?.*)?$ ]]; then
-  db_conninfo="${BASH_REMATCH[1]}/$DB${BASH_REMATCH[4]}"
-else
-  db_conninfo="$CONNINFO dbname=$DB"   # key=value form: the last dbname wins
-fi
+source "$ROOT/bench/scratch_db.sh"
+db_conninfo="$(scratch_conninfo "$CONNINFO" "$DB")"
 cleanup() { psql_base "$CONNINFO" -c "DROP DATABASE IF EXISTS $DB" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 psql_base "$CONNINFO" -c "CREATE DATABASE $DB" >/dev/null
