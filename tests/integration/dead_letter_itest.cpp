@@ -11,6 +11,7 @@
 #include <variant>
 #include <vector>
 
+#include "change_json.hpp"
 #include "harness.hpp"
 
 namespace pgfanout::test {
@@ -19,17 +20,9 @@ namespace {
 using namespace std::chrono_literals;
 using nlohmann::json;
 
-// One change object as INTERFACE.md specifies it.
 json change(std::int64_t id, const std::string& schema, const std::string& name,
             const std::string& op, json new_row, json old_key) {
-  return json{{"id", id},
-              {"table", schema + "." + name},
-              {"schema", schema},
-              {"name", name},
-              {"op", op},
-              {"new", std::move(new_row)},
-              {"old", std::move(old_key)},
-              {"ts", "2026-01-02T03:04:05.123456+00:00"}};
+  return change_json(id, schema, name, op, std::move(new_row), std::move(old_key));
 }
 
 std::string header_text(const Delivery& d, const std::string& key) {

@@ -890,48 +890,10 @@ void wait_for_postgres(std::chrono::milliseconds timeout) {
   }, timeout, "PostgreSQL to accept connections");
 }
 
-BrokerStopped::BrokerStopped() {
+ServerStopped::ServerStopped(Control control) : control_(std::move(control)) {
   std::string problem;
   try {
-    CommandResult r = rabbitmqctl({"stop_app"});
-    if (r.exit_code == 0) {
-      stopped_ = true;
-      return;
-    }
-    problem = r.err + r.out;
-  } catch (const std::exception& e) {
-    problem = e.what();
-  }
-  // Half stopped is the worst state to leave behind for the next test.
-  stopped_ = true;
-  try {
-    start();
-  } catch (const std::exception& e) {
-    problem += "; and restarting it failed: " + std::string(e.what());
-  }
-  throw HarnessError("rabbitmqctl stop_app failed: " + problem);
-}
-
-void BrokerStopped::start() {
-  if (!stopped_) return;
-  CommandResult r = rabbitmqctl({"start_app"});
-  if (r.exit_code != 0) throw HarnessError("rabbitmqctl start_app failed: " + r.err + r.out);
-  wait_for_broker();
-  stopped_ = false;
-}
-
-BrokerStopped::~BrokerStopped() {
-  try {
-    start();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "could not restart the test broker: " << e.what();
-  }
-}
-
-PostgresStopped::PostgresStopped(std::string_view mode) {
-  std::string problem;
-  try {
-    CommandResult r = pg_ctl({"stop", "-m", std::string(mode), "-w", "-t", "60"});
+    CommandResult r = control_.stop();
     if (r.exit_code == 0) {
       stopped_ = true;
       return;
@@ -946,23 +908,33 @@ PostgresStopped::PostgresStopped(std::string_view mode) {
   } catch (const std::exception& e) {
     problem += "; and restarting it failed: " + std::string(e.what());
   }
-  throw HarnessError("pg_ctl stop failed: " + problem);
+  throw HarnessError("stopping " + control_.name + " failed: " + problem);
 }
 
-void PostgresStopped::start() {
+void ServerStopped::start() {
   if (!stopped_) return;
-  CommandResult r = pg_ctl({"start", "-w", "-t", "60"});
-  if (r.exit_code != 0) throw HarnessError("pg_ctl start failed: " + r.err + r.out);
-  wait_for_postgres();
+  CommandResult r = control_.start();
+  if (r.exit_code != 0) throw HarnessError("starting " + control_.name + " failed: " + r.err + r.out);
+  control_.wait_ready();
   stopped_ = false;
 }
 
-PostgresStopped::~PostgresStopped() {
+ServerStopped::~ServerStopped() {
   try {
     start();
   } catch (const std::exception& e) {
-    ADD_FAILURE() << "could not restart the test PostgreSQL cluster: " << e.what();
+    ADD_FAILURE() << "could not restart " << control_.name << ": " << e.what();
   }
 }
+
+BrokerStopped::BrokerStopped()
+    : ServerStopped({"the test broker (rabbitmqctl stop_app / start_app)",
+                     [] { return rabbitmqctl({"stop_app"}); }, [] { return rabbitmqctl({"start_app"}); },
+                     [] { wait_for_broker(); }}) {}
+
+PostgresStopped::PostgresStopped(std::string_view mode)
+    : ServerStopped({"the test PostgreSQL cluster (pg_ctl stop -m " + std::string(mode) + " / start)",
+                     [m = std::string(mode)] { return pg_ctl({"stop", "-m", m, "-w", "-t", "60"}); },
+                     [] { return pg_ctl({"start", "-w", "-t", "60"}); }, [] { wait_for_postgres(); }}) {}
 
 }  // namespace pgfanout::test

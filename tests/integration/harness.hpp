@@ -431,37 +431,45 @@ CommandResult pg_ctl(const std::vector<std::string>& args,
 void wait_for_broker(std::chrono::milliseconds timeout = std::chrono::seconds(60));
 void wait_for_postgres(std::chrono::milliseconds timeout = std::chrono::seconds(60));
 
-/// The broker application stopped (`rabbitmqctl stop_app`: every connection dropped, the
-/// port closed, durable queues and persistent messages kept) for the lifetime of this
-/// object, or until start(). The destructor always brings it back and waits until it
-/// accepts logins, whatever the test did, so one test cannot break the next.
-class BrokerStopped {
+/// A test server stopped for the lifetime of this object, or until start(). The destructor
+/// always starts it again and waits until it is ready, whatever the test did, so one test
+/// cannot break the next. A stop that fails starts it again too (half stopped is the worst
+/// state to leave behind) and throws.
+class ServerStopped {
  public:
-  BrokerStopped();
-  ~BrokerStopped();
-  BrokerStopped(const BrokerStopped&) = delete;
-  BrokerStopped& operator=(const BrokerStopped&) = delete;
-  /// `rabbitmqctl start_app`, then waits until it accepts logins. Idempotent.
+  ~ServerStopped();
+  ServerStopped(const ServerStopped&) = delete;
+  ServerStopped& operator=(const ServerStopped&) = delete;
+  /// Starts the server, then waits until it is ready. Idempotent.
   void start();
 
+ protected:
+  struct Control {
+    std::string name;                      // for messages, e.g. "the test broker"
+    std::function<CommandResult()> stop;   // exit code 0 when stopped
+    std::function<CommandResult()> start;  // exit code 0 when started
+    std::function<void()> wait_ready;
+  };
+  explicit ServerStopped(Control control);
+
  private:
+  Control control_;
   bool stopped_ = false;
 };
 
-/// The PostgreSQL cluster stopped (`pg_ctl stop -m <mode>`; "immediate" is a crash) for
-/// the lifetime of this object, or until start(). The destructor always starts it again
-/// and waits until it accepts connections.
-class PostgresStopped {
+/// The broker application stopped (`rabbitmqctl stop_app`: every connection dropped, the
+/// port closed, durable queues and persistent messages kept); start() is
+/// `rabbitmqctl start_app` and waits until it accepts logins.
+class BrokerStopped : public ServerStopped {
+ public:
+  BrokerStopped();
+};
+
+/// The PostgreSQL cluster stopped (`pg_ctl stop -m <mode>`; "immediate" is a crash);
+/// start() is `pg_ctl start -w` and waits until it accepts connections.
+class PostgresStopped : public ServerStopped {
  public:
   explicit PostgresStopped(std::string_view mode = "fast");
-  ~PostgresStopped();
-  PostgresStopped(const PostgresStopped&) = delete;
-  PostgresStopped& operator=(const PostgresStopped&) = delete;
-  /// `pg_ctl start -w`, then waits until it accepts connections. Idempotent.
-  void start();
-
- private:
-  bool stopped_ = false;
 };
 
 }  // namespace pgfanout::test

@@ -1,4 +1,5 @@
 #include "change_parser.hpp"
+#include "change_json.hpp"
 
 #include <gtest/gtest.h>
 
@@ -12,14 +13,7 @@ using nlohmann::json;
 
 json change(std::int64_t id, const std::string& op, json new_row, json old_key,
             const std::string& schema = "public", const std::string& name = "users") {
-  return json{{"id", id},
-              {"table", schema + "." + name},
-              {"schema", schema},
-              {"name", name},
-              {"op", op},
-              {"new", std::move(new_row)},
-              {"old", std::move(old_key)},
-              {"ts", "2026-11-21T05:18:39.123456+00:00"}};
+  return test::change_json(id, schema, name, op, std::move(new_row), std::move(old_key));
 }
 
 // A row or key as parsed JSON (null when absent), to compare with expectations.
