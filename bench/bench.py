@@ -186,6 +186,7 @@ class Bench:
         self.cpu_tables = []    # (title, wall, {component: seconds})
         self.per_change = []    # (title, changes, {component: seconds}) of the throughput runs
         self.pub_peak = {}      # pack -> VmHWM MiB of that publisher instance
+        self.outbox_watch = None  # peaks of the outbox's size while a throughput run is watched
         self.changes_through_listeners = 0
         self.pg_postmaster = self.read_postmaster_pid()
         self.rabbit_pid = self.read_rabbit_pid()
@@ -376,6 +377,39 @@ class Bench:
         if was_on:
             self.native(True)
 
+    # ----- the outbox's size
+    def outbox_size(self):
+        """pgfanout.changes on disk (heap, indexes, TOAST) in MiB, and its dead tuples as the
+        statistics show them (they lag the publisher's deletes by a second or so). While a
+        run is watched, also keeps the peaks."""
+        size, dead = self.db(PRIMARY).value(
+            "SELECT pg_total_relation_size(relid) || ' ' || n_dead_tup FROM pg_stat_user_tables "
+            "WHERE relid = 'pgfanout.changes'::regclass").split()
+        size, dead = int(size) / 1048576, int(dead)
+        w = self.outbox_watch
+        if w:
+            w["peak_size"], w["peak_dead"] = max(w["peak_size"], size), max(w["peak_dead"], dead)
+            w["next"] = time.monotonic() + 0.5
+        return size, dead
+
+    def watch_outbox(self):
+        """Starts keeping the outbox's peaks (sampled by the polling loops, see poll_outbox)."""
+        self.outbox_watch = {"peak_size": 0.0, "peak_dead": 0, "next": 0.0}
+        self.outbox_watch["before"] = self.outbox_size()[0]
+
+    def poll_outbox(self):
+        """A sample every 0.5 s from the loops that wait anyway, while a run is watched."""
+        if self.outbox_watch and time.monotonic() >= self.outbox_watch["next"]:
+            self.outbox_size()
+
+    def end_outbox_watch(self):
+        """The outbox after the run and its peaks over the run; ends the watch."""
+        time.sleep(1.2)  # the publisher's session reports its deletes within a second of going idle
+        size, dead = self.outbox_size()
+        w, self.outbox_watch = self.outbox_watch, None
+        return {"before": w["before"], "size": size, "dead": dead, "peak_size": w["peak_size"],
+                "peak_dead": w["peak_dead"]}
+
     def wait_outbox_empty(self, timeout=300):
         for _ in deadline_loop(timeout, "the outbox to drain", 0.05):
             if self.db(PRIMARY).value("SELECT NOT EXISTS (SELECT FROM pgfanout.changes)") == "t":
@@ -469,8 +503,10 @@ class Bench:
             row[f"listener{i + 1}"] = b["daemons"][d.name] - a["daemons"][d.name]
         return row
 
-    def record_footprint(self, title, changes, a, b):
-        self.footprint.append(self.footprint_row(title, changes, a, b))
+    def record_footprint(self, title, changes, a, b, outbox=None):
+        row = self.footprint_row(title, changes, a, b)
+        row["outbox"] = outbox
+        self.footprint.append(row)
         self.changes_through_listeners += changes
 
     # ----- waiting for replicas
@@ -484,6 +520,7 @@ class Bench:
                     done[d] = time.monotonic()
             if len(done) == len(dbs):
                 return done
+            self.poll_outbox()
 
     # ----- workloads
     def bulk(self, system, pack=None, rows=None, sample_rss=False):
@@ -499,6 +536,8 @@ class Bench:
         else:
             self.native(True)
         label = f"pgfanout --pack {pack}" if prefix == "fo" else "native LR"
+        if prefix == "fo":
+            self.watch_outbox()
         snap0 = self.cpu_snapshot()
         writer = Pg(self.conninfo(PRIMARY, "bench-writer"))
         t0 = time.monotonic()
@@ -511,7 +550,8 @@ class Bench:
                 # the RSS at that volume, not the RSS of a growing backlog.
                 done_id = min(start + step, txns) * 1000
                 self.wait_rows(replicas, f"SELECT EXISTS (SELECT FROM {t} WHERE id = {done_id})", self.args.timeout)
-                samples.append((done_id, {d.name: d.mem() for d in [self.publisher] + self.listeners}))
+                samples.append((done_id, {d.name: d.mem() for d in [self.publisher] + self.listeners},
+                                self.outbox_size()))
             t_written = time.monotonic()
         else:
             writer.query(self.bulk_sql(t, 0, txns))
@@ -531,7 +571,9 @@ class Bench:
             f"last replica {res['lag']:.2f} s behind)")
         self.record_cpu(f"bulk, {label}, {rows:,} rows", snap0, snap1, rows)
         if prefix == "fo":
-            self.record_footprint(f"bulk --pack {pack}", rows, snap0, snap1)
+            res["outbox"] = self.end_outbox_watch()
+            log_outbox(res["outbox"])
+            self.record_footprint(f"bulk --pack {pack}", rows, snap0, snap1, res["outbox"])
         if sample_rss:
             res["rss_samples"] = samples
         return res
@@ -571,6 +613,8 @@ class Bench:
         script = (f"\\set id random(1, {self.args.update_rows})\n"
                   f"UPDATE {t} SET n = n + 1, t = 'updated ' || :id, ts = now() WHERE id = :id;\n")
         clients = 4
+        if prefix == "fo":
+            self.watch_outbox()
         snap0 = self.cpu_snapshot()
         t0 = time.monotonic()
         tps = self.pgbench(script, PRIMARY, clients, transactions=n // clients, name=f"upd_{prefix}")
@@ -587,6 +631,7 @@ class Bench:
                 if s == expected:
                     break
                 arrived[r] = time.monotonic()
+                self.poll_outbox()
         t1 = max(arrived.values())
         snap1 = self.cpu_snapshot()
         res = {"rate": n / (t1 - t0), "seconds": t1 - t0, "write_seconds": t_written - t0,
@@ -595,7 +640,9 @@ class Bench:
             f"({res['seconds']:.2f} s; pgbench alone {tps:,.0f} tps; last replica {res['lag']:.2f} s behind)")
         self.record_cpu(f"updates, {label}, {n:,} rows", snap0, snap1, n)
         if prefix == "fo":
-            self.record_footprint(f"updates --pack {pack}", n, snap0, snap1)
+            res["outbox"] = self.end_outbox_watch()
+            log_outbox(res["outbox"])
+            self.record_footprint(f"updates --pack {pack}", n, snap0, snap1, res["outbox"])
         return res
 
     def cost(self, pack):
@@ -786,6 +833,11 @@ def fmt_rate(x):
     return f"{x:,.0f}" if x is not None else "-"
 
 
+def log_outbox(o):
+    log(f"    outbox pgfanout.changes: {o['before']:.1f} MiB before, {o['size']:.1f} MiB after the run "
+        f"(peak {o['peak_size']:.1f}), {o['dead']:,} dead tuples after (peak {o['peak_dead']:,})")
+
+
 def report(b, packs, best):
     R = b.results
     log()
@@ -854,12 +906,18 @@ def report(b, packs, best):
                 log(f"{k + ' ms, under load':<22}{f_[k]:>20.1f}{n[k]:>12.1f}{f_[k] / n[k] if n[k] else 0:>7.2f}x")
 
     log()
-    log("footprint: CPU seconds per 100,000 changes, by process (peak RSS below)")
+    log("footprint: CPU seconds per 100,000 changes, by process (peak RSS below); the outbox")
+    log("pgfanout.changes after the run (heap + indexes + TOAST) and its dead tuples, peak in ()")
     names = ["publisher"] + [f"listener{i + 1}" for i in range(len(b.listeners))]
-    log(f"{'workload':<34}{'changes':>10}" + "".join(f"{n:>12}" for n in names))
+    log(f"{'workload':<34}{'changes':>10}" + "".join(f"{n:>12}" for n in names) +
+        f"{'outbox MiB':>18}{'dead tuples':>22}")
     for row in b.footprint:
         per = 100_000 / row["changes"] if row["changes"] else 0
-        log(f"{row['title']:<34}{row['changes']:>10,}" + "".join(f"{row[n] * per:>12.2f}" for n in names))
+        o = row.get("outbox")
+        outbox = (f"{o['size']:>8.1f} ({o['peak_size']:5.1f}){o['dead']:>11,} ({o['peak_dead']:>8,})" if o
+                  else f"{'-':>18}{'-':>22}")
+        log(f"{row['title']:<34}{row['changes']:>10,}" + "".join(f"{row[n] * per:>12.2f}" for n in names) +
+            outbox)
     for pack, hwm in sorted(b.pub_peak.items()):
         log(f"  publisher --pack {pack}: peak RSS (VmHWM) {hwm:.1f} MiB")
     for d in b.listeners:
@@ -868,14 +926,16 @@ def report(b, packs, best):
             f"after {b.changes_through_listeners:,} changes in this run")
     if ("volume", "rss") in R:
         samples = R[("volume", "rss")]
-        log(f"  RSS (MiB) while 1,000,000 changes flow through (pgfanout --pack {best}, bulk, "
+        log(f"  RSS (MiB) and the outbox while 1,000,000 changes flow through (pgfanout --pack {best}, bulk, "
             f"sampled every 100,000 applied):")
         procs = list(samples[0][1].keys())
-        log(f"  {'changes':>10}" + "".join(f"{p:>22}" for p in procs))
-        for n, mems in samples:
+        log(f"  {'changes':>10}" + "".join(f"{p:>22}" for p in procs) + f"{'outbox MiB':>12}{'dead tuples':>13}")
+        for n, mems, (size, dead) in samples:
             log(f"  {n:>10,}" + "".join(f"{mems[p].get('VmRSS', 0):>12.1f} (hwm {mems[p].get('VmHWM', 0):5.1f})"
-                                         for p in procs))
-        log(f"  1M bulk end to end: {R[('volume', 'rate')]:,.0f} rows/s (written in steps of 100k, waiting for each)")
+                                         for p in procs) + f"{size:>12.1f}{dead:>13,}")
+        o = R[("volume", "outbox")]
+        log(f"  1M bulk end to end: {R[('volume', 'rate')]:,.0f} rows/s (written in steps of 100k, waiting for each); "
+            f"outbox peak {o['peak_size']:.1f} MiB, {o['peak_dead']:,} dead tuples (sampled every 0.5 s)")
     else:
         log("  RSS after 1,000,000 changes: not run (bench/run.sh --full runs it)")
 
@@ -975,6 +1035,7 @@ def main():
             r = b.bulk("pgfanout", best, rows=1_000_000, sample_rss=True)
             b.results[("volume", "rss")] = r["rss_samples"]
             b.results[("volume", "rate")] = r["rate"]
+            b.results[("volume", "outbox")] = r["outbox"]
         b.stop_publisher()
         report(b, packs, best)
         log()
