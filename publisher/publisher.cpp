@@ -178,6 +178,7 @@ asio::awaitable<void> Publisher::session() {
     if (stopping_) co_return;
   }
   if (said_standby) spdlog::info("the active publisher is gone; taking over");
+  if (!vacuum_) vacuum_ = std::make_unique<OutboxVacuum>(config_.source, metrics_);
 
   wake_ = std::make_unique<WakeReceiver>(*pg_, woken_);
   // Asio watches a dup() of libpq's socket, re-read after every (re)connect: libpq owns
@@ -398,6 +399,7 @@ std::size_t Publisher::ship_batch() {
     }
   }
   outbox_->remove(done);
+  vacuum_->deleted(done.size());
   auto now = std::chrono::steady_clock::now();
   for (const auto& [table, n] : kept) {
     HeldTable& h = held_[table];

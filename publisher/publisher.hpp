@@ -19,6 +19,7 @@
 #include <pqxx/notification>
 
 #include "outbox_reader.hpp"
+#include "outbox_vacuum.hpp"
 #include "pgfanout/amqp_connection.hpp"
 #include "pgfanout/amqp_url.hpp"
 #include "pgfanout/backoff.hpp"
@@ -79,6 +80,8 @@ class Publisher {
   std::unique_ptr<pqxx::connection> pg_;
   std::unique_ptr<pqxx::notification_receiver> wake_;
   std::unique_ptr<OutboxReader> outbox_;
+  /// Vacuums the outbox from a thread of its own; made when this publisher first leads.
+  std::unique_ptr<OutboxVacuum> vacuum_;
   std::unique_ptr<AmqpConnection> amqp_;
   std::unique_ptr<boost::asio::posix::stream_descriptor> pg_socket_;
   Backoff backoff_{std::chrono::milliseconds(500), std::chrono::seconds(30)};

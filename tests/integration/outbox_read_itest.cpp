@@ -117,5 +117,29 @@ TEST_F(OutboxRead, ReadsDoNotWalkOverShippedChangesWhileVacuumIsHeldBack) {
   old_tx.exec("COMMIT");
 }
 
+// Autovacuum comes once a minute at most (autovacuum_naptime), and the outbox grows by
+// every change deleted in between; the publisher vacuums it after every 20,000 it deleted.
+TEST_F(OutboxRead, ThePublisherVacuumsTheOutboxAsItDeletesChanges) {
+  TestQueue queue(exchange_->name(), {"public.t"});
+  auto vacuums = [&] {
+    return sql().integer("SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = 'pgfanout.changes'::regclass");
+  };
+  auto dead = [&] {
+    return sql().integer("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = 'pgfanout.changes'::regclass");
+  };
+  ASSERT_EQ(vacuums(), 0);
+  auto pub = publisher({"--pack", "100"});
+  constexpr int kChanges = 45000;
+  for (int first = 1; first <= kChanges; first += 5000) {
+    sql().exec("INSERT INTO t SELECT g FROM generate_series(" + std::to_string(first) + ", " +
+               std::to_string(first + 4999) + ") g");
+  }
+  queue.take(kChanges / 100, 60s);
+  wait_outbox_empty(sql());
+  eventually([&] { return vacuums() >= 1; }, 20s, "a VACUUM of pgfanout.changes by the publisher");
+  EXPECT_LT(dead(), kChanges) << "the vacuum removed none of the deleted changes";
+  EXPECT_EQ(queue.remaining(), 0u);
+}
+
 }  // namespace
 }  // namespace pgfanout::test
