@@ -16,6 +16,8 @@
 #                   uncompressed (to_jsonb's form, as the message contract wants)
 #   string_agg_ids  the same, each row with a change id of its own from a sequence
 #                   (CACHE 1, like the outbox's): what messages need, one id per change
+#   to_jsonb_only   a statement trigger that computes to_jsonb(n.*)::text of every row
+#                   and writes nothing: the floor of any capture that sends to_jsonb's form
 #   json_agg        one row per statement: json_agg(n.*) (to_json's form: not the contract's)
 #   jsonb_agg       one row per statement: jsonb_agg(to_jsonb(n.*)) as jsonb (compressed)
 set -euo pipefail
@@ -42,6 +44,9 @@ ALTER TABLE chunks ALTER COLUMN rows_text SET STORAGE EXTERNAL;
 CREATE FUNCTION cap_string_agg() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
   INSERT INTO chunks (table_name, op, rows_text)
   SELECT TG_TABLE_NAME, 'INSERT', string_agg(to_jsonb(n.*)::text, ',') FROM new_rows n; RETURN NULL; END $$;
+CREATE FUNCTION cap_to_jsonb_only() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE total bigint; BEGIN
+  SELECT sum(length(to_jsonb(n.*)::text)) INTO total FROM new_rows n; RETURN NULL; END $$;
 CREATE SEQUENCE change_ids CACHE 1;
 CREATE FUNCTION cap_string_agg_ids() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
   INSERT INTO chunks (table_name, op, rows_text)
@@ -54,12 +59,13 @@ CREATE FUNCTION cap_jsonb_agg() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
   INSERT INTO chunks (table_name, op, rows_jsonb)
   SELECT TG_TABLE_NAME, 'INSERT', jsonb_agg(to_jsonb(n.*)) FROM new_rows n; RETURN NULL; END $$;
 SQL
-for v in untracked tracked string_agg string_agg_ids json_agg jsonb_agg; do
+for v in untracked to_jsonb_only tracked string_agg string_agg_ids json_agg jsonb_agg; do
   psql_base "$db_conninfo" -c "CREATE TABLE $v (id bigint PRIMARY KEY, t text, j jsonb, ts timestamptz)" >/dev/null
 done
 psql_base "$db_conninfo" >/dev/null <<'SQL'
 SELECT pgfanout.track('tracked');
 CREATE TRIGGER c AFTER INSERT ON string_agg REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION cap_string_agg();
+CREATE TRIGGER c AFTER INSERT ON to_jsonb_only REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION cap_to_jsonb_only();
 CREATE TRIGGER c AFTER INSERT ON string_agg_ids REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION cap_string_agg_ids();
 CREATE TRIGGER c AFTER INSERT ON json_agg REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION cap_json_agg();
 CREATE TRIGGER c AFTER INSERT ON jsonb_agg REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION cap_jsonb_agg();
@@ -68,7 +74,7 @@ SQL
 echo "100 x 1,000-row INSERT transactions; wall seconds per run (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
 for round in $(seq "$ROUNDS"); do
   line="round $round:"
-  for v in untracked tracked string_agg string_agg_ids json_agg jsonb_agg; do
+  for v in untracked to_jsonb_only tracked string_agg string_agg_ids json_agg jsonb_agg; do
     psql_base "$db_conninfo" -c "TRUNCATE $v, chunks, pgfanout.changes" -c "CHECKPOINT" >/dev/null
     start=$(date +%s.%N)
     psql_base "$db_conninfo" -c "DO \$\$ BEGIN FOR i IN 0..99 LOOP
