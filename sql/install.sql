@@ -141,6 +141,9 @@ BEGIN
     IF to_regprocedure('pgfanout.capture_row_change(oid, text, text, text, text[], jsonb, jsonb)') IS NOT NULL THEN
         DROP FUNCTION pgfanout.capture_row_change(oid, text, text, text, text[], jsonb, jsonb);
     END IF;
+    IF to_regprocedure('pgfanout.json_nulls_of(jsonb, anyelement, text[])') IS NOT NULL THEN
+        DROP FUNCTION pgfanout.json_nulls_of(jsonb, anyelement, text[]);
+    END IF;
 END
 $$;
 COMMENT ON TABLE pgfanout.tracked IS
@@ -246,18 +249,15 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
     FROM unnest(cols) AS c
 $$;
 
--- For a row trigger: the columns of the probes (trigger arguments) that hold a JSON null
--- in row r, whose to_jsonb is j. Only a row that contains a probe is looked at again.
-CREATE OR REPLACE FUNCTION pgfanout.json_nulls_of(j jsonb, r anyelement, probe_args text[]) RETURNS text[]
+-- For a row trigger, once its row r contained a probe (trigger arguments): the columns of
+-- the probes that hold a JSON null in r.
+CREATE OR REPLACE FUNCTION pgfanout.json_nulls_of(r anyelement, probe_args text[]) RETURNS text[]
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    probes jsonb[] := probe_args::jsonb[];
     result text[];
 BEGIN
-    IF NOT j @> ANY (probes) THEN
-        RETURN NULL;
-    END IF;
-    EXECUTE 'SELECT ' || pgfanout.json_nulls_sql(pgfanout.probe_columns(probes), '($1)') INTO result USING r;
+    EXECUTE 'SELECT ' || pgfanout.json_nulls_sql(pgfanout.probe_columns(probe_args::jsonb[]), '($1)')
+        INTO result USING r;
     RETURN result;
 END
 $$;
@@ -388,8 +388,10 @@ DECLARE
 BEGIN
     IF TG_OP <> 'DELETE' THEN
         new_row := to_jsonb(NEW);
-        IF sep IS NOT NULL THEN
-            json_nulls := pgfanout.json_nulls_of(new_row, NEW, TG_ARGV[sep + 1:TG_NARGS - 1]);
+        -- The probe check inline: a function call per row (with its SET search_path)
+        -- took a sixth of the trigger's time.
+        IF sep IS NOT NULL AND new_row @> ANY (TG_ARGV[sep + 1:TG_NARGS - 1]::jsonb[]) THEN
+            json_nulls := pgfanout.json_nulls_of(NEW, TG_ARGV[sep + 1:TG_NARGS - 1]);
         END IF;
     END IF;
     IF pg_trigger_depth() > 1 OR current_setting('pgfanout.nested', true) <> '' THEN
@@ -435,8 +437,10 @@ BEGIN
     WHERE c.oid = root;
     IF TG_OP <> 'DELETE' THEN
         new_row := to_jsonb(NEW);
-        IF sep IS NOT NULL THEN
-            json_nulls := pgfanout.json_nulls_of(new_row, NEW, TG_ARGV[sep + 1:TG_NARGS - 1]);
+        -- The probe check inline: a function call per row (with its SET search_path)
+        -- took a sixth of the trigger's time.
+        IF sep IS NOT NULL AND new_row @> ANY (TG_ARGV[sep + 1:TG_NARGS - 1]::jsonb[]) THEN
+            json_nulls := pgfanout.json_nulls_of(NEW, TG_ARGV[sep + 1:TG_NARGS - 1]);
         END IF;
     END IF;
     IF pg_trigger_depth() > 1 OR current_setting('pgfanout.nested', true) <> '' THEN
