@@ -162,7 +162,9 @@ std::vector<OutboxChange> OutboxReader::read(int max_rows, std::int64_t max_byte
     std::vector<std::int64_t> ids;
     ids.reserve(out.size());
     for (const auto& c : out) ids.push_back(c.id);
-    std::int64_t complete_through = cut ? ids.back() : std::numeric_limits<std::int64_t>::max();
+    std::int64_t complete_through = !cut        ? std::numeric_limits<std::int64_t>::max()
+                                    : ids.empty() ? OutboxCursor::kStart
+                                                  : ids.back();
     cursor_.observe(ids, complete_through, r[0][0].as<std::uint64_t>(), r[0][1].as<std::uint64_t>());
   }
   return out;
