@@ -5,6 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+#include <atomic>
+#include <random>
+#include <set>
 #include <thread>
 
 #include "harness.hpp"
@@ -50,6 +53,7 @@ TEST_F(OutboxRead, AChangeCommittedAfterOnesWithHigherIdsIsShipped) {
   sql().exec("INSERT INTO t VALUES (2)");
   sql().exec("INSERT INTO t VALUES (3)");
   EXPECT_EQ(rows_of(queue.take(2)), (std::vector<int>{2, 3}));  // the publisher read past id 1
+  std::this_thread::sleep_for(300ms);  // more reads, and idle, while id 1 is still in flight
   late.exec("COMMIT");
   EXPECT_EQ(rows_of(queue.take(1)), (std::vector<int>{1}));
 
@@ -68,12 +72,62 @@ TEST_F(OutboxRead, AChangeCommittedAfterOnesWithHigherIdsIsShipped) {
   late.exec("BEGIN; INSERT INTO t VALUES (7)");
   sql().exec("INSERT INTO t SELECT g FROM generate_series(8, 10) g");
   EXPECT_EQ(rows_of(queue.take(3)), (std::vector<int>{8, 9, 10}));
+  std::this_thread::sleep_for(300ms);
   late.exec("COMMIT");
   EXPECT_EQ(rows_of(queue.take(1)), (std::vector<int>{7}));
   old_tx.exec("COMMIT");
 
   wait_outbox_empty(sql());
   EXPECT_EQ(queue.remaining(), 0u);
+}
+
+// Writers commit and roll back out of id order while two old transactions, one that
+// commits and one that rolls back, keep every gap open until the end: every committed row
+// is shipped exactly once and nothing else is.
+TEST_F(OutboxRead, ConcurrentWritersWithRollbacksAndLateCommitsLoseNothing) {
+  TestQueue queue(exchange_->name(), {"public.t"});
+  auto pub = publisher();
+  PgSession old_commit(db_->conninfo()), old_rollback(db_->conninfo());
+  old_commit.exec("BEGIN; INSERT INTO t VALUES (-1)");
+  old_rollback.exec("BEGIN; INSERT INTO t VALUES (-2)");
+
+  constexpr int kWriters = 4;
+  auto until = std::chrono::steady_clock::now() + 4s;
+  std::vector<std::thread> writers;
+  std::atomic<int> failures{0};
+  for (int w = 0; w < kWriters; ++w) {
+    writers.emplace_back([&, w] {
+      try {
+        PgSession s(db_->conninfo());
+        std::mt19937 random(static_cast<unsigned>(w) + 7);
+        int next = (w + 1) * 1000000;
+        while (std::chrono::steady_clock::now() < until) {
+          int rows = 1 + static_cast<int>(random() % 3);
+          std::string values;
+          for (int i = 0; i < rows; ++i) values += (i ? ", (" : "(") + std::to_string(next++) + ")";
+          s.exec("BEGIN; INSERT INTO t VALUES " + values);
+          std::this_thread::sleep_for(std::chrono::milliseconds(random() % 8));
+          s.exec(random() % 10 < 3 ? "ROLLBACK" : "COMMIT");
+        }
+      } catch (const std::exception& e) {
+        ++failures;
+        ADD_FAILURE() << "writer " << w << ": " << e.what();
+      }
+    });
+  }
+  for (auto& t : writers) t.join();
+  ASSERT_EQ(failures.load(), 0);
+  old_rollback.exec("ROLLBACK");
+  old_commit.exec("COMMIT");
+
+  std::set<int> committed;
+  for (const auto& row : sql().query("SELECT id FROM t")) committed.insert(std::stoi(*row[0]));
+  ASSERT_TRUE(committed.count(-1));
+  std::vector<int> shipped = rows_of(queue.take(committed.size(), 60s));
+  wait_outbox_empty(sql());
+  EXPECT_EQ(queue.remaining(), 0u) << "more messages than committed rows";
+  EXPECT_EQ(std::set<int>(shipped.begin(), shipped.end()), committed);
+  EXPECT_EQ(shipped.size(), committed.size()) << "a row was shipped twice";
 }
 
 // The outbox's primary-key index keeps an entry for every shipped (deleted) change until
