@@ -102,7 +102,8 @@ COMMENT ON TABLE pgfanout.changes IS
 -- A queue table: every row is inserted once and deleted soon after. Vacuum it after a
 -- fixed number of dead rows, not a fraction of a table size that swings from 0 to
 -- millions, and let that vacuum run unthrottled. Rows are never updated, so the default
--- fillfactor (100) is right.
+-- fillfactor (100) is right. The publisher also runs VACUUM on it after every 20,000
+-- changes it deleted (autovacuum comes once per autovacuum_naptime at most).
 ALTER TABLE pgfanout.changes SET (
     autovacuum_vacuum_scale_factor = 0,
     autovacuum_vacuum_threshold = 2000,
