@@ -61,13 +61,25 @@ void BatchApplier::isolate(pqxx::nontransaction& tx, const std::vector<std::size
   }
   tx.exec0("ROLLBACK TO SAVEPOINT pgfanout_isolate");
   tx.exec0("RELEASE SAVEPOINT pgfanout_isolate");
-  if (subset.size() == 1) {
-    rejected.push_back({subset.front(), error});
+  // Split in halves, but never inside a run of consecutive TRUNCATEs: the replica applies
+  // them as one statement (plan_steps), and tables linked by a foreign key can only be
+  // truncated together. A run that fails whole is rejected whole.
+  auto truncate_pair = [&](std::size_t i) {
+    return changes[subset[i - 1]]->op == Op::Truncate && changes[subset[i]]->op == Op::Truncate;
+  };
+  std::size_t middle = subset.size() / 2;
+  while (middle > 0 && middle < subset.size() && truncate_pair(middle)) ++middle;
+  if (middle == subset.size()) {
+    middle = subset.size() / 2;
+    while (middle > 0 && truncate_pair(middle)) --middle;
+  }
+  if (middle == 0) {
+    for (auto i : subset) rejected.push_back({i, error});
     return;
   }
-  auto middle = subset.begin() + static_cast<std::ptrdiff_t>(subset.size() / 2);
-  isolate(tx, std::vector<std::size_t>(subset.begin(), middle), changes, tables, rejected);
-  isolate(tx, std::vector<std::size_t>(middle, subset.end()), changes, tables, rejected);
+  auto split = subset.begin() + static_cast<std::ptrdiff_t>(middle);
+  isolate(tx, std::vector<std::size_t>(subset.begin(), split), changes, tables, rejected);
+  isolate(tx, std::vector<std::size_t>(split, subset.end()), changes, tables, rejected);
 }
 
 double BatchApplier::record(pqxx::nontransaction& tx, const std::vector<const ParsedChange*>& changes,

@@ -330,6 +330,39 @@ INSERT INTO public.child SELECT g, g FROM generate_series(1, 5) g;
   EXPECT_EQ(listener.stop(), 0);
 }
 
+// A batch that fails is split in halves to find the change at fault. A split between
+// TRUNCATE parent and TRUNCATE child would truncate the parent alone, which PostgreSQL
+// refuses, and dead-letter it: the replica would keep the parent's rows. The linked
+// TRUNCATEs stay together whatever the bad change beside them.
+TEST(DeadLetters, FindingABadChangeNeverSplitsLinkedTruncates) {
+  ScratchDatabase replica_db("pgft_dead_r");
+  PgSession replica = replica_db.session();
+  replica.exec(R"SQL(
+CREATE TABLE public.parent (id int PRIMARY KEY);
+CREATE TABLE public.child (id int PRIMARY KEY, parent_id int REFERENCES public.parent);
+INSERT INTO public.parent SELECT g FROM generate_series(1, 5) g;
+INSERT INTO public.child SELECT g, g FROM generate_series(1, 5) g;
+)SQL");
+  TestExchange exchange("pgft_dead_x");
+  ListenerQueues queues(exchange.name(), {"#"});
+  // All three wait in the queue, so the listener takes them as one batch.
+  publish_message(exchange.name(), "public.parent",
+                  change(1, "public", "parent", "TRUNCATE", nullptr, nullptr).dump());
+  publish_message(exchange.name(), "public.child",
+                  change(2, "public", "child", "TRUNCATE", nullptr, nullptr).dump());
+  publish_message(exchange.name(), "public.child",
+                  change(3, "public", "child", "INSERT", {{"id", "not a number"}}, nullptr).dump());
+  Process listener = start_listener(replica_db.conninfo(), queues.queue.name(), exchange.name());
+  eventually([&] { return listener.count_in_log("dead-lettered message") == 1; }, kPatience,
+             "the bad insert to be dead-lettered");
+  EXPECT_EQ(replica.integer("SELECT count(*) FROM public.parent"), 0);
+  EXPECT_EQ(replica.integer("SELECT count(*) FROM public.child"), 0);
+  auto dead = queues.dead.take(1);
+  EXPECT_NE(dead.front().body.find("not a number"), std::string::npos) << dead.front().body;
+  EXPECT_EQ(queues.dead.remaining(), 0u);
+  EXPECT_EQ(listener.stop(), 0);
+}
+
 // A transient SQL error (here lock_timeout while a replica session holds the row; likewise
 // deadlocks, serialization failures, statement_timeout, a full disk) is not the change's
 // fault: the batch is retried on a new connection, never dead-lettered.
