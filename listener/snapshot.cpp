@@ -66,8 +66,13 @@ void copy_snapshot(const std::string& source_conninfo, pqxx::connection& target,
   }
   std::int64_t total = 0;
   for (const TableInfo* t : tables) {
-    // to_jsonb writes SQL NULL and a JSON null alike: one flag per json/jsonb column tells.
-    std::vector<std::string> json_columns(t->json_columns.begin(), t->json_columns.end());
+    // to_jsonb writes SQL NULL and a JSON null alike: one flag per json/jsonb column tells,
+    // for the columns that are json/jsonb on both sides (the replica may have its own).
+    std::vector<std::string> json_columns;
+    for (const auto& row : src.exec_params("SELECT unnest(pgfanout.json_columns($1::regclass))", t->qualified())) {
+      std::string c = row[0].c_str();
+      if (t->json_columns.count(c)) json_columns.push_back(std::move(c));
+    }
     std::string flags;
     for (const auto& c : json_columns) flags += ", to_jsonb(t." + quote_ident(c) + ") = 'null'::jsonb";
     src.exec0("DECLARE pgfanout_snapshot NO SCROLL CURSOR FOR SELECT to_jsonb(t.*)::text" + flags +

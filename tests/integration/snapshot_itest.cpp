@@ -197,6 +197,19 @@ INSERT INTO public.accounts VALUES (1, 'stale owner', -1, NULL), (99999, 'only o
   EXPECT_EQ(listener.stop(), 0);
 }
 
+// A replica may have columns of its own, json/jsonb ones too (the listener leaves them
+// alone): the snapshot reads from the source only the columns the source has.
+TEST_F(SnapshotTest, AReplicaOnlyJsonColumnIsLeftAlone) {
+  replica.exec("ALTER TABLE public.letters ADD COLUMN local_notes jsonb DEFAULT '{\"kept\": true}'");
+  Process listener = start_snapshot_listener("--snapshot");
+  listener.wait_for_log("consuming from");
+  EXPECT_EQ(replica.integer("SELECT count(*) FROM public.letters WHERE local_notes = '{\"kept\": true}'"), 26);
+  EXPECT_EQ(replica.value("SELECT string_agg(t, '' ORDER BY id) FROM public.letters"),
+            primary.value("SELECT string_agg(t, '' ORDER BY id) FROM public.letters"));
+  EXPECT_EQ(replica.integer("SELECT count(*) FROM public.events WHERE what = 'null'::jsonb"), 1);
+  EXPECT_EQ(listener.stop(), 0);
+}
+
 TEST_F(SnapshotTest, CopiesOnlyTheTablesOfTables) {
   // Only public.accounts is replicated here: the other tables' replica contents (even a
   // non-empty one) are none of the snapshot's business.
