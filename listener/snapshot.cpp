@@ -75,8 +75,12 @@ void copy_snapshot(const std::string& source_conninfo, pqxx::connection& target,
     }
     std::string flags;
     for (const auto& c : json_columns) flags += ", to_jsonb(t." + quote_ident(c) + ") = 'null'::jsonb";
+    // ONLY: an inheritance child's rows are the child's (a partitioned table has none of
+    // its own, and its partitions' rows are reported under its name).
+    bool partitioned = src.exec_params1("SELECT relkind = 'p' FROM pg_class WHERE oid = $1::regclass",
+                                        t->qualified())[0].as<bool>();
     src.exec0("DECLARE pgfanout_snapshot NO SCROLL CURSOR FOR SELECT to_jsonb(t.*)::text" + flags +
-              " FROM " + t->qualified() + " t");
+              " FROM " + (partitioned ? "" : "ONLY ") + t->qualified() + " t");
     std::int64_t copied = 0;
     for (;;) {
       pqxx::result r = src.exec("FETCH " + std::to_string(kFetchRows) + " FROM pgfanout_snapshot");

@@ -210,6 +210,37 @@ TEST_F(SnapshotTest, AReplicaOnlyJsonColumnIsLeftAlone) {
   EXPECT_EQ(listener.stop(), 0);
 }
 
+// An inheritance parent's own rows are its rows: its children's rows are copied to the
+// children (when tracked), not into the parent, as the changes say.
+TEST_F(SnapshotTest, AnInheritanceParentGetsOnlyItsOwnRows) {
+  for (PgSession* db : {&primary, &replica}) {
+    db->exec("CREATE TABLE public.base (id int PRIMARY KEY, v text);"
+             "CREATE TABLE public.derived (PRIMARY KEY (id)) INHERITS (public.base)");
+  }
+  primary.exec("INSERT INTO public.base VALUES (1, 'base'); INSERT INTO public.derived VALUES (2, 'derived');"
+               "SELECT pgfanout.track('public.base'); SELECT pgfanout.track('public.derived')");
+  Process listener = start_snapshot_listener("--snapshot");
+  listener.wait_for_log("consuming from");
+  EXPECT_EQ(replica.value("SELECT string_agg(id || ' ' || v, ',' ORDER BY id) FROM ONLY public.base"), "1 base");
+  EXPECT_EQ(replica.value("SELECT string_agg(id || ' ' || v, ',' ORDER BY id) FROM public.derived"), "2 derived");
+  EXPECT_EQ(listener.stop(), 0);
+}
+
+// A partitioned table has no rows of its own: its partitions' rows are copied under its
+// name, as its changes are reported.
+TEST_F(SnapshotTest, APartitionedTableGetsItsPartitionsRows) {
+  for (PgSession* db : {&primary, &replica}) {
+    db->exec("CREATE TABLE public.parted (id int PRIMARY KEY, v text) PARTITION BY RANGE (id);"
+             "CREATE TABLE public.parted_low PARTITION OF public.parted FOR VALUES FROM (0) TO (100);"
+             "CREATE TABLE public.parted_high PARTITION OF public.parted FOR VALUES FROM (100) TO (200)");
+  }
+  primary.exec("INSERT INTO public.parted VALUES (1, 'low'), (150, 'high'); SELECT pgfanout.track('public.parted')");
+  Process listener = start_snapshot_listener("--snapshot");
+  listener.wait_for_log("consuming from");
+  EXPECT_EQ(replica.value("SELECT string_agg(id || ' ' || v, ',' ORDER BY id) FROM public.parted"), "1 low,150 high");
+  EXPECT_EQ(listener.stop(), 0);
+}
+
 TEST_F(SnapshotTest, CopiesOnlyTheTablesOfTables) {
   // Only public.accounts is replicated here: the other tables' replica contents (even a
   // non-empty one) are none of the snapshot's business.
