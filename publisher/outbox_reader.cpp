@@ -19,17 +19,8 @@ constexpr const char* kInstalledSql =
     "AND EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass('pgfanout.changes') "
     "            AND attname = 'json_nulls' AND NOT attisdropped)";
 
-// Reads the head of the outbox: rows with an id above $5 or in one of the ranges $6..$7
-// (OutboxCursor), leaving out the tables $3.$4, in id order, at most $1 of them. One row
-// more is fetched, and rows past the byte limit $2 (a running total that keeps one batch
-// from holding many very large rows in memory; the first row always goes) come back
-// without their payload: either tells that the read was cut short. Also returned, on
-// every row (and on a single row of NULLs when the read found nothing): the snapshot's
-// xmin and the next xid at the time of the read, for the cursor's gaps. There is no
-// function for the next xid that does not assign one; age(xid) is measured from it in a
-// transaction without an xid, so it is xmax + age(xmax) (xmax's 32 bits: age takes an xid).
-// The head CTE without gaps, and with them ($6, $7): two texts, because planning the
-// gap branch costs about 0.3 ms per read, and most reads have no gaps.
+// The head CTE without gaps, and with them ($6, $7): two texts, because most reads have
+// no gaps and need not plan the gap branch.
 constexpr const char* kHeadAfterSql = R"(
   SELECT * FROM pgfanout.changes
   WHERE id > $5 AND (schema_name, table_name) NOT IN (SELECT * FROM unnest($3::text[], $4::text[]))
@@ -47,6 +38,15 @@ constexpr const char* kHeadAfterAndGapsSql = R"(
                   ORDER BY id LIMIT $1 + 1) AS g)) AS u
   ORDER BY u.id LIMIT $1 + 1)";
 
+// Reads the head of the outbox: rows with an id above $5 or in one of the ranges $6..$7
+// (OutboxCursor), leaving out the tables $3.$4, in id order, at most $1 of them. One row
+// more is fetched, and rows past the byte limit $2 (a running total that keeps one batch
+// from holding many very large rows in memory; the first row always goes) come back
+// without their payload: either tells that the read was cut short. Also returned, on
+// every row (and on a single row of NULLs when the read found nothing): the snapshot's
+// xmin and the next xid at the time of the read, for the cursor's gaps. There is no
+// function for the next xid that does not assign one; age(xid) is measured from it in a
+// transaction without an xid, so it is xmax + age(xmax) (xmax's 32 bits: age takes an xid).
 std::string head_sql(const char* head) {
   return std::string(R"(
 WITH snap AS MATERIALIZED (
@@ -172,6 +172,14 @@ std::vector<OutboxChange> OutboxReader::read(int max_rows, std::int64_t max_byte
 
 std::vector<OutboxChange> OutboxReader::head(int max_rows, std::int64_t max_bytes,
                                              const std::vector<TableName>& held) {
+  // A held table read again has changes that were read before and stayed, behind the cursor.
+  for (const auto& table : held_) {
+    if (std::find(held.begin(), held.end(), table) == held.end()) {
+      cursor_.rewind();
+      break;
+    }
+  }
+  held_ = held;
   return read(max_rows, max_bytes, held, true);
 }
 
@@ -179,14 +187,11 @@ bool OutboxReader::pending(const std::vector<TableName>& held) { return !read(1,
 
 void OutboxReader::remove(std::span<const OutboxChange> changes) {
   if (changes.empty()) return;
-  std::string ids = "{";
-  for (size_t i = 0; i < changes.size(); ++i) {
-    if (i) ids += ',';
-    ids += std::to_string(changes[i].id);
-  }
-  ids += '}';
+  std::vector<std::int64_t> ids;
+  ids.reserve(changes.size());
+  for (const auto& c : changes) ids.push_back(c.id);
   pqxx::nontransaction tx(conn_);
-  tx.exec_params(kDeleteSql, ids);
+  tx.exec_params(kDeleteSql, bigint_array(ids));
 }
 
 void OutboxReader::set_idle(bool idle) {

@@ -34,13 +34,13 @@ class OutboxReader {
   /// order, leaving out the tables in `held`: at most `max_rows`, and no more than about
   /// `max_bytes` of row data (but always at least one change). The next call returns the
   /// ones after them (see OutboxCursor): the caller deletes each change once the broker
-  /// confirmed it, and calls rewind() if one that was read stays in the outbox.
+  /// confirmed it. Changes it keeps must be of tables it then holds (leaves out of reads):
+  /// when a held table is read again, the reader starts from the lowest id again. (A
+  /// change kept for any other reason needs a new reader.)
   std::vector<OutboxChange> head(int max_rows, std::int64_t max_bytes,
                                  const std::vector<TableName>& held = {});
   /// Whether head() would return anything now (it does not move on).
   bool pending(const std::vector<TableName>& held = {});
-  /// The next head() starts from the lowest id in the outbox again.
-  void rewind() { cursor_.rewind(); }
   /// Deletes exactly these (confirmed) changes.
   void remove(std::span<const OutboxChange> changes);
   /// Tells writers whether to wake the publisher with NOTIFY (only while it waits).
@@ -60,6 +60,7 @@ class OutboxReader {
 
   pqxx::connection& conn_;
   OutboxCursor cursor_;
+  std::vector<TableName> held_;  // left out of the last head()
 };
 
 }  // namespace pgfanout

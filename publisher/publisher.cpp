@@ -307,17 +307,7 @@ std::int64_t Publisher::held_from() const {
 }
 
 std::size_t Publisher::ship_batch() {
-  // A held table that is read again has changes that were read before and stayed: the
-  // reader has moved past them, so it starts from the head of the outbox again.
-  std::vector<OutboxReader::TableName> held = held_now();
-  for (const auto& table : last_held_) {
-    if (std::find(held.begin(), held.end(), table) == held.end()) {
-      outbox_->rewind();
-      break;
-    }
-  }
-  last_held_ = held;
-  std::vector<OutboxChange> changes = outbox_->head(config_.batch_rows, config_.batch_bytes, held);
+  std::vector<OutboxChange> changes = outbox_->head(config_.batch_rows, config_.batch_bytes, held_now());
   if (changes.empty()) return 0;
   std::vector<PlannedMessage> plan = plan_messages(changes, config_.pack);
 

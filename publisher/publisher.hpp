@@ -103,8 +103,6 @@ class Publisher {
   std::map<OutboxReader::TableName, HeldTable> held_;
   std::vector<OutboxReader::TableName> held_now();
   std::int64_t held_from() const;
-  /// The tables the last read left out.
-  std::vector<OutboxReader::TableName> last_held_;
 };
 
 }  // namespace pgfanout
