@@ -647,7 +647,7 @@ class Bench:
 
     def cost(self, pack):
         """pgbench TPS untracked / tracked without the chain / tracked / published. Each variant runs `rounds` times for
-        cost_seconds / rounds, in the order A B C C B A ..., so that a neighbour's load that
+        cost_seconds / rounds, in the order A B C D D C B A ..., so that a neighbour's load that
         comes and goes during the section weighs on every variant alike."""
         rounds = max(1, self.args.cost_rounds)
         secs = max(2, round(self.args.cost_seconds / rounds))
@@ -1021,7 +1021,7 @@ def main():
         log(f"best pgfanout setting: --pack {best}")
         if "cost" in only:
             log(f"primary cost: pgbench -c 4, {args.cost_seconds} s per variant in {args.cost_rounds} alternating runs "
-                f"(A B C, C B A, ...)")
+                f"(A B C D, D C B A, ...)")
             b.results[("cost", "all")] = b.cost(best)
         if "latency" in only:
             log(f"latency: {args.latency_n} single-row INSERTs 20 ms apart")

@@ -30,9 +30,6 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CONNINFO="${1:-${PGFANOUT_TEST_PG:-}}"
-[ -n "$CONNINFO" ] || { echo "usage: $0 [CONNINFO]  (or set PGFANOUT_TEST_PG)" >&2; exit 2; }
-PGBIN="${PGBIN:-/usr/lib/postgresql/15/bin}"
 SECONDS_PER_RUN="${BENCH_SECONDS:-6}"
 SYNCHRONOUS_COMMIT="${BENCH_SYNCHRONOUS_COMMIT:-on}"
 ROUNDS="${BENCH_ROUNDS:-2}"
@@ -40,17 +37,14 @@ CLIENTS="${BENCH_CLIENTS:-4}"
 THREADS="${BENCH_THREADS:-2}"
 PREFILL=100000
 
-DB="pgfanout_capture_bench_$$"
 source "$ROOT/bench/scratch_db.sh"
-BENCH_CONN="$(scratch_conninfo "$CONNINFO" "$DB")"
 WORK="$(mktemp -d)"
 
-admin() { "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -d "$CONNINFO" "$@" >/dev/null; }
-sql() { "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -d "$BENCH_CONN" "$@" >/dev/null; }
+sql() { psql_base -d "$DB_CONN" "$@" >/dev/null; }
 
 cleanup() {
   [ -z "${WATCHDOG:-}" ] || pkill -P "$WATCHDOG" sleep 2>/dev/null || true
-  admin -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" 2>/dev/null || true
+  scratch_db_drop
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -59,8 +53,7 @@ trap 'echo "capture_cost: stopped (signal or time limit)" >&2; exit 130' INT TER
 (sleep "${BENCH_MAX_SECONDS:-240}" && kill -TERM $$) 2>/dev/null &
 WATCHDOG=$!
 
-admin -c "CREATE DATABASE $DB"
-sql -f "$ROOT/sql/install.sql" 2>/dev/null
+scratch_db_open "${1:-}" pgfanout_capture_bench
 sql -c "CREATE SEQUENCE bench_ids" \
     -c "CREATE TABLE bench (id bigint PRIMARY KEY, t text, j jsonb, ts timestamptz)"
 
@@ -92,7 +85,7 @@ reset() {
   sql -c "TRUNCATE pgfanout.changes"
   if [ "$rows" -eq 0 ]; then
     sql -c "TRUNCATE bench"
-  elif [ "$("$PGBIN/psql" -X -At -d "$BENCH_CONN" -c "SELECT count(*) FROM bench")" -ne "$rows" ]; then
+  elif [ "$("$PGBIN/psql" -X -At -d "$DB_CONN" -c "SELECT count(*) FROM bench")" -ne "$rows" ]; then
     sql -c "TRUNCATE bench" \
         -c "SET session_replication_role = replica" \
         -c "INSERT INTO bench SELECT g, 'a short line of text', '{\"n\": 1, \"tag\": \"bench\"}', now() FROM generate_series(1, $rows) g"
@@ -121,7 +114,7 @@ for round in $(seq 1 "$ROUNDS"); do
     "capture_$capture"
     sql -c "UPDATE pgfanout.publisher_state SET idle = $([ "$publisher" = idle ] && echo true || echo false)"
     reset "$rows"
-    out=$(PGOPTIONS="-c synchronous_commit=$SYNCHRONOUS_COMMIT" "$PGBIN/pgbench" -n -c "$CLIENTS" -j "$THREADS" -T "$SECONDS_PER_RUN" -f "$WORK/$script" "$BENCH_CONN" 2>&1) \
+    out=$(PGOPTIONS="-c synchronous_commit=$SYNCHRONOUS_COMMIT" "$PGBIN/pgbench" -n -c "$CLIENTS" -j "$THREADS" -T "$SECONDS_PER_RUN" -f "$WORK/$script" "$DB_CONN" 2>&1) \
       || { echo "$out" >&2; exit 1; }
     tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out" | head -n 1)
     printf '%s\t%s\n' "$label" "$tps" >>"$RESULTS"

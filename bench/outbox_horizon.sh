@@ -13,24 +13,16 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CONNINFO="${1:-${PGFANOUT_TEST_PG:-}}"
-[ -n "$CONNINFO" ] || { echo "usage: $0 [CONNINFO]  (or set PGFANOUT_TEST_PG)" >&2; exit 2; }
-PGBIN="${PGBIN:-/usr/lib/postgresql/15/bin}"
 ROUNDS="${BENCH_ROUNDS:-6}"
 ROWS="${BENCH_ROWS:-50000}"
-DB="pgfanout_outbox_horizon_$$"
 source "$ROOT/bench/scratch_db.sh"
-DB_CONN="$(scratch_conninfo "$CONNINFO" "$DB")"
-
-psql_base() { "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 "$@"; }
 OLD_TX=""
 cleanup() {
   [ -z "$OLD_TX" ] || kill "$OLD_TX" 2>/dev/null || true
-  psql_base "$CONNINFO" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+  scratch_db_drop
 }
 trap cleanup EXIT
-psql_base "$CONNINFO" -c "CREATE DATABASE $DB" >/dev/null
-psql_base "$DB_CONN" -f "$ROOT/sql/install.sql" >/dev/null
+scratch_db_open "${1:-}" pgfanout_outbox_horizon
 psql_base "$DB_CONN" -c "UPDATE pgfanout.publisher_state SET idle = false" \
   -c "CREATE TABLE t (id bigint PRIMARY KEY, v text)" -c "SELECT pgfanout.track('t')" >/dev/null
 

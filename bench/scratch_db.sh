@@ -1,4 +1,19 @@
-# Sourced by the bench's stand-alone scripts, which each work in a scratch database.
+# Sourced by the bench's stand-alone scripts, which each work in a scratch database of
+# their own on the server CONNINFO names (a role that may create databases).
+#
+#   source "$ROOT/bench/scratch_db.sh"
+#   scratch_db_open "${1:-}" PREFIX    # CONNINFO = $1, else $PGFANOUT_TEST_PG
+#   trap scratch_db_drop EXIT          # (or call it from the script's own EXIT trap)
+#
+# scratch_db_open sets CONNINFO, PGBIN (default /usr/lib/postgresql/15/bin), DB
+# (PREFIX_<pid>) and DB_CONN (CONNINFO with its database set to DB), creates DB and runs
+# sql/install.sql in it. psql_base runs psql quietly, stopping at the first error.
+
+SCRATCH_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PGBIN="${PGBIN:-/usr/lib/postgresql/15/bin}"
+
+psql_base() { "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 "$@"; }
+
 # scratch_conninfo CONNINFO DB: CONNINFO (URI or key=value) with its database set to DB.
 scratch_conninfo() {
   if [[ "$1" =~ ^(postgres(ql)?://[^/?]*)(/[^?]*)?(\?.*)?$ ]]; then
@@ -6,4 +21,18 @@ scratch_conninfo() {
   else
     echo "$1 dbname=$2"   # key=value form: the last dbname wins
   fi
+}
+
+scratch_db_open() {
+  CONNINFO="${1:-${PGFANOUT_TEST_PG:-}}"
+  [ -n "$CONNINFO" ] || { echo "usage: $0 [CONNINFO]  (or set PGFANOUT_TEST_PG)" >&2; exit 2; }
+  DB="$2_$$"
+  DB_CONN="$(scratch_conninfo "$CONNINFO" "$DB")"
+  psql_base -d "$CONNINFO" -c "CREATE DATABASE $DB" >/dev/null
+  PGOPTIONS="-c client_min_messages=warning" psql_base -d "$DB_CONN" -f "$SCRATCH_ROOT/sql/install.sql" >/dev/null
+}
+
+scratch_db_drop() {
+  [ -n "${DB:-}" ] || return 0
+  psql_base -d "$CONNINFO" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
 }

@@ -23,20 +23,11 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CONNINFO="${1:-${PGFANOUT_TEST_PG:-}}"
-[ -n "$CONNINFO" ] || { echo "usage: $0 [CONNINFO]  (or set PGFANOUT_TEST_PG)" >&2; exit 2; }
-PGBIN="${PGBIN:-/usr/lib/postgresql/15/bin}"
 ROUNDS="${BENCH_ROUNDS:-3}"
-DB="pgfanout_stmt_outbox_$$"
-
-psql_base() { "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 "$@"; }
 source "$ROOT/bench/scratch_db.sh"
-db_conninfo="$(scratch_conninfo "$CONNINFO" "$DB")"
-cleanup() { psql_base "$CONNINFO" -c "DROP DATABASE IF EXISTS $DB" >/dev/null 2>&1 || true; }
-trap cleanup EXIT
-psql_base "$CONNINFO" -c "CREATE DATABASE $DB" >/dev/null
-psql_base "$db_conninfo" -f "$ROOT/sql/install.sql" >/dev/null
-psql_base "$db_conninfo" >/dev/null <<'SQL'
+trap scratch_db_drop EXIT
+scratch_db_open "${1:-}" pgfanout_stmt_outbox
+psql_base "$DB_CONN" >/dev/null <<'SQL'
 UPDATE pgfanout.publisher_state SET idle = false;
 CREATE TABLE chunks (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, table_name text, op text,
                      rows_text text, rows_jsonb jsonb, ts timestamptz DEFAULT clock_timestamp());
@@ -60,9 +51,9 @@ CREATE FUNCTION cap_jsonb_agg() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
   SELECT TG_TABLE_NAME, 'INSERT', jsonb_agg(to_jsonb(n.*)) FROM new_rows n; RETURN NULL; END $$;
 SQL
 for v in untracked to_jsonb_only tracked string_agg string_agg_ids json_agg jsonb_agg; do
-  psql_base "$db_conninfo" -c "CREATE TABLE $v (id bigint PRIMARY KEY, t text, j jsonb, ts timestamptz)" >/dev/null
+  psql_base "$DB_CONN" -c "CREATE TABLE $v (id bigint PRIMARY KEY, t text, j jsonb, ts timestamptz)" >/dev/null
 done
-psql_base "$db_conninfo" >/dev/null <<'SQL'
+psql_base "$DB_CONN" >/dev/null <<'SQL'
 SELECT pgfanout.track('tracked');
 CREATE TRIGGER c AFTER INSERT ON string_agg REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION cap_string_agg();
 CREATE TRIGGER c AFTER INSERT ON to_jsonb_only REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION cap_to_jsonb_only();
@@ -75,9 +66,9 @@ echo "100 x 1,000-row INSERT transactions; wall seconds per run (load average: $
 for round in $(seq "$ROUNDS"); do
   line="round $round:"
   for v in untracked to_jsonb_only tracked string_agg string_agg_ids json_agg jsonb_agg; do
-    psql_base "$db_conninfo" -c "TRUNCATE $v, chunks, pgfanout.changes" -c "CHECKPOINT" >/dev/null
+    psql_base "$DB_CONN" -c "TRUNCATE $v, chunks, pgfanout.changes" -c "CHECKPOINT" >/dev/null
     start=$(date +%s.%N)
-    psql_base "$db_conninfo" -c "DO \$\$ BEGIN FOR i IN 0..99 LOOP
+    psql_base "$DB_CONN" -c "DO \$\$ BEGIN FOR i IN 0..99 LOOP
       INSERT INTO $v SELECT g, 'text ' || g, jsonb_build_object('a', g, 'b', 'xyz'), now()
       FROM generate_series(i * 1000 + 1, i * 1000 + 1000) g; COMMIT; END LOOP; END \$\$"
     line+=$(printf '  %s %.2f' "$v" "$(echo "$(date +%s.%N) - $start" | bc)")
