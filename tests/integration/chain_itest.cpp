@@ -417,35 +417,10 @@ INSTANTIATE_TEST_SUITE_P(Pack, ChainTest, ::testing::Values(1, 50),
                            return "pack" + std::to_string(info.param);
                          });
 
-// A primary, one replica and the processes between them, for the focused tests below.
-struct SmallChain {
-  SmallChain(const std::string& tables_sql, const std::vector<std::string>& tracked) {
-    primary.exec(tables_sql);
-    replica.exec(tables_sql);
-    install_schema(primary_db.conninfo());
-    for (const auto& t : tracked) primary.exec("SELECT pgfanout.track(" + sql_literal(t) + ")");
-    listener.emplace(start_listener(replica_db.conninfo(), queue.name(), exchange.name()));
-    listener->wait_for_log("consuming from");
-    publisher.emplace(start_publisher(primary_db.conninfo(), exchange.name(), {"--pack", "10"}));
-  }
-  // Waits until everything written so far has reached the replica, or was dead-lettered.
-  void wait_shipped_and_applied() { wait_applied(primary, replica, dead.name()); }
-
-  ScratchDatabase primary_db{"pgft_chain_p"};
-  ScratchDatabase replica_db{"pgft_chain_r"};
-  PgSession primary = primary_db.session();
-  PgSession replica = replica_db.session();
-  TestExchange exchange{"pgft_chain_x"};
-  TestQueue queue{exchange.name(), {}, QueueOptions::listener_compatible()};
-  TestQueue dead{exchange.name(), {}, QueueOptions::dead_letter_compatible(), queue.name() + ".dead"};
-  std::optional<Process> listener;
-  std::optional<Process> publisher;
-};
-
 // What the replica's rows of `checks` look like next to the primary's, once everything
 // has gone through: converged, and nothing dead-lettered.
 void expect_converged(SmallChain& chain, const std::vector<TableCheck>& checks) {
-  chain.wait_shipped_and_applied();
+  chain.wait_applied();
   EXPECT_EQ(differences(chain.primary, chain.replica, checks), std::vector<std::string>{});
   EXPECT_EQ(queue_depth(chain.dead.name()), 0u)
       << "dead letters: " << chain.listener->count_in_log("dead-lettered");
@@ -560,7 +535,7 @@ TRUNCATE public.parted_eu;
 TEST(ChainFixedBugs, ColumnAddedOnBothSidesIsReplicatedAtOnce) {
   SmallChain chain("CREATE TABLE public.grow (id int PRIMARY KEY, a text);", {"public.grow"});
   chain.primary.exec("INSERT INTO public.grow VALUES (1, 'before')");
-  chain.wait_shipped_and_applied();
+  chain.wait_applied();
   chain.replica.exec("ALTER TABLE public.grow ADD COLUMN b int");
   chain.primary.exec("ALTER TABLE public.grow ADD COLUMN b int");
   chain.primary.exec(

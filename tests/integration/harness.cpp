@@ -937,4 +937,16 @@ PostgresStopped::PostgresStopped(std::string_view mode)
                      [m = std::string(mode)] { return pg_ctl({"stop", "-m", m, "-w", "-t", "60"}); },
                      [] { return pg_ctl({"start", "-w", "-t", "60"}); }, [] { wait_for_postgres(); }}) {}
 
+SmallChain::SmallChain(const std::string& tables_sql, const std::vector<std::string>& tracked) {
+  primary.exec(tables_sql);
+  replica.exec(tables_sql);
+  install_schema(primary_db.conninfo());
+  for (const auto& t : tracked) primary.exec("SELECT pgfanout.track(" + sql_literal(t) + ")");
+  listener.emplace(start_listener(replica_db.conninfo(), queue.name(), exchange.name()));
+  listener->wait_for_log("consuming from");
+  publisher.emplace(start_publisher(primary_db.conninfo(), exchange.name(), {"--pack", "10"}));
+}
+
+void SmallChain::wait_applied() { test::wait_applied(primary, replica, dead.name()); }
+
 }  // namespace pgfanout::test

@@ -472,4 +472,26 @@ class PostgresStopped : public ServerStopped {
   explicit PostgresStopped(std::string_view mode = "fast");
 };
 
+// ---------------------------------------------------------------------------------------
+// A whole chain
+
+/// A primary and one replica (each created with `tables_sql`), `tracked` tracked on the
+/// primary, a listener consuming for the replica (started and consuming) and a publisher
+/// (--pack 10), for focused end-to-end tests.
+struct SmallChain {
+  SmallChain(const std::string& tables_sql, const std::vector<std::string>& tracked);
+  /// Waits until everything written so far has reached the replica, or was dead-lettered.
+  void wait_applied();
+
+  ScratchDatabase primary_db{"pgft_chain_p"};
+  ScratchDatabase replica_db{"pgft_chain_r"};
+  PgSession primary = primary_db.session();
+  PgSession replica = replica_db.session();
+  TestExchange exchange{"pgft_chain_x"};
+  TestQueue queue{exchange.name(), {}, QueueOptions::listener_compatible()};
+  TestQueue dead{exchange.name(), {}, QueueOptions::dead_letter_compatible(), queue.name() + ".dead"};
+  std::optional<Process> listener;
+  std::optional<Process> publisher;
+};
+
 }  // namespace pgfanout::test

@@ -444,21 +444,9 @@ TEST_F(PartitionTruncateSql, TruncateOfAPartitionUnderRepeatableReadIsRefused) {
 // ---------------------------------------------------------------------------------------
 // The whole chain: a primary, one replica, the publisher and a listener.
 
-class PartitionTruncateChain : public ::testing::Test {
+class PartitionTruncateChain : public ::testing::Test, public SmallChain {
  protected:
-  void SetUp() override {
-    primary.exec(kTreeSql);
-    replica.exec(kTreeSql);
-    install_schema(primary_db.conninfo());
-    primary.exec("SELECT pgfanout.track('public.parted')");
-    listener.emplace(start_listener(replica_db.conninfo(), queue.name(), exchange.name()));
-    listener->wait_for_log("consuming from");
-    publisher.emplace(start_publisher(primary_db.conninfo(), exchange.name(), {"--pack", "10"}));
-  }
-
-  // Waits until everything written so far has been applied on the replica (or was
-  // dead-lettered, which converged() reports).
-  void wait_applied() { test::wait_applied(primary, replica, dead.name()); }
+  PartitionTruncateChain() : SmallChain(kTreeSql, {"public.parted"}) {}
 
   // Everything applied, the replica's parted equal to the primary's (md5 of all rows in
   // key order, and the count), and nothing dead-lettered.
@@ -478,16 +466,6 @@ class PartitionTruncateChain : public ::testing::Test {
     wait_applied();
     ASSERT_EQ(replica.integer("SELECT count(*) FROM public.parted"), 12);
   }
-
-  ScratchDatabase primary_db{"pgft_ptrunc_p"};
-  ScratchDatabase replica_db{"pgft_ptrunc_r"};
-  PgSession primary = primary_db.session();
-  PgSession replica = replica_db.session();
-  TestExchange exchange{"pgft_ptrunc_x"};
-  TestQueue queue{exchange.name(), {}, QueueOptions::listener_compatible()};
-  TestQueue dead{exchange.name(), {}, QueueOptions::dead_letter_compatible(), queue.name() + ".dead"};
-  std::optional<Process> listener;
-  std::optional<Process> publisher;
 };
 
 TEST_F(PartitionTruncateChain, TruncateOfAPartitionRemovesItsRowsOnlyOnTheReplica) {
