@@ -312,7 +312,6 @@ void Listener::process(Batch& batch) {
   std::vector<const TableInfo*> tables;
   changes.reserve(batch.changes);
 
-  std::map<std::string, bool> wanted;  // routing key -> matches --tables (once per batch)
   for (std::size_t i = 0; i < batch.deliveries.size(); ++i) {
     const Delivery& d = batch.deliveries[i];
     try {
@@ -320,11 +319,7 @@ void Listener::process(Batch& batch) {
       std::vector<const TableInfo*> resolved;
       for (const auto& c : parsed) {
         std::string key = routing_key(c.schema, c.name);
-        auto [known, inserted] = wanted.try_emplace(key, false);
-        if (inserted) {
-          for (const auto& p : config_.patterns) known->second = known->second || topic_matches(p, key);
-        }
-        if (!known->second) throw BadMessage("not-replicated", "table " + key + " is not in --tables of this listener");
+        if (!topic_matches_any(config_.patterns, key)) throw BadMessage("not-replicated", "table " + key + " is not in --tables of this listener");
         const TableInfo* t = catalog_.resolve_for(*pg_, c.schema, c.name, c.new_row);
         if (!t) throw BadMessage("unknown-table", "the replica has no table " + quote_ident(c.schema) + "." + quote_ident(c.name));
         if (t->key_columns.empty()) throw BadMessage("no-primary-key", "replica table " + t->qualified() + " has no primary key");

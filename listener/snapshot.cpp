@@ -13,13 +13,6 @@ namespace {
 
 constexpr int kFetchRows = 5000;
 
-bool matches_any(const std::vector<std::string>& patterns, const std::string& key) {
-  for (const auto& p : patterns) {
-    if (topic_matches(p, key)) return true;
-  }
-  return false;
-}
-
 }  // namespace
 
 void copy_snapshot(const std::string& source_conninfo, pqxx::connection& target,
@@ -32,7 +25,7 @@ void copy_snapshot(const std::string& source_conninfo, pqxx::connection& target,
   std::vector<std::pair<std::string, std::string>> wanted;
   for (const auto& row : src.exec("SELECT schema_name, table_name FROM pgfanout.tracked ORDER BY 1, 2")) {
     std::string schema = row[0].c_str(), name = row[1].c_str();
-    if (matches_any(patterns, routing_key(schema, name))) wanted.emplace_back(schema, name);
+    if (topic_matches_any(patterns, routing_key(schema, name))) wanted.emplace_back(schema, name);
   }
   std::vector<const TableInfo*> tables;
   for (const auto& [schema, name] : wanted) {

@@ -56,4 +56,11 @@ std::vector<std::string> split_patterns(std::string_view list) {
   return out;
 }
 
+bool topic_matches_any(const std::vector<std::string>& patterns, std::string_view routing_key) {
+  for (const auto& p : patterns) {
+    if (topic_matches(p, routing_key)) return true;
+  }
+  return false;
+}
+
 }  // namespace pgfanout

@@ -72,5 +72,13 @@ TEST(SplitPatterns, EmptyPatternIsAnError) {
   }
 }
 
+TEST(TopicMatches, AnyOfSeveralPatterns) {
+  std::vector<std::string> patterns{"sales.*", "public.users"};
+  EXPECT_TRUE(topic_matches_any(patterns, "sales.orders"));
+  EXPECT_TRUE(topic_matches_any(patterns, "public.users"));
+  EXPECT_FALSE(topic_matches_any(patterns, "public.orders"));
+  EXPECT_FALSE(topic_matches_any({}, "public.users"));
+}
+
 }  // namespace
 }  // namespace pgfanout
