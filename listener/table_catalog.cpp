@@ -9,11 +9,15 @@ constexpr const char* kResolveSql = R"(
 SELECT a.attname, a.attgenerated = '' AS insertable,
        array_position(i.indkey::int2[], a.attnum) AS key_position,
        format_type(a.atttypid, a.atttypmod) AS type, c.relkind = 'p' AS partitioned,
-       coalesce(nullif(t.typbasetype, 0), a.atttypid) IN ('json'::regtype, 'jsonb'::regtype) AS json
+       -- json or jsonb, or a domain over one at any depth (as install.sql's json_columns)
+       (WITH RECURSIVE base(typ) AS (
+          SELECT a.atttypid
+          UNION ALL
+          SELECT t.typbasetype FROM base JOIN pg_type t ON t.oid = base.typ WHERE t.typtype = 'd')
+        SELECT bool_or(typ IN ('json'::regtype, 'jsonb'::regtype)) FROM base) AS json
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-JOIN pg_type t ON t.oid = a.atttypid
 LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary
 WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')
 ORDER BY a.attnum)";

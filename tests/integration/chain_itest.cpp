@@ -550,6 +550,8 @@ TEST(ChainFixedBugs, ColumnAddedOnBothSidesIsReplicatedAtOnce) {
 TEST(ChainFixedBugs, JsonNullStaysJsonNull) {
   SmallChain chain(R"SQL(
 CREATE DOMAIN public.doc AS jsonb;
+CREATE DOMAIN public.doc_of_doc AS public.doc;  -- a domain over a domain over jsonb
+CREATE TABLE public.ddocs (id int PRIMARY KEY, dd public.doc_of_doc);
 CREATE TABLE public.docs (id int PRIMARY KEY, j jsonb, js json, d public.doc, t text);
 CREATE TABLE public.pdocs (id int PRIMARY KEY, j jsonb) PARTITION BY RANGE (id);
 CREATE TABLE public.pdocs_1 PARTITION OF public.pdocs FOR VALUES FROM (0) TO (100);
@@ -559,7 +561,7 @@ CREATE FUNCTION public.bump() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN UPDATE public.bumped SET n = 1 WHERE id = NEW.id AND n IS NULL; RETURN NULL; END $$;
 CREATE TRIGGER a_bump AFTER INSERT ON public.bumped FOR EACH ROW EXECUTE FUNCTION public.bump();
 )SQL",
-                   {"public.docs", "public.pdocs", "public.bumped"});
+                   {"public.docs", "public.pdocs", "public.bumped", "public.ddocs"});
   chain.primary.exec(R"SQL(
 INSERT INTO public.docs VALUES (1, 'null', 'null', 'null', 'a'), (2, NULL, NULL, NULL, NULL),
   (3, '[null]', '{}', '{"k": null}', 'c'), (4, '{"a": 1}', 'null', NULL, 'd');
@@ -571,11 +573,13 @@ INSERT INTO public.pdocs VALUES (1, 'null'), (2, NULL);
 UPDATE public.pdocs SET j = 'null' WHERE id = 2;
 INSERT INTO public.pdocs VALUES (3, 'null') ON CONFLICT DO NOTHING;
 INSERT INTO public.bumped VALUES (1, 'null'), (2, NULL);
+INSERT INTO public.ddocs VALUES (1, 'null'), (2, NULL);
 )SQL");
   // t::text prints a JSON null as null and SQL NULL as nothing.
   expect_converged(chain, {{"public.docs", "t.id", "t::text"},
                            {"public.pdocs", "t.id", "t::text"},
-                           {"public.bumped", "t.id", "t::text"}});
+                           {"public.bumped", "t.id", "t::text"},
+                           {"public.ddocs", "t.id", "t::text"}});
   EXPECT_EQ(chain.replica.value("SELECT string_agg(id::text, ',' ORDER BY id) FROM public.docs "
                                 "WHERE j IS NOT NULL AND j = 'null'::jsonb"),
             "5");
