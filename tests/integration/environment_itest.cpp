@@ -1,6 +1,7 @@
 // Every flag of INTERFACE.md can come from the environment instead (PGFANOUT_*): a
 // publisher and a listener started with no flags at all, configured only by their
-// environment, replicate, pack, filter tables and log at the level asked for.
+// environment, replicate, pack, filter tables, log at the level asked for and serve
+// metrics. (PGFANOUT_SOURCE for the listener's --snapshot is not covered here.)
 
 #include <gtest/gtest.h>
 
@@ -39,8 +40,10 @@ CREATE TABLE public.other (id int PRIMARY KEY, v text);
                     {"PGFANOUT_TABLES", "public.wanted"},
                     {"PGFANOUT_LOG_LEVEL", "debug"}});
   listener.wait_for_log("consuming from");
+  const int metrics_port = free_port();
   Process publisher(publisher_binary(), {},
                     {{"PGFANOUT_SOURCE", primary_db.conninfo()},
+                     {"PGFANOUT_METRICS", "127.0.0.1:" + std::to_string(metrics_port)},
                      {"PGFANOUT_AMQP_URL", amqp_url()},
                      {"PGFANOUT_EXCHANGE", exchange.name()},
                      {"PGFANOUT_PACK", "5"},
@@ -68,6 +71,9 @@ CREATE TABLE public.other (id int PRIMARY KEY, v text);
   EXPECT_EQ(changes, 10) << log;
   EXPECT_EQ(messages, 2) << log;
   EXPECT_NE(publisher.log().find(" debug: "), std::string::npos) << "PGFANOUT_LOG_LEVEL=debug was not applied";
+  // PGFANOUT_METRICS: the publisher serves its metrics there.
+  EXPECT_NE(http_get(metrics_port, "/metrics").find("pgfanout_publisher_changes_published_total{table=\"public.wanted\"} 10"),
+            std::string::npos);
   EXPECT_EQ(dead.remaining(), 0u);
   EXPECT_EQ(publisher.stop(), 0);
   EXPECT_EQ(listener.stop(), 0);

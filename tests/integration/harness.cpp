@@ -2,8 +2,10 @@
 
 #include <amqp.h>
 #include <amqp_tcp_socket.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/file.h>
@@ -936,6 +938,70 @@ PostgresStopped::PostgresStopped(std::string_view mode)
     : ServerStopped({"the test PostgreSQL cluster (pg_ctl stop -m " + std::string(mode) + " / start)",
                      [m = std::string(mode)] { return pg_ctl({"stop", "-m", m, "-w", "-t", "60"}); },
                      [] { return pg_ctl({"start", "-w", "-t", "60"}); }, [] { wait_for_postgres(); }}) {}
+
+// A port that was free a moment ago: bind port 0, read what the kernel chose, close.
+int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) throw HarnessError(std::string("socket: ") + std::strerror(errno));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof addr;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    int err = errno;
+    ::close(fd);
+    throw HarnessError(std::string("cannot pick a free port: ") + std::strerror(err));
+  }
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// GET http://127.0.0.1:port/path with plain sockets (HTTP/1.0: the server closes after
+// the response). Returns the body; throws on a refused connection or a non-200 status.
+std::string http_get(int port, const std::string& path) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) throw HarnessError(std::string("socket: ") + std::strerror(errno));
+  timeval timeout{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    int err = errno;
+    ::close(fd);
+    throw HarnessError("cannot connect to 127.0.0.1:" + std::to_string(port) + ": " +
+                       std::strerror(err));
+  }
+  std::string request = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+  if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) !=
+      static_cast<ssize_t>(request.size())) {
+    ::close(fd);
+    throw HarnessError("cannot send the HTTP request");
+  }
+  std::string response;
+  char buffer[8192];
+  for (;;) {
+    ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
+    if (n > 0) {
+      response.append(buffer, static_cast<std::size_t>(n));
+      continue;
+    }
+    if (n == 0) break;
+    int err = errno;
+    ::close(fd);
+    throw HarnessError(std::string("reading the HTTP response: ") + std::strerror(err));
+  }
+  ::close(fd);
+  auto end_of_head = response.find("\r\n\r\n");
+  if (end_of_head == std::string::npos) throw HarnessError("no HTTP response head in: " + response);
+  std::string status = response.substr(0, response.find("\r\n"));
+  if (status.find(" 200 ") == std::string::npos) throw HarnessError("HTTP status: " + status);
+  return response.substr(end_of_head + 4);
+}
 
 SmallChain::SmallChain(const std::string& tables_sql, const std::vector<std::string>& tracked) {
   primary.exec(tables_sql);

@@ -473,6 +473,15 @@ class PostgresStopped : public ServerStopped {
 };
 
 // ---------------------------------------------------------------------------------------
+// HTTP (--metrics)
+
+/// A port on 127.0.0.1 that was free a moment ago (bound to port 0 and closed again).
+int free_port();
+/// GET http://127.0.0.1:port/path (HTTP/1.0); the body. Throws HarnessError on a refused
+/// connection, a timeout (5 s) or a status other than 200.
+std::string http_get(int port, const std::string& path);
+
+// ---------------------------------------------------------------------------------------
 // A whole chain
 
 /// A primary and one replica (each created with `tables_sql`), `tracked` tracked on the
