@@ -25,6 +25,13 @@ namespace {
 // How long a stop may take before the process leaves without finishing it (see run()).
 constexpr std::chrono::seconds kStopGrace{3};
 
+// The queue exists with other arguments than this listener declares (RabbitMQ refuses to
+// change a queue's type or arguments): only the user can resolve it.
+class QueueMismatch : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 constexpr const char* kBookkeepingSql = R"(
 CREATE SCHEMA IF NOT EXISTS pgfanout;
 CREATE TABLE IF NOT EXISTS pgfanout.listener_state (
@@ -139,6 +146,10 @@ int Listener::run() {
       spdlog::error("{}", e.what());
       disconnect();
       return 1;
+    } catch (const QueueMismatch& e) {
+      spdlog::error("{}", e.what());
+      disconnect();
+      return 2;
     } catch (const AmqpError& e) {
       server = "rabbitmq";
       spdlog::warn("RabbitMQ: {}", e.what());
@@ -186,8 +197,17 @@ void Listener::setup_replica() {
 void Listener::setup_broker() {
   consumer_ = std::make_unique<AmqpConnection>(config_.amqp, "pgfanout-listener " + config_.queue);
   consumer_->declare_exchange(config_.exchange);
-  consumer_->declare_queue(config_.queue, true);
-  consumer_->declare_queue(config_.queue + ".dead", false);
+  for (const auto& [name, single_active] :
+       {std::pair{config_.queue, true}, std::pair{config_.queue + ".dead", false}}) {
+    try {
+      consumer_->declare_queue(name, single_active, config_.queue_type);
+    } catch (const AmqpPreconditionFailed& e) {
+      throw QueueMismatch(fmt::format(
+          "queue '{}' exists with other arguments than --queue-type {} declares ({}); RabbitMQ "
+          "cannot change a queue's type: drain it and declare it anew (README, \"Queue types\")",
+          name, config_.queue_type == QueueType::Quorum ? "quorum" : "classic", e.what()));
+    }
+  }
 
   // Bind the wanted patterns and drop the bindings an earlier run made that are no longer
   // wanted, so that changing --tables takes effect on the broker too.

@@ -27,6 +27,7 @@ struct ListenerConfig {
   std::vector<std::string> patterns{"#"};
   enum class Snapshot { Off, Copy, Truncate } snapshot = Snapshot::Off;
   std::string source;
+  QueueType queue_type = QueueType::Classic;
   std::uint16_t prefetch = 2000;
   std::size_t batch_changes = 5000;
   std::chrono::milliseconds batch_age{50};
@@ -45,7 +46,8 @@ class Listener {
   ~Listener();
 
   /// Runs until SIGINT or SIGTERM. Returns the exit code: 0 after a clean stop, 1 when a
-  /// requested snapshot is refused.
+  /// requested snapshot is refused, 2 when the queue exists with another type or other
+  /// arguments (a configuration error: retrying cannot help).
   int run();
 
  private:

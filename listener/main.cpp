@@ -13,10 +13,16 @@ int main(int argc, char** argv) {
                "database in batches (upserts and deletes), acking only after commit.",
                program);
   app.set_version_flag("--version", PGFANOUT_VERSION);
-  std::string target, queue, source, tables = "#", snapshot;
+  std::string target, queue, source, tables = "#", snapshot, queue_type = "classic";
   CommonOptions common;
   app.add_option("--target", target, "libpq conninfo or URI of the replica")->envname("PGFANOUT_TARGET");
   app.add_option("--queue", queue, "the replica's durable queue (one per replica)")->envname("PGFANOUT_QUEUE");
+  app.add_option("--queue-type", queue_type,
+                 "type of the queue and its dead-letter queue: classic or quorum (a queue keeps "
+                 "the type it was created with)")
+      ->envname("PGFANOUT_QUEUE_TYPE")
+      ->check(CLI::IsMember({"classic", "quorum"}))
+      ->capture_default_str();
   common.add_to(app);
   app.add_option("--tables", tables, "topic binding patterns on schema.table, comma-separated")
       ->envname("PGFANOUT_TABLES")
@@ -50,6 +56,7 @@ int main(int argc, char** argv) {
   }
   config.target = target;
   config.queue = queue;
+  config.queue_type = queue_type == "quorum" ? QueueType::Quorum : QueueType::Classic;
   config.amqp = common.amqp;
   config.exchange = common.exchange;
   config.source = source;

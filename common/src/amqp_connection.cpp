@@ -147,6 +147,9 @@ void AmqpConnection::check_reply(const char* what) {
              to_string(m->reply_text);
     amqp_channel_close_ok_t ok{};
     amqp_send_method(state_.get(), kChannel, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+    if (m->reply_code == AMQP_PRECONDITION_FAILED) {
+      throw AmqpPreconditionFailed(std::string(what) + ": " + reason);
+    }
   } else {
     reason = "unexpected broker method " + std::to_string(r.reply.id);
   }
@@ -159,12 +162,25 @@ void AmqpConnection::declare_exchange(std::string_view name) {
   check_reply(("declaring exchange " + std::string(name)).c_str());
 }
 
-void AmqpConnection::declare_queue(std::string_view name, bool single_active_consumer) {
-  amqp_table_entry_t entry;
-  entry.key = amqp_cstring_bytes("x-single-active-consumer");
-  entry.value.kind = AMQP_FIELD_KIND_BOOLEAN;
-  entry.value.value.boolean = 1;
-  amqp_table_t args{single_active_consumer ? 1 : 0, &entry};
+void AmqpConnection::declare_queue(std::string_view name, bool single_active_consumer,
+                                   QueueType type) {
+  // A classic queue is declared without x-queue-type, as before queue types existed, so
+  // that queues declared by earlier versions keep matching.
+  amqp_table_entry_t entries[2];
+  int count = 0;
+  if (single_active_consumer) {
+    entries[count].key = amqp_cstring_bytes("x-single-active-consumer");
+    entries[count].value.kind = AMQP_FIELD_KIND_BOOLEAN;
+    entries[count].value.value.boolean = 1;
+    ++count;
+  }
+  if (type == QueueType::Quorum) {
+    entries[count].key = amqp_cstring_bytes("x-queue-type");
+    entries[count].value.kind = AMQP_FIELD_KIND_UTF8;
+    entries[count].value.value.bytes = amqp_cstring_bytes("quorum");
+    ++count;
+  }
+  amqp_table_t args{count, entries};
   amqp_queue_declare(state_.get(), kChannel, bytes(name), 0, 1, 0, 0, args);
   check_reply(("declaring queue " + std::string(name)).c_str());
 }

@@ -26,6 +26,18 @@ class AmqpError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// The broker refused a declaration because what exists differs (AMQP 406
+/// PRECONDITION_FAILED), e.g. a queue declared before with another type or other
+/// arguments. Not transient: declaring again gives the same answer.
+class AmqpPreconditionFailed : public AmqpError {
+ public:
+  using AmqpError::AmqpError;
+};
+
+/// RabbitMQ's queue types pgfanout declares (x-queue-type). A queue keeps the type it was
+/// declared with; the broker refuses to declare it again with another.
+enum class QueueType { Classic, Quorum };
+
 /// A message header value: rabbitmq-c tables hold more types, pgfanout needs these two.
 using HeaderValue = std::variant<std::string, std::int64_t>;
 using Headers = std::vector<std::pair<std::string, HeaderValue>>;
@@ -89,8 +101,10 @@ class AmqpConnection {
   AmqpConnection& operator=(const AmqpConnection&) = delete;
 
   void declare_exchange(std::string_view name);
-  /// Declares a durable queue; `single_active_consumer` makes further consumers standbys.
-  void declare_queue(std::string_view name, bool single_active_consumer);
+  /// Declares a durable queue of `type`; `single_active_consumer` makes further consumers
+  /// standbys. Throws AmqpPreconditionFailed when the queue exists with other arguments.
+  void declare_queue(std::string_view name, bool single_active_consumer,
+                     QueueType type = QueueType::Classic);
   void bind_queue(std::string_view queue, std::string_view exchange, std::string_view key);
   void unbind_queue(std::string_view queue, std::string_view exchange, std::string_view key);
   /// Number of ready messages in an existing queue (passive declare).
