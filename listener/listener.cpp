@@ -91,7 +91,7 @@ struct Listener::Batch {
 };
 
 Listener::Listener(ListenerConfig config, MetricsRegistry& metrics)
-    : config_(std::move(config)), metrics_(metrics) {
+    : config_(std::move(config)), metrics_(metrics), brokers_(config_.brokers) {
   snapshot_done_ = config_.snapshot == ListenerConfig::Snapshot::Off;
   using T = MetricsRegistry::Type;
   metrics_.describe("pgfanout_listener_changes_applied_total", T::Counter,
@@ -137,7 +137,7 @@ int Listener::run() {
 
   spdlog::info("pgfanout-listener {} starting: target {}, queue '{}', broker {}, exchange '{}'",
                PGFANOUT_VERSION, mask_conninfo(config_.target), config_.queue,
-               config_.amqp.masked(), config_.exchange);
+               brokers_.masked(), config_.exchange);
   while (!stopping_) {
     std::string server = "postgresql";
     try {
@@ -153,6 +153,7 @@ int Listener::run() {
     } catch (const AmqpError& e) {
       server = "rabbitmq";
       spdlog::warn("RabbitMQ: {}", e.what());
+      brokers_.failed();
     } catch (const pqxx::failure& e) {
       spdlog::warn("PostgreSQL: {}", one_line(e.what()));
     } catch (const std::exception& e) {
@@ -195,7 +196,7 @@ void Listener::setup_replica() {
 }
 
 void Listener::setup_broker() {
-  consumer_ = std::make_unique<AmqpConnection>(config_.amqp, "pgfanout-listener " + config_.queue);
+  consumer_ = brokers_.connect("pgfanout-listener " + config_.queue);
   consumer_->declare_exchange(config_.exchange);
   for (const auto& [name, single_active] :
        {std::pair{config_.queue, true}, std::pair{config_.queue + ".dead", false}}) {
@@ -238,7 +239,7 @@ void Listener::setup_broker() {
     tx.commit();
   }
 
-  dead_letters_ = std::make_unique<AmqpConnection>(config_.amqp, "pgfanout-listener " + config_.queue + " dead letters");
+  dead_letters_ = brokers_.connect("pgfanout-listener " + config_.queue + " dead letters");
   dead_letters_->enable_confirms();
 }
 
@@ -248,7 +249,7 @@ void Listener::session() {
   std::string bound;
   for (const auto& p : config_.patterns) bound += (bound.empty() ? "" : ", ") + p;
   spdlog::info("connected to RabbitMQ {}; queue '{}' bound to exchange '{}' for {}; dead letters to '{}.dead'",
-               config_.amqp.masked(), config_.queue, config_.exchange, bound, config_.queue);
+               brokers_.current().masked(), config_.queue, config_.exchange, bound, config_.queue);
   if (!snapshot_done_) {
     copy_snapshot(config_.source, *pg_, catalog_, config_.patterns,
                   config_.snapshot == ListenerConfig::Snapshot::Truncate);

@@ -14,6 +14,7 @@
 #include "pgfanout/amqp_connection.hpp"
 #include "pgfanout/amqp_url.hpp"
 #include "pgfanout/backoff.hpp"
+#include "pgfanout/broker_list.hpp"
 #include "pgfanout/metrics.hpp"
 #include "table_catalog.hpp"
 
@@ -22,7 +23,8 @@ namespace pgfanout {
 struct ListenerConfig {
   std::string target;
   std::string queue;
-  AmqpUrl amqp;
+  /// The broker nodes (--amqp), tried in turn.
+  std::vector<AmqpUrl> brokers;
   std::string exchange = "pgfanout";
   std::vector<std::string> patterns{"#"};
   enum class Snapshot { Off, Copy, Truncate } snapshot = Snapshot::Off;
@@ -65,6 +67,7 @@ class Listener {
   MetricsRegistry& metrics_;
   std::atomic<bool> stopping_{false};
   std::unique_ptr<pqxx::connection> pg_;
+  BrokerList brokers_;
   std::unique_ptr<AmqpConnection> consumer_;
   std::unique_ptr<AmqpConnection> dead_letters_;
   std::unique_ptr<BatchApplier> applier_;

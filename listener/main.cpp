@@ -57,7 +57,7 @@ int main(int argc, char** argv) {
   config.target = target;
   config.queue = queue;
   config.queue_type = queue_type == "quorum" ? QueueType::Quorum : QueueType::Classic;
-  config.amqp = common.amqp;
+  config.brokers = common.brokers;
   config.exchange = common.exchange;
   config.source = source;
   MetricsRegistry metrics;

@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
 
   PublisherConfig config;
   config.source = source;
-  config.amqp = common.amqp;
+  config.brokers = common.brokers;
   config.exchange = common.exchange;
   config.pack = static_cast<std::size_t>(pack);
   MetricsRegistry metrics;

@@ -47,7 +47,7 @@ class WakeReceiver : public pqxx::notification_receiver {
 }  // namespace
 
 Publisher::Publisher(PublisherConfig config, MetricsRegistry& metrics)
-    : config_(std::move(config)), metrics_(metrics), timer_(io_) {
+    : config_(std::move(config)), metrics_(metrics), timer_(io_), brokers_(config_.brokers) {
   using T = MetricsRegistry::Type;
   metrics_.describe("pgfanout_publisher_changes_published_total", T::Counter,
                     "Changes confirmed by the broker and removed from the outbox, by table.");
@@ -129,7 +129,7 @@ asio::awaitable<void> Publisher::pause(std::chrono::milliseconds delay) {
 
 asio::awaitable<void> Publisher::main_loop() {
   spdlog::info("pgfanout-publisher {} starting: source {}, broker {}, exchange '{}', pack {}",
-               PGFANOUT_VERSION, mask_conninfo(config_.source), config_.amqp.masked(),
+               PGFANOUT_VERSION, mask_conninfo(config_.source), brokers_.masked(),
                config_.exchange, config_.pack);
   while (!stopping_) {
     std::string server = "postgresql";
@@ -138,6 +138,7 @@ asio::awaitable<void> Publisher::main_loop() {
     } catch (const AmqpError& e) {
       server = "rabbitmq";
       spdlog::warn("RabbitMQ: {}", e.what());
+      brokers_.failed();
     } catch (const pqxx::failure& e) {
       spdlog::warn("PostgreSQL: {}", one_line(e.what()));
     } catch (const std::exception& e) {
@@ -188,11 +189,11 @@ asio::awaitable<void> Publisher::session() {
   pg_socket_ = std::make_unique<asio::posix::stream_descriptor>(io_, fd);
   spdlog::info("LISTENing on channel '{}'", kChannel);
 
-  amqp_ = std::make_unique<AmqpConnection>(config_.amqp, "pgfanout-publisher");
+  amqp_ = brokers_.connect("pgfanout-publisher");
   amqp_->enable_confirms();
   amqp_->declare_exchange(config_.exchange);
   spdlog::info("connected to RabbitMQ {} (heartbeat {} s); exchange '{}' declared",
-               config_.amqp.masked(), amqp_->heartbeat().count(), config_.exchange);
+               brokers_.current().masked(), amqp_->heartbeat().count(), config_.exchange);
   metrics_.set("pgfanout_publisher_active", {}, 1);
   backoff_.reset();
   last_summary_ = std::chrono::steady_clock::now();

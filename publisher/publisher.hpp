@@ -23,13 +23,15 @@
 #include "pgfanout/amqp_connection.hpp"
 #include "pgfanout/amqp_url.hpp"
 #include "pgfanout/backoff.hpp"
+#include "pgfanout/broker_list.hpp"
 #include "pgfanout/metrics.hpp"
 
 namespace pgfanout {
 
 struct PublisherConfig {
   std::string source;
-  AmqpUrl amqp;
+  /// The broker nodes (--amqp), tried in turn.
+  std::vector<AmqpUrl> brokers;
   std::string exchange = "pgfanout";
   std::size_t pack = 1;
   int batch_rows = 2000;
@@ -82,6 +84,7 @@ class Publisher {
   std::unique_ptr<OutboxReader> outbox_;
   /// Vacuums the outbox from a thread of its own; made when this publisher first leads.
   std::unique_ptr<OutboxVacuum> vacuum_;
+  BrokerList brokers_;
   std::unique_ptr<AmqpConnection> amqp_;
   std::unique_ptr<boost::asio::posix::stream_descriptor> pg_socket_;
   Backoff backoff_{std::chrono::milliseconds(500), std::chrono::seconds(30)};

@@ -136,6 +136,25 @@ AmqpUrl AmqpUrl::parse(std::string_view url) {
   return out;
 }
 
+std::vector<AmqpUrl> AmqpUrl::parse_list(std::string_view urls) {
+  std::vector<AmqpUrl> out;
+  for (std::size_t n = 1;; ++n) {
+    auto comma = urls.find(',');
+    std::string_view one = urls.substr(0, comma);
+    while (!one.empty() && one.front() == ' ') one.remove_prefix(1);
+    while (!one.empty() && one.back() == ' ') one.remove_suffix(1);
+    if (one.empty()) throw std::invalid_argument("URL " + std::to_string(n) + " of the list is empty");
+    try {
+      out.push_back(parse(one));
+    } catch (const std::invalid_argument& e) {
+      if (n == 1 && comma == std::string_view::npos) throw;
+      throw std::invalid_argument("URL " + std::to_string(n) + ": " + e.what());
+    }
+    if (comma == std::string_view::npos) return out;
+    urls.remove_prefix(comma + 1);
+  }
+}
+
 std::string AmqpUrl::masked() const {
   std::string s = tls ? "amqps://" : "amqp://";
   s += user;

@@ -39,7 +39,8 @@ HostPort HostPort::parse(std::string_view text) {
 }
 
 void CommonOptions::add_to(CLI::App& app) {
-  app.add_option("--amqp", amqp_url, "RabbitMQ URL (amqp:// or amqps://)")
+  app.add_option("--amqp", amqp_url,
+                 "RabbitMQ URL (amqp:// or amqps://); several nodes of a cluster comma-separated")
       ->envname("PGFANOUT_AMQP_URL")
       ->capture_default_str();
   app.add_option("--exchange", exchange, "the topic exchange changes travel through")
@@ -58,7 +59,8 @@ int CommonOptions::check(std::string_view program) {
   if (!parsed_level) return usage_error(program, "--log-level '" + log_level + "' is not a log level");
   level = *parsed_level;
   try {
-    amqp = AmqpUrl::parse(amqp_url);
+    brokers = AmqpUrl::parse_list(amqp_url);
+    amqp = brokers.front();
   } catch (const std::invalid_argument& e) {
     return usage_error(program, std::string("--amqp: ") + e.what());
   }

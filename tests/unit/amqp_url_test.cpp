@@ -183,3 +183,48 @@ TEST(AmqpUrl, MaskedShowsSchemePortAndVhost) {
 
 }  // namespace
 }  // namespace pgfanout
+
+namespace pgfanout {
+namespace {
+
+TEST(AmqpUrlList, CommaSeparatedNodesEachWithTheirOwnOptions) {
+  auto nodes = AmqpUrl::parse_list(
+      "amqp://u:p@127.0.0.1:5672/%2f, amqps://u:p@localhost:5671/v?cacert=/etc/ca%2C1.pem,amqp://127.0.0.1:5674");
+  ASSERT_EQ(nodes.size(), 3u);
+  EXPECT_EQ(nodes[0].port, 5672);
+  EXPECT_FALSE(nodes[0].tls);
+  EXPECT_TRUE(nodes[1].tls);
+  EXPECT_EQ(nodes[1].host, "localhost");
+  EXPECT_EQ(nodes[1].vhost, "v");
+  EXPECT_EQ(nodes[1].cacert, "/etc/ca,1.pem");
+  EXPECT_EQ(nodes[2].port, 5674);
+  EXPECT_EQ(nodes[2].user, "guest");
+}
+
+TEST(AmqpUrlList, ACommaInAPasswordIsPercentEncoded) {
+  auto nodes = AmqpUrl::parse_list("amqp://u:a%2Cb@h1:1,amqp://u:a%2Cb@h2:2");
+  ASSERT_EQ(nodes.size(), 2u);
+  EXPECT_EQ(nodes[0].password, "a,b");
+  EXPECT_EQ(nodes[1].host, "h2");
+}
+
+TEST(AmqpUrlList, OneUrlIsAListOfOne) {
+  auto nodes = AmqpUrl::parse_list("amqp://guest:guest@127.0.0.1:5672/%2f");
+  ASSERT_EQ(nodes.size(), 1u);
+  EXPECT_EQ(nodes[0].host, "127.0.0.1");
+}
+
+TEST(AmqpUrlList, EmptyOrBadMembersAreRefusedNamingWhichOne) {
+  EXPECT_THROW(AmqpUrl::parse_list(""), std::invalid_argument);
+  EXPECT_THROW(AmqpUrl::parse_list("amqp://h1,"), std::invalid_argument);
+  EXPECT_THROW(AmqpUrl::parse_list(",amqp://h1"), std::invalid_argument);
+  try {
+    AmqpUrl::parse_list("amqp://h1,http://h2");
+    FAIL() << "accepted http://";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("URL 2"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace pgfanout

@@ -4,6 +4,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace pgfanout {
 
@@ -25,6 +26,10 @@ struct AmqpUrl {
 
   /// Parses a URL; throws std::invalid_argument naming the problem.
   static AmqpUrl parse(std::string_view url);
+  /// Parses comma-separated URLs (the nodes of a cluster), each with its own options. A
+  /// comma inside a URL (in a password, a vhost or a file name) is written %2C. Throws
+  /// std::invalid_argument naming the problem and which URL has it.
+  static std::vector<AmqpUrl> parse_list(std::string_view urls);
 
   /// The URL as it may be logged: the password replaced by `****`.
   std::string masked() const;

@@ -3,6 +3,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <spdlog/common.h>
@@ -34,8 +35,10 @@ struct CommonOptions {
 
   void add_to(CLI::App& app);
 
-  /// Checked and parsed; filled by check().
+  /// Checked and parsed; filled by check(). `brokers` holds every --amqp URL in order
+  /// (several nodes are separated by commas); `amqp` is the first.
   AmqpUrl amqp;
+  std::vector<AmqpUrl> brokers;
   std::optional<HostPort> metrics_at;
   spdlog::level::level_enum level = spdlog::level::info;
   /// Returns -1 when every value is valid, else prints one line and returns 2.
