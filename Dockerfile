@@ -15,6 +15,7 @@ COPY CMakeLists.txt ./
 COPY common common
 COPY publisher publisher
 COPY listener listener
+COPY packaging packaging
 RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DPGFANOUT_BUILD_TESTS=OFF \
  && cmake --build build
 

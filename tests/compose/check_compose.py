@@ -16,6 +16,11 @@ Docker engine:
 - the Grafana dashboard parses, uses the provisioned data source, and shows exactly the
   documented metrics, each of which the programs really serve.
 
+The same checks run on docker-compose.yml alone and on it merged with
+docker-compose.cluster.yml (the 3-node RabbitMQ variant), merged as `docker compose -f
+docker-compose.yml -f docker-compose.cluster.yml` merges them; for that variant, queues
+may also be declared by the one-shot docker/rabbitmq/declare-queues.sh.
+
 Run from anywhere: python3 tests/compose/check_compose.py. PGFANOUT_BUILD_DIR chooses the
 build directory (default: build). Exits 1 if any check fails.
 """
@@ -76,16 +81,47 @@ def load_json(path):
         raise Failure(f"{path.relative_to(ROOT)} does not parse: {e}") from e
 
 
-COMPOSE = ROOT / "docker-compose.yml"
+# The variants checked: the files merged in order, as docker compose -f A -f B does.
+VARIANTS = [
+    ("docker-compose.yml", ["docker-compose.yml"]),
+    ("docker-compose.yml + docker-compose.cluster.yml", ["docker-compose.yml", "docker-compose.cluster.yml"]),
+]
+_files = VARIANTS[0][1]
 _compose = None
+
+
+def volume_target(v):
+    if isinstance(v, dict):
+        return v.get("target")
+    parts = str(v).split(":")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def merge(base, override, key=None):
+    """Compose's merge of an override file into a base: mappings merge key by key,
+    volumes merge by their target, other sequences and scalars are replaced."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        out = dict(base)
+        for k, v in override.items():
+            out[k] = merge(base[k], v, k) if k in base else v
+        return out
+    if key == "volumes" and isinstance(base, list) and isinstance(override, list):
+        out = {volume_target(v): v for v in base}
+        out.update({volume_target(v): v for v in override})
+        return list(out.values())
+    return override
 
 
 def compose():
     global _compose
     if _compose is None:
-        _compose = load_yaml(COMPOSE)
-        if not isinstance(_compose, dict) or not isinstance(_compose.get("services"), dict):
-            raise Failure("docker-compose.yml has no services mapping")
+        merged = {}
+        for name in _files:
+            doc = load_yaml(ROOT / name)
+            if not isinstance(doc, dict) or not isinstance(doc.get("services"), dict):
+                raise Failure(f"{name} has no services mapping")
+            merged = merge(merged, doc)
+        _compose = merged
     return _compose
 
 
@@ -133,7 +169,9 @@ def help_flags(program):
 
 
 def help_env(program):
-    return set(re.findall(r"Env:(PGFANOUT_[A-Z0-9_]+)", help_text(program)))
+    # Env:NAME is CLI11's mark of an option's variable; a variable that is not one option's
+    # value (PGFANOUT_AMQP_PASSWORD) is named in its option's description.
+    return set(re.findall(r"(PGFANOUT_[A-Z0-9_]+)", help_text(program)))
 
 
 def documented_env():
@@ -258,7 +296,7 @@ def check_env():
             elif program and var not in help_env(program):
                 problems.append(f"service {name}: {program} does not read {var} (see its --help)")
         for var, value in environment(s).items():
-            for url in re.findall(r"[a-z]+://\S+", value):
+            for url in re.findall(r"[a-z]+://[^\s,]+", value):
                 host = urlsplit(url).hostname
                 if host and host not in services() and host not in ("localhost", "127.0.0.1"):
                     problems.append(f"service {name}: {var} names host {host}, which is not a service")
@@ -287,21 +325,52 @@ def check_prometheus():
     return problems
 
 
+def mounted_source(target):
+    """The repository file that some service mounts at `target`."""
+    for s in services().values():
+        for v in s.get("volumes") or []:
+            if volume_target(v) == target:
+                return ROOT / (v.get("source") if isinstance(v, dict) else str(v).split(":")[0])
+    raise Failure(f"no service mounts a file at {target}")
+
+
+def script_declarations():
+    """Queues and bindings that docker/rabbitmq/declare-queues.sh declares, for the
+    services that run it (QUEUES names the queues): (queues by name, bindings)."""
+    queues, bindings = {}, set()
+    script_path = ROOT / "docker" / "rabbitmq" / "declare-queues.sh"
+    for s in services().values():
+        if not any("declare-queues.sh" in str(v) for v in s.get("volumes") or []):
+            continue
+        script = script_path.read_text(encoding="utf-8").replace("\\\n", " ")
+        for q in environment(s).get("QUEUES", "").split():
+            for suffix, args in re.findall(r'declare queue name="\$q(\.dead)?" durable=true\s+arguments=\'(\{[^\']*\})\'', script):
+                queues[q + suffix] = {"name": q + suffix, "durable": True, "auto_delete": False,
+                                      "arguments": json.loads(args)}
+            for source in re.findall(r'declare binding source=(\S+) destination="\$q"', script):
+                bindings.add((source, q))
+    return queues, bindings
+
+
 def check_rabbitmq_definitions():
     problems = []
-    definitions = load_json(ROOT / "docker" / "rabbitmq" / "definitions.json")
+    definitions = load_json(mounted_source("/etc/rabbitmq/pgfanout-definitions.json"))
     queues = {q["name"]: q for q in definitions.get("queues", [])}
     users = {u["name"] for u in definitions.get("users", [])}
     bindings = {(b["source"], b["destination"]) for b in definitions.get("bindings", [])}
     exchanges = {e["name"]: e for e in definitions.get("exchanges", [])}
+    script_queues, script_bindings = script_declarations()
+    queues.update(script_queues)
+    bindings |= script_bindings
     for name, s in services().items():
         program = program_of(s)
         if not program:
             continue
         env = environment(s)
-        user = unquote(urlsplit(env.get("PGFANOUT_AMQP_URL", "amqp://guest@x")).username or "guest")
-        if user not in users:
-            problems.append(f"service {name} logs in to RabbitMQ as {user}, a user the definitions do not create")
+        for url in env.get("PGFANOUT_AMQP_URL", "amqp://guest@x").split(","):
+            user = unquote(urlsplit(url.strip()).username or "guest")
+            if user not in users:
+                problems.append(f"service {name} logs in to RabbitMQ as {user}, a user the definitions do not create")
         exchange = env.get("PGFANOUT_EXCHANGE", "pgfanout")
         if exchange not in exchanges or exchanges[exchange].get("type") != "topic" or not exchanges[exchange].get("durable"):
             problems.append(f"service {name}: exchange {exchange} is not declared as a durable topic exchange")
@@ -309,14 +378,16 @@ def check_rabbitmq_definitions():
             continue
         queue = env.get("PGFANOUT_QUEUE")
         # The listener declares its queue durable with x-single-active-consumer and the
-        # dead-letter queue durable without arguments; a definition that differs makes
-        # its declaration fail (PRECONDITION_FAILED).
+        # dead-letter queue durable, both with x-queue-type quorum under
+        # --queue-type quorum (and without it for classic); a declaration that differs
+        # makes the listener's fail (PRECONDITION_FAILED).
+        typed = {"x-queue-type": "quorum"} if env.get("PGFANOUT_QUEUE_TYPE") == "quorum" else {}
         q = queues.get(queue)
-        if not q or not q.get("durable") or q.get("auto_delete") or q.get("arguments") != {"x-single-active-consumer": True}:
-            problems.append(f"service {name}: queue {queue} is not declared durable with x-single-active-consumer")
+        if not q or not q.get("durable") or q.get("auto_delete") or q.get("arguments") != {"x-single-active-consumer": True, **typed}:
+            problems.append(f"service {name}: queue {queue} is not declared durable with x-single-active-consumer {typed or ''}")
         d = queues.get(f"{queue}.dead")
-        if not d or not d.get("durable") or d.get("auto_delete") or d.get("arguments"):
-            problems.append(f"service {name}: queue {queue}.dead is not declared durable without arguments")
+        if not d or not d.get("durable") or d.get("auto_delete") or (d.get("arguments") or {}) != typed:
+            problems.append(f"service {name}: queue {queue}.dead is not declared durable with arguments {typed}")
         if (exchange, queue) not in bindings:
             problems.append(f"service {name}: queue {queue} is not bound to exchange {exchange}")
     return problems
@@ -394,7 +465,12 @@ def served_metrics(program, args):
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
                     text = r.read().decode()
-                return dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
+                types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
+                # The endpoint is up a moment before the program has described its
+                # metrics: an empty page is not the answer yet.
+                if types:
+                    return types
+                raise OSError("no metrics described yet")
             except OSError:
                 if proc.poll() is not None:
                     raise Failure(f"{program} exited {proc.returncode} before serving metrics: {proc.stderr.read().strip()}")
@@ -440,23 +516,27 @@ CHECKS = [
 
 
 def main():
+    global _files, _compose
     passed = failed = 0
-    for title, check in CHECKS:
-        try:
-            problems = check()
-        except Failure as e:
-            problems = [str(e)]
-        except Exception as e:  # a broken file shape is a failure of the check, not a crash
-            problems = [f"{type(e).__name__}: {e}"]
-        problems = list(dict.fromkeys(problems))  # services sharing a build report once
-        if problems:
-            failed += 1
-            print(f"FAIL {title}")
-            for p in problems:
-                print(f"     - {p}")
-        else:
-            passed += 1
-            print(f"ok   {title}")
+    for variant, files in VARIANTS:
+        _files, _compose = files, None
+        print(f"== {variant}")
+        for title, check in CHECKS:
+            try:
+                problems = check()
+            except Failure as e:
+                problems = [str(e)]
+            except Exception as e:  # a broken file shape is a failure of the check, not a crash
+                problems = [f"{type(e).__name__}: {e}"]
+            problems = list(dict.fromkeys(problems))  # services sharing a build report once
+            if problems:
+                failed += 1
+                print(f"FAIL {title}")
+                for p in problems:
+                    print(f"     - {p}")
+            else:
+                passed += 1
+                print(f"ok   {title}")
     print(f"check_compose: {passed} passed, {failed} failed")
     return 1 if failed else 0
 
