@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing (Debian 12), builds, starts the local
-# throwaway PostgreSQL 15 and RabbitMQ (scripts/servers.sh), runs every unit and
-# integration test with ctest and the check of docker-compose.yml, and stops the servers
-# again if it started them. Exits non-zero if anything failed.
+# throwaway PostgreSQL 15 and RabbitMQ (scripts/servers.sh) and a 3-node RabbitMQ cluster
+# (scripts/cluster.sh), runs every test with ctest (labels unit, integration, fault,
+# cluster, packaging) and the check of the compose files, and stops the servers again if
+# it started them. Exits non-zero if anything failed.
 #
 # PGFANOUT_RUN_DIR and PGFANOUT_BUILD_DIR choose other server and build directories.
 set -euo pipefail
@@ -26,6 +27,7 @@ started_servers=0
 servers_running || started_servers=1
 stop_servers() {
   if ((started_servers)); then bash scripts/servers.sh stop || true; fi
+  bash scripts/cluster.sh stop >/dev/null 2>&1 || true
 }
 trap stop_servers EXIT
 trap 'exit 130' INT
@@ -36,6 +38,11 @@ if ! env_lines=$(bash scripts/servers.sh start); then
   exit 1
 fi
 eval "$env_lines"
+if ! cluster_lines=$(bash scripts/cluster.sh start); then
+  echo "test.sh: the 3-node RabbitMQ cluster did not start (messages above); no test was run" >&2
+  exit 1
+fi
+eval "$cluster_lines"
 
 log="$BUILD/ctest.log"
 set +e
