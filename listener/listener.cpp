@@ -40,6 +40,12 @@ CREATE TABLE IF NOT EXISTS pgfanout.listener_state (
   last_change_ts timestamptz,
   applied_changes bigint NOT NULL DEFAULT 0,
   updated_at timestamptz);
+CREATE TABLE IF NOT EXISTS pgfanout.listener_snapshots (
+  queue text NOT NULL,
+  schema_name text NOT NULL,
+  table_name text NOT NULL,
+  copied_at timestamptz NOT NULL,
+  PRIMARY KEY (queue, schema_name, table_name));
 CREATE TABLE IF NOT EXISTS pgfanout.listener_bindings (
   queue text NOT NULL,
   exchange text NOT NULL,
@@ -251,7 +257,7 @@ void Listener::session() {
   spdlog::info("connected to RabbitMQ {}; queue '{}' bound to exchange '{}' for {}; dead letters to '{}.dead'",
                brokers_.current().masked(), config_.queue, config_.exchange, bound, config_.queue);
   if (!snapshot_done_) {
-    copy_snapshot(config_.source, *pg_, catalog_, config_.patterns,
+    copy_snapshot(config_.source, *pg_, catalog_, config_.patterns, config_.queue,
                   config_.snapshot == ListenerConfig::Snapshot::Truncate);
     snapshot_done_ = true;
   }

@@ -1,5 +1,7 @@
 #include "snapshot.hpp"
 
+#include <set>
+
 #include <pqxx/pqxx>
 #include <spdlog/spdlog.h>
 
@@ -16,7 +18,8 @@ constexpr int kFetchRows = 5000;
 }  // namespace
 
 void copy_snapshot(const std::string& source_conninfo, pqxx::connection& target,
-                   TableCatalog& catalog, const std::vector<std::string>& patterns, bool truncate) {
+                   TableCatalog& catalog, const std::vector<std::string>& patterns,
+                   const std::string& queue, bool truncate) {
   auto source = connect_pg(source_conninfo, "pgfanout-listener-snapshot");
   pqxx::transaction<pqxx::repeatable_read, pqxx::read_only> src(*source);
   if (src.exec1("SELECT to_regclass('pgfanout.tracked') IS NULL")[0].as<bool>()) {
@@ -26,6 +29,25 @@ void copy_snapshot(const std::string& source_conninfo, pqxx::connection& target,
   for (const auto& row : src.exec("SELECT schema_name, table_name FROM pgfanout.tracked ORDER BY 1, 2")) {
     std::string schema = row[0].c_str(), name = row[1].c_str();
     if (topic_matches_any(patterns, routing_key(schema, name))) wanted.emplace_back(schema, name);
+  }
+  if (!truncate) {
+    std::set<std::pair<std::string, std::string>> done;
+    pqxx::nontransaction read(target);
+    for (const auto& row : read.exec_params(
+             "SELECT schema_name, table_name FROM pgfanout.listener_snapshots WHERE queue = $1", queue)) {
+      done.emplace(row[0].c_str(), row[1].c_str());
+    }
+    std::size_t before = wanted.size();
+    std::erase_if(wanted, [&](const auto& table) { return done.count(table) > 0; });
+    if (wanted.empty()) {
+      spdlog::info("snapshot: queue '{}' has its snapshot of {} tables already (taken before); "
+                   "consuming (use --snapshot=truncate to copy again)", queue, before);
+      return;
+    }
+    if (wanted.size() < before) {
+      spdlog::info("snapshot: {} of {} tables were copied for queue '{}' before; copying the {} others",
+                   before - wanted.size(), before, queue, wanted.size());
+    }
   }
   std::vector<const TableInfo*> tables;
   for (const auto& [schema, name] : wanted) {
@@ -100,6 +122,13 @@ void copy_snapshot(const std::string& source_conninfo, pqxx::connection& target,
     src.exec0("CLOSE pgfanout_snapshot");
     spdlog::info("snapshot: copied {} rows of {}", copied, t->qualified());
     total += copied;
+  }
+  for (const TableInfo* t : tables) {
+    dst.exec_params(
+        "INSERT INTO pgfanout.listener_snapshots (queue, schema_name, table_name, copied_at) "
+        "VALUES ($1, $2, $3, now()) ON CONFLICT (queue, schema_name, table_name) "
+        "DO UPDATE SET copied_at = EXCLUDED.copied_at",
+        queue, t->schema, t->name);
   }
   dst.commit();
   src.commit();

@@ -23,7 +23,14 @@ class SnapshotRefused : public std::runtime_error {
 /// so every change after the snapshot is queued; replaying the ones the snapshot already
 /// holds is harmless (upserts and deletes in commit order converge).
 /// Refuses a non-empty replica table unless `truncate`.
+///
+/// Once per queue: the tables copied are recorded in pgfanout.listener_snapshots on the
+/// replica, in the same transaction as their rows. Without `truncate`, tables already
+/// recorded for `queue` are not copied again (a restart with the same flags copies
+/// nothing; a wider --tables copies the tables it adds). An interrupted copy committed
+/// nothing, so the next start copies again. `truncate` always copies every table.
 void copy_snapshot(const std::string& source_conninfo, pqxx::connection& target,
-                   TableCatalog& catalog, const std::vector<std::string>& patterns, bool truncate);
+                   TableCatalog& catalog, const std::vector<std::string>& patterns,
+                   const std::string& queue, bool truncate);
 
 }  // namespace pgfanout

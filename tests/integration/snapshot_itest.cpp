@@ -280,3 +280,92 @@ TEST_F(SnapshotTest, TruncateModeWithForeignKeysBetweenTrackedTables) {
 
 }  // namespace
 }  // namespace pgfanout::test
+
+namespace pgfanout::test {
+namespace {
+
+// A service manager restarts the listener with the flags it was given: --snapshot must
+// copy once, not make the second start exit because the tables are no longer empty.
+TEST_F(SnapshotTest, ARestartWithTheSameFlagsAfterTheSnapshotGoesOnConsuming) {
+  Process publisher = start_publisher(primary_db.conninfo(), exchange.name(), {"--pack", "20"});
+  {
+    Process first = start_snapshot_listener("--snapshot");
+    first.wait_for_log("consuming from");
+    ASSERT_EQ(first.stop(), 0);
+  }
+  primary.exec(kLiveChangesSql);
+  Process again = start_snapshot_listener("--snapshot");
+  again.wait_for_log("consuming from");
+  EXPECT_NE(again.log().find("has its snapshot of 4 tables already"), std::string::npos) << again.log();
+  EXPECT_TRUE(again.running());
+  wait_outbox_empty(primary);
+  wait_converged(primary, replica);
+  EXPECT_EQ(queue_depth(dead.name()), 0u);
+}
+
+// A wider --tables copies the tables it adds, and only those: the others hold rows now
+// (which a copy would refuse) and are already followed by the queue.
+TEST_F(SnapshotTest, AWiderTablesCopiesOnlyTheTablesItAdds) {
+  Process publisher = start_publisher(primary_db.conninfo(), exchange.name(), {"--pack", "20"});
+  {
+    Process first = start_snapshot_listener("--snapshot", {"--tables", "public.accounts"});
+    first.wait_for_log("consuming from");
+    ASSERT_EQ(first.stop(), 0);
+  }
+  ASSERT_EQ(replica.integer("SELECT count(*) FROM public.events"), 0);
+  primary.exec("UPDATE public.accounts SET owner = 'after the first snapshot' WHERE id = 7");
+  Process wider = start_snapshot_listener("--snapshot", {"--tables", "public.accounts,public.events"});
+  wider.wait_for_log("consuming from");
+  std::string log = wider.log();
+  EXPECT_NE(log.find("1 of 2 tables were copied for queue"), std::string::npos) << log;
+  EXPECT_NE(log.find("copied 302 rows of \"public\".\"events\""), std::string::npos) << log;
+  EXPECT_EQ(log.find("rows of \"public\".\"accounts\""), std::string::npos) << log;
+  wait_outbox_empty(primary);
+  for (const auto& c : {kChecked[0], kChecked[1]}) {
+    eventually_value([&] { return rows_md5(replica, c); },
+                     [&](const std::optional<std::string>& md5) { return md5 == rows_md5(primary, c); },
+                     kPatience, c.table + " on the replica to equal the primary");
+  }
+}
+
+// A copy cut off (here: the listener killed while the replica's table lock holds up its
+// writes) committed nothing, so the next start copies again, as if it never ran.
+TEST_F(SnapshotTest, AStartAfterAnInterruptedCopyCopiesAgain) {
+  {
+    PgSession blocker = replica_db.session();
+    // SHARE: reads go on (the emptiness check), the snapshot's writes wait.
+    blocker.exec("BEGIN; LOCK TABLE public.letters IN SHARE MODE");
+    Process first = start_snapshot_listener("--snapshot");
+    first.wait_for_log("snapshot: copied");
+    eventually([&] {
+      PgSession probe = replica_db.session();
+      return probe.integer("SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'public.letters'::regclass") > 0;
+    }, kPatience, "the snapshot to wait for the replica's table lock");
+    first.kill();
+    blocker.exec("ROLLBACK");
+  }
+  EXPECT_EQ(replica.integer("SELECT count(*) FROM public.accounts"), 0);
+  EXPECT_EQ(replica.integer("SELECT count(*) FROM pgfanout.listener_snapshots"), 0);
+  Process again = start_snapshot_listener("--snapshot");
+  again.wait_for_log("consuming from");
+  EXPECT_NE(again.log().find("snapshot: 4 tables"), std::string::npos) << again.log();
+  wait_converged(primary, replica);
+}
+
+// --snapshot=truncate is the way to force a fresh copy: it copies although the snapshot
+// is recorded, and replaces what the replica holds.
+TEST_F(SnapshotTest, TruncateAlwaysCopiesAgain) {
+  {
+    Process first = start_snapshot_listener("--snapshot");
+    first.wait_for_log("consuming from");
+    ASSERT_EQ(first.stop(), 0);
+  }
+  replica.exec("DELETE FROM public.accounts WHERE id <= 100");
+  Process again = start_snapshot_listener("--snapshot=truncate");
+  again.wait_for_log("consuming from");
+  EXPECT_NE(again.log().find("snapshot: 4 tables"), std::string::npos) << again.log();
+  wait_converged(primary, replica);
+}
+
+}  // namespace
+}  // namespace pgfanout::test
