@@ -279,13 +279,13 @@ class FaultTest : public ::testing::Test {
     EXPECT_EQ(queue_depth(queue_b_.name() + ".dead"), 0u);
   }
 
-  /// Publisher sessions holding the leader lock of the primary (pg_locks).
+  /// Live publisher sessions named by the leader lease of the primary.
   std::int64_t leader_locks() {
     PgSession db = primary_.session();
     return db.integer(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-        "AND classid = 1886809697 AND objid = 1 AND objsubid = 2 "
-        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())");
+        "SELECT count(*) FROM pgfanout.publisher_lease l JOIN pg_stat_activity a "
+        "ON a.pid = l.holder_pid AND a.backend_start = l.holder_start "
+        "AND a.application_name = 'pgfanout-publisher'");
   }
 
   /// Waits until `process` logged `needle` once more than `before` times.
@@ -486,8 +486,8 @@ TEST_F(FaultTest, ReplicaDownTenSeconds) {
   expect_converged();
 }
 
-// f) Two publishers on one primary: one ships, the other waits as standby on the leader
-// lock and never connects to the broker; when the active one is killed (-9), the standby
+// f) Two publishers on one primary: one ships, the other waits as standby for the leader
+// lease and never connects to the broker; when the active one is killed (-9), the standby
 // takes over.
 TEST_F(FaultTest, StandbyPublisherTakesOver) {
   start_publisher();
@@ -620,7 +620,7 @@ TEST_F(FaultTest, SigtermExitsPromptlyInEveryState) {
     EXPECT_TRUE(process.running()) << what << " gave up connecting already";
     expect_prompt_clean_exit(process, what);
   }
-  // The live publisher stops so that one stuck on the broker can take the leader lock.
+  // The live publisher stops so that one stuck on the broker can take the leader lease.
   expect_prompt_clean_exit(*publisher_, "the publisher under load");
   {
     Process pub(publisher_binary(), {"--source", primary_.conninfo(), "--amqp", silent_amqp,
