@@ -12,7 +12,9 @@ namespace {
 // pgfanout.publisher_lease) when its holder's session has ended, and returns the new
 // epoch; no row while the holder lives. One autocommit statement: contenders queue on the
 // row lock, and the one that waited re-checks the new holder (PostgreSQL re-evaluates
-// the WHERE clause, a subplan run again with the new row's values) and finds it alive.
+// the WHERE clause for the new row version) and finds it alive. The check must stay a
+// scalar subquery: NOT EXISTS becomes an anti-join, which that re-check does not run
+// again, and both contenders would lead.
 // pg_stat_activity hides backend_start of other roles' sessions (unless
 // pg_read_all_stats): a holder whose pid is listed with it hidden counts as alive, so a
 // live leader is never taken over; only its pid being reused by a session of another

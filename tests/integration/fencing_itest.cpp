@@ -195,6 +195,42 @@ TEST(Leadership, EpochGrowsAcrossTakeoverAndReinstall) {
   EXPECT_EQ(epoch_header(queue.take(1)[0]), lease_epoch(primary));
 }
 
+// Contenders queue on the lease's row lock, and each one that waited checks the holder
+// that committed meanwhile: while that session lives, nobody takes the lease over.
+TEST(Leadership, ContendersThatWaitedRecheckTheNewHolder) {
+  ScratchDatabase primary_db("pgft_lead_p");
+  PgSession primary = primary_db.session();
+  install_schema(primary_db.conninfo());
+  TestExchange exchange("pgft_lead_x");
+
+  // A session takes the lease as a publisher does, but keeps its transaction open.
+  std::optional<PgSession> holder(primary_db.session());
+  holder->exec(
+      "BEGIN; UPDATE pgfanout.publisher_lease SET holder_pid = pg_backend_pid(), "
+      "holder_start = (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()), "
+      "epoch = epoch + 1");
+  Process a = start_publisher(primary_db.conninfo(), exchange.name());
+  Process b = start_publisher(primary_db.conninfo(), exchange.name());
+  eventually([&] {
+    return primary.integer("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                           "'pgfanout-publisher' AND wait_event_type = 'Lock'") == 2;
+  }, kPatience, "both publishers to wait for the lease's row lock");
+  holder->exec("COMMIT");
+  a.wait_for_log("waiting as standby");
+  b.wait_for_log("waiting as standby");
+  EXPECT_EQ(primary.integer("SELECT holder_pid FROM pgfanout.publisher_lease"),
+            holder->integer("SELECT pg_backend_pid()"));
+
+  holder.reset();  // its session ends: one of them takes over
+  eventually([&] { return a.count_in_log("taking over") + b.count_in_log("taking over") > 0; }, kPatience,
+             "a publisher to take over");
+  Process& leader = a.count_in_log("taking over") ? a : b;
+  Process& standby = &leader == &a ? b : a;
+  EXPECT_EQ(standby.count_in_log("taking over"), 0u);
+  leader.kill();
+  standby.wait_for_log("taking over");
+}
+
 // A leader whose lease was taken while its session lives (only an operator's UPDATE can
 // do that) deletes nothing from the outbox and steps down: what it shipped stays for the
 // holder, and it leads again, with a new epoch, once the holder is gone.
