@@ -19,7 +19,8 @@ RETURNING coalesce(extract(epoch FROM clock_timestamp() - s.last_change_ts), 0):
 
 // The largest publisher epoch applied on the queue, locked for the batch's transaction
 // (a standby listener taking over the queue waits for it).
-constexpr const char* kEpochSql = "SELECT epoch FROM pgfanout.listener_epoch WHERE queue = $1 FOR UPDATE";
+constexpr const char* kEpochSql =
+    "SELECT epoch FROM pgfanout.listener_epoch WHERE queue = $1 FOR UPDATE";
 constexpr const char* kRecordEpochSql = R"(
 INSERT INTO pgfanout.listener_epoch AS e (queue, epoch, updated_at) VALUES ($1, $2, clock_timestamp())
 ON CONFLICT (queue) DO UPDATE SET epoch = EXCLUDED.epoch, updated_at = EXCLUDED.updated_at
@@ -117,9 +118,8 @@ void BatchApplier::record(pqxx::nontransaction& tx, const std::vector<const Pars
                           ApplyResult& result) {
   if (live.empty()) return;
   const ParsedChange& last = *changes[live.back()];
-  result.lag_seconds =
-      tx.exec_params1(kRecordSql, queue_, last.id, last.ts, static_cast<std::int64_t>(live.size() - rejected))[0]
-          .as<double>();
+  auto applied = static_cast<std::int64_t>(live.size() - rejected);
+  result.lag_seconds = tx.exec_params1(kRecordSql, queue_, last.id, last.ts, applied)[0].as<double>();
 }
 
 ApplyResult BatchApplier::apply(const std::vector<const ParsedChange*>& changes,

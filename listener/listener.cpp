@@ -416,11 +416,13 @@ void Listener::process(Batch& batch) {
       messages.insert(owner[i]);
     }
     const Delivery& first = batch.deliveries[*messages.begin()];
-    spdlog::warn("dropped {} messages ({} changes, first message {}) from a deposed publisher: epoch {} "
-                 "is older than epoch {} already applied on queue '{}'",
-                 messages.size(), result.stale.size(), first.message_id.empty() ? "?" : first.message_id,
+    spdlog::warn("dropped {} messages ({} changes, first message {}) from a deposed publisher: "
+                 "epoch {} is older than epoch {} already applied on queue '{}'",
+                 messages.size(), result.stale.size(),
+                 first.message_id.empty() ? "?" : first.message_id,
                  epochs[result.stale.front()].value_or(0), result.epoch.value_or(0), config_.queue);
-    metrics_.add("pgfanout_listener_stale_messages_total", {}, static_cast<double>(messages.size()));
+    metrics_.add("pgfanout_listener_stale_messages_total", {},
+                 static_cast<double>(messages.size()));
   }
   std::size_t applied_count = 0;
   std::int64_t last_applied_id = 0;
@@ -439,7 +441,8 @@ void Listener::process(Batch& batch) {
   }
   if (applied_count > 0) {
     metrics_.set("pgfanout_listener_lag_seconds", {}, result.lag_seconds);
-    metrics_.set("pgfanout_listener_last_applied_change_id", {}, static_cast<double>(last_applied_id));
+    metrics_.set("pgfanout_listener_last_applied_change_id", {},
+                 static_cast<double>(last_applied_id));
     last_lag_ = result.lag_seconds;
   }
   applied_since_summary_ += applied_count;

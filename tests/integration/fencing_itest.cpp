@@ -54,7 +54,9 @@ double metric(int port, const std::string& name) {
 /// databases that grant it rights, so that they are dropped first.
 class TestRole {
  public:
-  TestRole() : name_(unique_name("pgft_role")) { PgSession(pg_admin_conninfo()).exec("CREATE ROLE " + name_ + " LOGIN"); }
+  TestRole() : name_(unique_name("pgft_role")) {
+    PgSession(pg_admin_conninfo()).exec("CREATE ROLE " + name_ + " LOGIN");
+  }
   ~TestRole() {
     try {
       PgSession(pg_admin_conninfo()).exec("DROP ROLE IF EXISTS " + name_);
@@ -74,7 +76,8 @@ class TestRole {
 /// until stop() (or 90 s): every row keeps getting newer versions.
 class HotRowUpdates {
  public:
-  explicit HotRowUpdates(std::string conninfo) : conninfo_(std::move(conninfo)), thread_([this] { run(); }) {}
+  explicit HotRowUpdates(std::string conninfo)
+      : conninfo_(std::move(conninfo)), thread_([this] { run(); }) {}
   ~HotRowUpdates() { stop(); }
   HotRowUpdates(const HotRowUpdates&) = delete;
   HotRowUpdates& operator=(const HotRowUpdates&) = delete;
@@ -222,8 +225,8 @@ TEST(Leadership, ContendersThatWaitedRecheckTheNewHolder) {
             holder->integer("SELECT pg_backend_pid()"));
 
   holder.reset();  // its session ends: one of them takes over
-  eventually([&] { return a.count_in_log("taking over") + b.count_in_log("taking over") > 0; }, kPatience,
-             "a publisher to take over");
+  eventually([&] { return a.count_in_log("taking over") + b.count_in_log("taking over") > 0; },
+             kPatience, "a publisher to take over");
   Process& leader = a.count_in_log("taking over") ? a : b;
   Process& standby = &leader == &a ? b : a;
   EXPECT_EQ(standby.count_in_log("taking over"), 0u);
@@ -289,8 +292,8 @@ TEST(Fencing, ADeposedLeaderCannotTakeAReplicaBackInTime) {
   // The leader reaches the broker through a relay that can hold what it publishes; with
   // 60 s heartbeats the broker keeps its connection meanwhile.
   FreezableRelay relay;
-  Process leader(publisher_binary(), {"--source", primary_db.conninfo(), "--amqp", relay.url(60), "--exchange",
-                                      exchange.name(), "--log-level", "debug"});
+  Process leader(publisher_binary(), {"--source", primary_db.conninfo(), "--amqp", relay.url(60),
+                                      "--exchange", exchange.name(), "--log-level", "debug"});
   leader.wait_for_log("leading with epoch");
   Process standby = start_publisher(primary_db.conninfo(), exchange.name());
   standby.wait_for_log("waiting as standby");
@@ -354,14 +357,16 @@ TEST(Fencing, DeadLetterReplayStillApplies) {
   TestExchange exchange("pgft_fence_x");
   TestQueue queue(exchange.name(), {}, QueueOptions::listener_compatible());
   TestQueue dead(exchange.name(), {}, QueueOptions::dead_letter_compatible(), queue.name() + ".dead");
-  std::optional<Process> listener(start_listener(replica_db.conninfo(), queue.name(), exchange.name()));
+  std::optional<Process> listener(
+      start_listener(replica_db.conninfo(), queue.name(), exchange.name()));
   listener->wait_for_log("consuming from");
   Process publisher = start_publisher(primary_db.conninfo(), exchange.name());
 
   // The replica has no table public.late yet: both changes are dead-lettered.
   primary.exec("INSERT INTO public.late VALUES (1, 'inspected')");
   primary.exec("INSERT INTO public.late VALUES (2, 'replayed')");
-  eventually([&] { return queue_depth(dead.name()) == 2; }, kPatience, "both changes to be dead-lettered");
+  eventually([&] { return queue_depth(dead.name()) == 2; }, kPatience,
+             "both changes to be dead-lettered");
   auto inspected = dead.take(1);
   EXPECT_EQ(epoch_header(inspected[0]), std::nullopt) << "a dead letter carries the epoch header";
   EXPECT_EQ(dead.remaining(), 1u);
@@ -389,8 +394,8 @@ TEST(Fencing, DeadLetterReplayStillApplies) {
                               R"(", "dest-uri": "amqp://", "dest-queue": ")" + queue.name() +
                               R"(", "src-delete-after": "queue-length"})"});
   ASSERT_EQ(set.exit_code, 0) << set.out << set.err;
-  eventually([&] { return replica.value("SELECT v FROM public.late WHERE id = 2") == "replayed"; }, kPatience,
-             "the replayed dead letter to be applied");
+  eventually([&] { return replica.value("SELECT v FROM public.late WHERE id = 2") == "replayed"; },
+             kPatience, "the replayed dead letter to be applied");
   rabbitmqctl({"clear_parameter", "shovel", shovel});  // gone already once the queue was moved
   EXPECT_EQ(listener->count_in_log("from a deposed publisher"), 0u);
 }
