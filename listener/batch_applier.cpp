@@ -1,9 +1,8 @@
 #include "batch_applier.hpp"
 
-#include <numeric>
-
 #include <pqxx/pqxx>
 
+#include "epoch_fence.hpp"
 #include "pgfanout/log_text.hpp"
 #include "pgfanout/pg_connection.hpp"
 
@@ -17,6 +16,15 @@ ON CONFLICT (queue) DO UPDATE SET last_change_id = EXCLUDED.last_change_id,
   last_change_ts = coalesce(EXCLUDED.last_change_ts, s.last_change_ts),
   applied_changes = s.applied_changes + EXCLUDED.applied_changes, updated_at = EXCLUDED.updated_at
 RETURNING coalesce(extract(epoch FROM clock_timestamp() - s.last_change_ts), 0)::float8)";
+
+// The largest publisher epoch applied on the queue, locked for the batch's transaction
+// (a standby listener taking over the queue waits for it).
+constexpr const char* kEpochSql =
+    "SELECT epoch FROM pgfanout.listener_epoch WHERE queue = $1 FOR UPDATE";
+constexpr const char* kRecordEpochSql = R"(
+INSERT INTO pgfanout.listener_epoch AS e (queue, epoch, updated_at) VALUES ($1, $2, clock_timestamp())
+ON CONFLICT (queue) DO UPDATE SET epoch = EXCLUDED.epoch, updated_at = EXCLUDED.updated_at
+WHERE e.epoch < EXCLUDED.epoch)";
 
 }  // namespace
 
@@ -82,24 +90,49 @@ void BatchApplier::isolate(pqxx::nontransaction& tx, const std::vector<std::size
   isolate(tx, std::vector<std::size_t>(split, subset.end()), changes, tables, rejected);
 }
 
-double BatchApplier::record(pqxx::nontransaction& tx, const std::vector<const ParsedChange*>& changes,
-                            std::size_t applied) {
-  const ParsedChange& last = *changes.back();
-  return tx.exec_params1(kRecordSql, queue_, last.id, last.ts, static_cast<std::int64_t>(applied))[0]
-      .as<double>();
+std::vector<std::size_t> BatchApplier::fence(pqxx::nontransaction& tx,
+                                             const std::vector<std::optional<std::int64_t>>& epochs,
+                                             ApplyResult& result) {
+  std::optional<std::int64_t> applied;
+  bool any = false;
+  for (const auto& e : epochs) any = any || e.has_value();
+  if (any) {
+    pqxx::result r = tx.exec_params(kEpochSql, queue_);
+    if (!r.empty()) applied = r[0][0].as<std::int64_t>();
+  }
+  EpochVerdict verdict = judge_epochs(applied, epochs);
+  result.stale.clear();
+  std::vector<std::size_t> live;
+  for (std::size_t i = 0; i < epochs.size(); ++i) {
+    (verdict.stale[i] ? result.stale : live).push_back(i);
+  }
+  if (verdict.highest && verdict.highest != applied) {
+    tx.exec_params(kRecordEpochSql, queue_, *verdict.highest);
+  }
+  result.epoch = verdict.highest;
+  return live;
+}
+
+void BatchApplier::record(pqxx::nontransaction& tx, const std::vector<const ParsedChange*>& changes,
+                          const std::vector<std::size_t>& live, std::size_t rejected,
+                          ApplyResult& result) {
+  if (live.empty()) return;
+  const ParsedChange& last = *changes[live.back()];
+  auto applied = static_cast<std::int64_t>(live.size() - rejected);
+  result.lag_seconds = tx.exec_params1(kRecordSql, queue_, last.id, last.ts, applied)[0].as<double>();
 }
 
 ApplyResult BatchApplier::apply(const std::vector<const ParsedChange*>& changes,
-                                const std::vector<const TableInfo*>& tables) {
+                                const std::vector<const TableInfo*>& tables,
+                                const std::vector<std::optional<std::int64_t>>& epochs) {
   ApplyResult result;
   if (changes.empty()) return result;
-  std::vector<std::size_t> all(changes.size());
-  std::iota(all.begin(), all.end(), 0);
   pqxx::nontransaction tx(conn_);
   tx.exec0("BEGIN");
   try {
-    run(tx, all, changes, tables);
-    result.lag_seconds = record(tx, changes, changes.size());
+    std::vector<std::size_t> live = fence(tx, epochs, result);
+    run(tx, live, changes, tables);
+    record(tx, changes, live, 0, result);
     tx.exec0("COMMIT");
     return result;
   } catch (const pqxx::broken_connection&) {
@@ -109,8 +142,9 @@ ApplyResult BatchApplier::apply(const std::vector<const ParsedChange*>& changes,
   }
   tx.exec0("ROLLBACK");
   tx.exec0("BEGIN");
-  isolate(tx, all, changes, tables, result.rejected);
-  result.lag_seconds = record(tx, changes, changes.size() - result.rejected.size());
+  std::vector<std::size_t> live = fence(tx, epochs, result);
+  if (!live.empty()) isolate(tx, live, changes, tables, result.rejected);
+  record(tx, changes, live, result.rejected.size(), result);
   tx.exec0("COMMIT");
   return result;
 }

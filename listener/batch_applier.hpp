@@ -1,6 +1,8 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,7 +21,11 @@ struct RejectedChange {
 
 struct ApplyResult {
   std::vector<RejectedChange> rejected;
-  double lag_seconds = 0;  // replica clock now minus `ts` of the batch's last change
+  double lag_seconds = 0;  // replica clock now minus `ts` of the last change applied
+  /// Changes dropped unapplied: their message came from a deposed publisher (epoch_fence.hpp).
+  std::vector<std::size_t> stale;
+  /// The largest publisher epoch applied on this queue, this batch included.
+  std::optional<std::int64_t> epoch;
 };
 
 /// Applies a batch of changes to the replica in one transaction, as set-based statements
@@ -27,7 +33,9 @@ struct ApplyResult {
 /// in a savepoint, recursively, until the refused changes are isolated; every other change
 /// is applied and committed. Transient errors (connection lost, deadlock, timeouts, out
 /// of resources) propagate instead of condemning a change (nothing is committed, the caller
-/// must not ack). The listener's bookkeeping row is written in the same transaction.
+/// must not ack). The listener's bookkeeping row is written in the same transaction, and
+/// so is the largest publisher epoch applied on the queue: changes whose message carries
+/// a smaller one are dropped (ApplyResult::stale), see epoch_fence.hpp.
 /// Transaction control (BEGIN, SAVEPOINT, ROLLBACK TO) is explicit SQL on a
 /// nontransaction: after a failed statement the session state is then exactly what the
 /// code says, whatever the client library does on its own.
@@ -35,8 +43,10 @@ class BatchApplier {
  public:
   BatchApplier(pqxx::connection& conn, std::string queue);
 
+  /// `epochs` holds the epoch of each change's message (nullopt: none).
   ApplyResult apply(const std::vector<const ParsedChange*>& changes,
-                    const std::vector<const TableInfo*>& tables);
+                    const std::vector<const TableInfo*>& tables,
+                    const std::vector<std::optional<std::int64_t>>& epochs);
 
  private:
   void run(pqxx::nontransaction& tx, const std::vector<std::size_t>& subset,
@@ -45,8 +55,12 @@ class BatchApplier {
   void isolate(pqxx::nontransaction& tx, const std::vector<std::size_t>& subset,
                const std::vector<const ParsedChange*>& changes,
                const std::vector<const TableInfo*>& tables, std::vector<RejectedChange>& rejected);
-  double record(pqxx::nontransaction& tx, const std::vector<const ParsedChange*>& changes,
-                std::size_t applied);
+  /// Locks the queue's epoch row and judges the batch against it; the indices to apply.
+  std::vector<std::size_t> fence(pqxx::nontransaction& tx,
+                                 const std::vector<std::optional<std::int64_t>>& epochs,
+                                 ApplyResult& result);
+  void record(pqxx::nontransaction& tx, const std::vector<const ParsedChange*>& changes,
+              const std::vector<std::size_t>& live, std::size_t rejected, ApplyResult& result);
 
   pqxx::connection& conn_;
   std::string queue_;

@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "change_parser.hpp"
+#include "epoch_fence.hpp"
 #include "pgfanout/log_text.hpp"
 #include "pgfanout/masking.hpp"
 #include "pgfanout/stop_signal.hpp"
@@ -51,6 +52,10 @@ CREATE TABLE IF NOT EXISTS pgfanout.listener_bindings (
   exchange text NOT NULL,
   pattern text NOT NULL,
   PRIMARY KEY (queue, exchange, pattern));
+CREATE TABLE IF NOT EXISTS pgfanout.listener_epoch (
+  queue text PRIMARY KEY,
+  epoch bigint NOT NULL,
+  updated_at timestamptz NOT NULL);
 )";
 
 std::int64_t header_count(const Delivery& d) {
@@ -115,6 +120,9 @@ Listener::Listener(ListenerConfig config, MetricsRegistry& metrics)
                     "Times the listener lost a server and reconnected, by server.");
   metrics_.describe("pgfanout_listener_last_applied_change_id", T::Gauge,
                     "Id of the last change applied to the replica.");
+  metrics_.describe("pgfanout_listener_stale_messages_total", T::Counter,
+                    "Messages dropped because a deposed publisher sent them (older epoch).");
+  metrics_.add("pgfanout_listener_stale_messages_total", {}, 0);
   metrics_.set("pgfanout_listener_lag_seconds", {}, 0);
 }
 
@@ -337,11 +345,13 @@ void Listener::process(Batch& batch) {
   std::vector<std::size_t> owner;            // delivery index of each change
   std::vector<std::size_t> delivery_changes(batch.deliveries.size(), 0);
   std::vector<const TableInfo*> tables;
+  std::vector<std::optional<std::int64_t>> epochs;  // of each change's message
   changes.reserve(batch.changes);
 
   for (std::size_t i = 0; i < batch.deliveries.size(); ++i) {
     const Delivery& d = batch.deliveries[i];
     try {
+      std::optional<std::int64_t> epoch = message_epoch(d.headers);
       std::vector<ParsedChange> parsed = parse_message(d.body);
       std::vector<const TableInfo*> resolved;
       for (const auto& c : parsed) {
@@ -356,6 +366,7 @@ void Listener::process(Batch& batch) {
         changes.push_back(std::move(parsed[k]));
         owner.push_back(i);
         tables.push_back(resolved[k]);
+        epochs.push_back(epoch);
       }
       delivery_changes[i] = parsed.size();
     } catch (const BadMessage& e) {
@@ -369,7 +380,7 @@ void Listener::process(Batch& batch) {
 
   auto started = std::chrono::steady_clock::now();
   ApplyResult result;
-  if (!pointers.empty()) result = applier_->apply(pointers, tables);
+  if (!pointers.empty()) result = applier_->apply(pointers, tables, epochs);
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
 
   if (!result.rejected.empty()) catalog_.clear();  // the replica's tables may have changed
@@ -424,11 +435,29 @@ void Listener::process(Batch& batch) {
   std::map<std::pair<std::string, std::string>, double> applied;
   std::vector<bool> rejected(changes.size(), false);
   for (const auto& r : result.rejected) rejected[r.index] = true;
+  if (!result.stale.empty()) {
+    // Dropped, not dead-lettered: the new leader ships these changes again (epoch_fence.hpp).
+    std::set<std::size_t> messages;
+    for (std::size_t i : result.stale) {
+      rejected[i] = true;  // not applied either
+      messages.insert(owner[i]);
+    }
+    const Delivery& first = batch.deliveries[*messages.begin()];
+    spdlog::warn("dropped {} messages ({} changes, first message {}) from a deposed publisher: "
+                 "epoch {} is older than epoch {} already applied on queue '{}'",
+                 messages.size(), result.stale.size(),
+                 first.message_id.empty() ? "?" : first.message_id,
+                 epochs[result.stale.front()].value_or(0), result.epoch.value_or(0), config_.queue);
+    metrics_.add("pgfanout_listener_stale_messages_total", {},
+                 static_cast<double>(messages.size()));
+  }
   std::size_t applied_count = 0;
+  std::int64_t last_applied_id = 0;
   for (std::size_t i = 0; i < changes.size(); ++i) {
     if (rejected[i]) continue;
     applied[{routing_key(changes[i].schema, changes[i].name), std::string(to_string(changes[i].op))}] += 1;
     ++applied_count;
+    last_applied_id = changes[i].id;
   }
   for (const auto& [k, n] : applied) {
     metrics_.add("pgfanout_listener_changes_applied_total", {{"table", k.first}, {"op", k.second}}, n);
@@ -436,8 +465,11 @@ void Listener::process(Batch& batch) {
   if (!changes.empty()) {
     metrics_.observe("pgfanout_listener_batch_size", {}, static_cast<double>(changes.size()));
     metrics_.observe("pgfanout_listener_apply_duration_seconds", {}, seconds);
+  }
+  if (applied_count > 0) {
     metrics_.set("pgfanout_listener_lag_seconds", {}, result.lag_seconds);
-    metrics_.set("pgfanout_listener_last_applied_change_id", {}, static_cast<double>(changes.back().id));
+    metrics_.set("pgfanout_listener_last_applied_change_id", {},
+                 static_cast<double>(last_applied_id));
     last_lag_ = result.lag_seconds;
   }
   applied_since_summary_ += applied_count;

@@ -8,14 +8,36 @@
 namespace pgfanout {
 namespace {
 
-// The advisory lock that makes one publisher active per primary database; any other
-// publisher waits as a standby until the holder's session ends.
-constexpr const char* kLeaderLockSql = "SELECT pg_try_advisory_lock(1886809697, 1)";
+// Takes the lease that makes one publisher active per primary database (install.sql,
+// pgfanout.publisher_lease) when its holder's session has ended, and returns the new
+// epoch; no row while the holder lives. One autocommit statement: contenders queue on the
+// row lock, and the one that waited re-checks the new holder (PostgreSQL re-evaluates
+// the WHERE clause for the new row version) and finds it alive. The check must stay a
+// scalar subquery: NOT EXISTS becomes an anti-join, which that re-check does not run
+// again, and both contenders would lead.
+// pg_stat_activity hides backend_start of other roles' sessions (unless
+// pg_read_all_stats): a holder whose pid is listed with it hidden counts as alive, so a
+// live leader is never taken over; only its pid being reused by a session of another
+// role would make standbys wait longer. The epoch exceeds the last one by at least 1, and
+// is at least the clock in microseconds, so that it also grows across a reinstall (the
+// table is dropped and starts at 0) and a failover whose standby missed the last lease.
+constexpr const char* kTakeLeaseSql = R"(
+UPDATE pgfanout.publisher_lease AS l
+SET holder_pid = pg_backend_pid(),
+    holder_start = (SELECT a.backend_start FROM pg_stat_activity a WHERE a.pid = pg_backend_pid()),
+    epoch = greatest(l.epoch + 1, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint),
+    acquired_at = clock_timestamp()
+WHERE (SELECT count(*) FROM pg_stat_activity a
+       WHERE a.pid = l.holder_pid
+         AND (a.backend_start IS NULL OR a.backend_start = l.holder_start)) = 0
+RETURNING l.epoch)";
 
-// Installed, and recent enough for this publisher (the outbox has json_nulls).
+// Installed, and recent enough for this publisher (the outbox has json_nulls, the lease
+// table exists).
 constexpr const char* kInstalledSql =
     "SELECT to_regclass('pgfanout.changes') IS NOT NULL "
     "AND to_regclass('pgfanout.publisher_state') IS NOT NULL "
+    "AND to_regclass('pgfanout.publisher_lease') IS NOT NULL "
     "AND EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass('pgfanout.changes') "
     "            AND attname = 'json_nulls' AND NOT attisdropped)";
 
@@ -70,7 +92,14 @@ FROM snap LEFT JOIN sized AS s ON true
 ORDER BY s.id)";
 }
 
-constexpr const char* kDeleteSql = "DELETE FROM pgfanout.changes WHERE id = ANY($1::bigint[])";
+// Deletes confirmed changes only while this session holds the lease with this epoch,
+// and says whether it does. Fencing relies on it: a change leaves the outbox only through
+// the current leader, so whatever a deposed leader shipped and listeners drop as stale is
+// still there for its successor (README, "Leadership and fencing").
+constexpr const char* kDeleteSql = R"(
+WITH lease AS (SELECT FROM pgfanout.publisher_lease WHERE holder_pid = pg_backend_pid() AND epoch = $2),
+     deleted AS (DELETE FROM pgfanout.changes WHERE id = ANY($1::bigint[]) AND EXISTS (SELECT FROM lease))
+SELECT EXISTS (SELECT FROM lease))";
 constexpr const char* kSetIdleSql = "UPDATE pgfanout.publisher_state SET idle = $1 WHERE idle <> $1";
 constexpr const char* kDepthSql =
     "SELECT count(*), coalesce(extract(epoch FROM clock_timestamp() - min(ts)), 0)::float8 "
@@ -113,7 +142,10 @@ bool OutboxReader::installed() {
 
 bool OutboxReader::try_lead() {
   pqxx::nontransaction tx(conn_);
-  return tx.exec1(kLeaderLockSql)[0].as<bool>();
+  pqxx::result r = tx.exec(kTakeLeaseSql);
+  if (r.empty()) return false;
+  epoch_ = r[0][0].as<std::int64_t>();
+  return true;
 }
 
 std::vector<OutboxChange> OutboxReader::read(int max_rows, std::int64_t max_bytes,
@@ -191,7 +223,10 @@ void OutboxReader::remove(std::span<const OutboxChange> changes) {
   ids.reserve(changes.size());
   for (const auto& c : changes) ids.push_back(c.id);
   pqxx::nontransaction tx(conn_);
-  tx.exec_params(kDeleteSql, bigint_array(ids));
+  if (!tx.exec_params1(kDeleteSql, bigint_array(ids), epoch_)[0].as<bool>()) {
+    throw LeaseLost("this publisher no longer holds the lease of epoch " + std::to_string(epoch_) +
+                    "; its confirmed changes stay in the outbox for the new leader");
+  }
 }
 
 void OutboxReader::set_idle(bool idle) {

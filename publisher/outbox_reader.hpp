@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <limits>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -13,6 +14,13 @@
 #include "pgfanout/change.hpp"
 
 namespace pgfanout {
+
+/// The publisher lost its lease to another (only an operator's UPDATE of the lease can do
+/// that while its session lives): it must stop shipping and wait as a standby.
+class LeaseLost : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
 
 /// The publisher's view of `pgfanout.changes` on its one PostgreSQL connection: reads the
 /// head of the outbox in id order, deletes what the broker confirmed, flips the idle flag
@@ -25,9 +33,13 @@ class OutboxReader {
 
   /// True when install.sql has been run on this database.
   bool installed();
-  /// Tries to become the one active publisher of this database (session advisory lock,
-  /// released by PostgreSQL when this connection ends). False while another holds it.
+  /// Tries to become the one active publisher of this database: takes the lease
+  /// (pgfanout.publisher_lease) for this connection's session once the holder's session
+  /// has ended, with a new, larger epoch. False while another session holds it. Writers
+  /// of tracked tables have no rights on the lease, so no other role can block it.
   bool try_lead();
+  /// The epoch of the lease this reader took (0 before try_lead() succeeded).
+  std::int64_t epoch() const { return epoch_; }
   using TableName = std::pair<std::string, std::string>;  // schema, table
 
   /// The oldest changes still in the outbox that this reader has not read yet, in id
@@ -41,7 +53,8 @@ class OutboxReader {
                                  const std::vector<TableName>& held = {});
   /// Whether head() would return anything now (it does not move on).
   bool pending(const std::vector<TableName>& held = {});
-  /// Deletes exactly these (confirmed) changes.
+  /// Deletes exactly these (confirmed) changes, if this session still holds the lease;
+  /// throws LeaseLost (deleting nothing) otherwise.
   void remove(std::span<const OutboxChange> changes);
   /// Tells writers whether to wake the publisher with NOTIFY (only while it waits).
   void set_idle(bool idle);
@@ -60,6 +73,7 @@ class OutboxReader {
 
   pqxx::connection& conn_;
   OutboxCursor cursor_;
+  std::int64_t epoch_ = 0;
   std::vector<TableName> held_;  // left out of the last head()
 };
 

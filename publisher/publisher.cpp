@@ -30,6 +30,11 @@ namespace {
 
 constexpr const char* kChannel = "pgfanout";
 
+// The header that carries the publisher's lease epoch on every message (README,
+// "Leadership and fencing"): listeners drop messages of an epoch older than one they
+// applied, which only a deposed publisher still sends.
+constexpr const char* kEpochHeader = "x-pgfanout-epoch";
+
 // How long a stop may take before the process leaves without finishing it (see run()).
 constexpr std::chrono::seconds kStopGrace{3};
 
@@ -67,7 +72,9 @@ Publisher::Publisher(PublisherConfig config, MetricsRegistry& metrics)
   metrics_.describe("pgfanout_publisher_last_shipped_change_id", T::Gauge,
                     "Id of the last change confirmed and removed from the outbox.");
   metrics_.describe("pgfanout_publisher_active", T::Gauge,
-                    "1 while this publisher holds the leader lock and ships, 0 as standby.");
+                    "1 while this publisher holds the leader lease and ships, 0 as standby.");
+  metrics_.describe("pgfanout_publisher_epoch", T::Gauge,
+                    "Epoch of the lease this publisher last took (sent in x-pgfanout-epoch).");
   metrics_.set("pgfanout_publisher_active", {}, 0);
   metrics_.set("pgfanout_publisher_outbox_depth", {}, 0);
   metrics_.set("pgfanout_publisher_oldest_change_age_seconds", {}, 0);
@@ -78,8 +85,8 @@ Publisher::~Publisher() { disconnect(); }
 
 int Publisher::run() {
   // If the loop has not stopped kStopGrace after a signal, leaving at once loses nothing:
-  // a change leaves the outbox only once the broker confirmed it, and PostgreSQL releases
-  // the leader lock.
+  // a change leaves the outbox only once the broker confirmed it, and the lease lapses
+  // with the PostgreSQL session.
   StopSignal signals(
       [this] {
         stopping_ = true;
@@ -139,6 +146,8 @@ asio::awaitable<void> Publisher::main_loop() {
       server = "rabbitmq";
       spdlog::warn("RabbitMQ: {}", e.what());
       brokers_.failed();
+    } catch (const LeaseLost& e) {
+      spdlog::warn("{}", e.what());
     } catch (const pqxx::failure& e) {
       spdlog::warn("PostgreSQL: {}", one_line(e.what()));
     } catch (const std::exception& e) {
@@ -179,6 +188,8 @@ asio::awaitable<void> Publisher::session() {
     if (stopping_) co_return;
   }
   if (said_standby) spdlog::info("the active publisher is gone; taking over");
+  spdlog::info("leading with epoch {}", outbox_->epoch());
+  metrics_.set("pgfanout_publisher_epoch", {}, static_cast<double>(outbox_->epoch()));
   if (!vacuum_) vacuum_ = std::make_unique<OutboxVacuum>(config_.source, metrics_);
 
   wake_ = std::make_unique<WakeReceiver>(*pg_, woken_);
@@ -324,6 +335,7 @@ std::size_t Publisher::ship_batch() {
     std::string key = routing_key(part.front().schema, part.front().table);
     std::string message_id = std::to_string(part.front().id);
     OutgoingMessage message{config_.exchange, key, body, message_id, "application/json", {}};
+    message.headers.emplace_back(kEpochHeader, outbox_->epoch());
     if (part.size() > 1) {
       message.headers.emplace_back("x-pgfanout-count", static_cast<std::int64_t>(part.size()));
     }

@@ -115,7 +115,8 @@ RABBITMQ_ENABLED_PLUGINS_FILE=$RUN/rabbit/enabled_plugins
 RABBITMQ_CONFIG_FILE=$RUN/rabbit/rabbitmq
 RABBITMQ_CONF_ENV_FILE=$RUN/rabbit/rabbitmq-env.conf
 EOT
-  echo '[].' >"$RUN/rabbit/enabled_plugins"
+  # The shovel replays dead letters as the README shows (tests/integration/fencing_itest.cpp).
+  echo '[rabbitmq_shovel].' >"$RUN/rabbit/enabled_plugins"
   : >"$RUN/rabbit/rabbitmq-env.conf"
   cat >"$RUN/rabbit/rabbitmq.conf" <<EOT
 listeners.tcp.default = 127.0.0.1:$port

@@ -158,6 +158,32 @@ COMMENT ON TABLE pgfanout.publisher_state IS
     'Set by the publisher: idle = true while it waits for a notification, false while it drains.';
 INSERT INTO pgfanout.publisher_state DEFAULT VALUES ON CONFLICT DO NOTHING;
 
+-- Leadership and fencing (README, "Leadership and fencing"). One publisher per database
+-- ships: the one holding this lease, which names its PostgreSQL session (backend pid and
+-- start time). The lease lapses when that session is no longer in pg_stat_activity, and a
+-- standby then takes it with one short UPDATE (its row lock serialises contenders; no
+-- transaction stays open, which would hold back vacuum of the outbox). An advisory lock
+-- did this before, and any role that may connect could take it and stall every
+-- publisher; this table is written only by roles granted UPDATE on it (sql/roles.sql:
+-- the publisher), never by writers of tracked tables.
+-- Each new holder takes a larger epoch, carried in every message it publishes
+-- (x-pgfanout-epoch): listeners drop messages of an older epoch, which only a deposed
+-- publisher still sends. The table is logged, so the epoch survives a failover to a
+-- streaming standby; uninstall.sql drops it, and the next holder then starts from the
+-- clock (microseconds since 1970), above every epoch taken before (see
+-- publisher/outbox_reader.cpp, kTakeLeaseSql).
+CREATE TABLE IF NOT EXISTS pgfanout.publisher_lease (
+    singleton    boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    holder_pid   integer,
+    holder_start timestamptz,
+    epoch        bigint NOT NULL DEFAULT 0,
+    acquired_at  timestamptz
+);
+COMMENT ON TABLE pgfanout.publisher_lease IS
+    'The active publisher: its session (pid, backend start) and its epoch; taken over by a standby once that session ends.';
+REVOKE ALL ON pgfanout.publisher_lease FROM PUBLIC;
+INSERT INTO pgfanout.publisher_lease DEFAULT VALUES ON CONFLICT DO NOTHING;
+
 -- The primary-key columns of a table, in key order; NULL if it has no primary key.
 CREATE OR REPLACE FUNCTION pgfanout.primary_key(rel regclass) RETURNS text[]
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$

@@ -9,7 +9,7 @@ std::unique_ptr<pqxx::connection> connect_pg(const std::string& conninfo,
                                              std::string_view application_name) {
   auto conn = std::make_unique<pqxx::connection>(conninfo);
   // libpqxx 6 quietly opens a new session on the next statement after a break, without
-  // what the old one held (LISTEN, the leader lock, session settings); a break must end
+  // what the old one held (LISTEN, the leader lease, session settings); a break must end
   // the session instead, so that the caller sets it up again.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"

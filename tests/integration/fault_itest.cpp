@@ -12,7 +12,6 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -29,7 +28,6 @@
 #include <vector>
 
 #include "harness.hpp"
-#include "pgfanout/amqp_url.hpp"
 #include "pgfanout/pg_connection.hpp"
 
 namespace pgfanout::test {
@@ -194,114 +192,6 @@ class SilentServer {
   int port_ = 0;
 };
 
-/// A TCP relay to the test broker that can go silent: while frozen it forwards nothing in
-/// either direction and closes nothing, like a hung broker node or a dead network path
-/// (what only heartbeats reveal). Connections accepted while frozen stay silent too.
-class FreezableRelay {
- public:
-  FreezableRelay() {
-    AmqpUrl broker = AmqpUrl::parse(amqp_url());
-    upstream_.sin_family = AF_INET;
-    upstream_.sin_port = htons(static_cast<std::uint16_t>(broker.port));
-    std::string host = broker.host == "localhost" ? "127.0.0.1" : broker.host;
-    if (::inet_pton(AF_INET, host.c_str(), &upstream_.sin_addr) != 1) {
-      throw HarnessError("the relay needs an IPv4 broker address, not " + broker.host);
-    }
-    listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t length = sizeof address;
-    if (listen_fd_ < 0 || ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&address), length) != 0 ||
-        ::listen(listen_fd_, 16) != 0 ||
-        ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
-      if (listen_fd_ >= 0) ::close(listen_fd_);
-      throw HarnessError("cannot listen on a loopback port");
-    }
-    port_ = ntohs(address.sin_port);
-    thread_ = std::thread([this] { run(); });
-  }
-  ~FreezableRelay() {
-    stop_ = true;
-    thread_.join();
-    for (const auto& [a, b] : pairs_) {
-      ::close(a);
-      ::close(b);
-    }
-    ::close(listen_fd_);
-  }
-  FreezableRelay(const FreezableRelay&) = delete;
-  FreezableRelay& operator=(const FreezableRelay&) = delete;
-
-  /// The test broker's URL through this relay, with the given heartbeat (seconds).
-  std::string url(int heartbeat) const {
-    AmqpUrl broker = AmqpUrl::parse(amqp_url());
-    return "amqp://" + broker.user + ":" + broker.password + "@127.0.0.1:" + std::to_string(port_) +
-           "/" + (broker.vhost == "/" ? std::string("%2f") : broker.vhost) +
-           "?heartbeat=" + std::to_string(heartbeat);
-  }
-  void freeze() { frozen_ = true; }
-  void thaw() { frozen_ = false; }
-
- private:
-  void run() {
-    while (!stop_) {
-      std::vector<pollfd> fds{{listen_fd_, POLLIN, 0}};
-      if (!frozen_) {
-        for (const auto& [a, b] : pairs_) {
-          fds.push_back({a, POLLIN, 0});
-          fds.push_back({b, POLLIN, 0});
-        }
-      }
-      if (::poll(fds.data(), fds.size(), 50) <= 0) continue;
-      if (fds[0].revents & POLLIN) accept_one();
-      std::vector<int> dead;
-      for (std::size_t i = 1; i < fds.size(); ++i) {
-        if (!fds[i].revents) continue;
-        const auto& pair = pairs_[(i - 1) / 2];
-        int from = fds[i].fd, to = from == pair.first ? pair.second : pair.first;
-        char buffer[65536];
-        ssize_t n = ::recv(from, buffer, sizeof buffer, 0);
-        bool ok = n > 0;
-        for (ssize_t sent = 0; ok && sent < n;) {
-          ssize_t m = ::send(to, buffer + sent, static_cast<std::size_t>(n - sent), MSG_NOSIGNAL);
-          ok = m > 0;
-          sent += std::max<ssize_t>(m, 0);
-        }
-        if (!ok) dead.push_back(from);
-      }
-      std::erase_if(pairs_, [&](const std::pair<int, int>& p) {
-        bool gone = std::find(dead.begin(), dead.end(), p.first) != dead.end() ||
-                    std::find(dead.begin(), dead.end(), p.second) != dead.end();
-        if (gone) {
-          ::close(p.first);
-          ::close(p.second);
-        }
-        return gone;
-      });
-    }
-  }
-  void accept_one() {
-    int client = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (client < 0) return;
-    int server = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (server < 0 || ::connect(server, reinterpret_cast<const sockaddr*>(&upstream_), sizeof upstream_) != 0) {
-      if (server >= 0) ::close(server);
-      ::close(client);
-      return;
-    }
-    pairs_.emplace_back(client, server);
-  }
-
-  sockaddr_in upstream_{};
-  int listen_fd_ = -1;
-  int port_ = 0;
-  std::atomic<bool> frozen_{false};
-  std::atomic<bool> stop_{false};
-  std::vector<std::pair<int, int>> pairs_;  // (client, broker), touched by the relay thread only
-  std::thread thread_;
-};
-
 /// Deletes the queues a listener declared (QUEUE and QUEUE.dead) when the test ends.
 class ListenerQueues {
  public:
@@ -389,13 +279,13 @@ class FaultTest : public ::testing::Test {
     EXPECT_EQ(queue_depth(queue_b_.name() + ".dead"), 0u);
   }
 
-  /// Publisher sessions holding the leader lock of the primary (pg_locks).
+  /// Live publisher sessions named by the leader lease of the primary.
   std::int64_t leader_locks() {
     PgSession db = primary_.session();
     return db.integer(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-        "AND classid = 1886809697 AND objid = 1 AND objsubid = 2 "
-        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())");
+        "SELECT count(*) FROM pgfanout.publisher_lease l JOIN pg_stat_activity a "
+        "ON a.pid = l.holder_pid AND a.backend_start = l.holder_start "
+        "AND a.application_name = 'pgfanout-publisher'");
   }
 
   /// Waits until `process` logged `needle` once more than `before` times.
@@ -596,8 +486,8 @@ TEST_F(FaultTest, ReplicaDownTenSeconds) {
   expect_converged();
 }
 
-// f) Two publishers on one primary: one ships, the other waits as standby on the leader
-// lock and never connects to the broker; when the active one is killed (-9), the standby
+// f) Two publishers on one primary: one ships, the other waits as standby for the leader
+// lease and never connects to the broker; when the active one is killed (-9), the standby
 // takes over.
 TEST_F(FaultTest, StandbyPublisherTakesOver) {
   start_publisher();
@@ -730,7 +620,7 @@ TEST_F(FaultTest, SigtermExitsPromptlyInEveryState) {
     EXPECT_TRUE(process.running()) << what << " gave up connecting already";
     expect_prompt_clean_exit(process, what);
   }
-  // The live publisher stops so that one stuck on the broker can take the leader lock.
+  // The live publisher stops so that one stuck on the broker can take the leader lease.
   expect_prompt_clean_exit(*publisher_, "the publisher under load");
   {
     Process pub(publisher_binary(), {"--source", primary_.conninfo(), "--amqp", silent_amqp,

@@ -6,14 +6,18 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/file.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cctype>
 #include <cerrno>
@@ -1001,6 +1005,111 @@ std::string http_get(int port, const std::string& path) {
   std::string status = response.substr(0, response.find("\r\n"));
   if (status.find(" 200 ") == std::string::npos) throw HarnessError("HTTP status: " + status);
   return response.substr(end_of_head + 4);
+}
+
+// ---------------------------------------------------------------------------------------
+// A relay to the broker
+
+FreezableRelay::FreezableRelay() {
+  AmqpUrl broker = AmqpUrl::parse(amqp_url());
+  std::string host = broker.host == "localhost" ? "127.0.0.1" : broker.host;
+  in_addr address4{};
+  if (::inet_pton(AF_INET, host.c_str(), &address4) != 1) {
+    throw HarnessError("the relay needs an IPv4 broker address, not " + broker.host);
+  }
+  upstream_address_ = address4.s_addr;
+  upstream_port_ = htons(static_cast<std::uint16_t>(broker.port));
+  listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof address;
+  if (listen_fd_ < 0 || ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&address), length) != 0 ||
+      ::listen(listen_fd_, 16) != 0 ||
+      ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+    if (listen_fd_ >= 0) ::close(listen_fd_);
+    throw HarnessError("cannot listen on a loopback port");
+  }
+  port_ = ntohs(address.sin_port);
+  thread_ = std::thread([this] { run(); });
+}
+
+FreezableRelay::~FreezableRelay() {
+  stop_ = true;
+  thread_.join();
+  for (const auto& [a, b] : pairs_) {
+    ::close(a);
+    ::close(b);
+  }
+  ::close(listen_fd_);
+}
+
+std::string FreezableRelay::url(int heartbeat) const {
+  AmqpUrl broker = AmqpUrl::parse(amqp_url());
+  return "amqp://" + broker.user + ":" + broker.password + "@127.0.0.1:" + std::to_string(port_) + "/" +
+         (broker.vhost == "/" ? std::string("%2f") : broker.vhost) + "?heartbeat=" + std::to_string(heartbeat);
+}
+
+void FreezableRelay::run() {
+  while (!stop_) {
+    bool frozen = frozen_, holding = holding_;
+    std::vector<pollfd> fds{{listen_fd_, POLLIN, 0}};
+    std::size_t held = 0;
+    for (const auto& [client, server] : pairs_) {
+      if (frozen || holding) {
+        int n = 0;
+        if (::ioctl(client, FIONREAD, &n) == 0) held += static_cast<std::size_t>(n);
+      }
+      if (!frozen) {
+        // poll() skips a negative fd: two entries per pair, whatever is held.
+        fds.push_back({holding ? -1 : client, POLLIN, 0});
+        fds.push_back({server, POLLIN, 0});
+      }
+    }
+    held_ = held;
+    if (::poll(fds.data(), fds.size(), 50) <= 0) continue;
+    if (fds[0].revents & POLLIN) accept_one();
+    std::vector<int> dead;
+    for (std::size_t i = 1; i < fds.size(); ++i) {
+      if (!fds[i].revents) continue;
+      const auto& pair = pairs_[(i - 1) / 2];
+      int from = fds[i].fd, to = from == pair.first ? pair.second : pair.first;
+      char buffer[65536];
+      ssize_t n = ::recv(from, buffer, sizeof buffer, 0);
+      bool ok = n > 0;
+      for (ssize_t sent = 0; ok && sent < n;) {
+        ssize_t m = ::send(to, buffer + sent, static_cast<std::size_t>(n - sent), MSG_NOSIGNAL);
+        ok = m > 0;
+        sent += std::max<ssize_t>(m, 0);
+      }
+      if (!ok) dead.push_back(from);
+    }
+    std::erase_if(pairs_, [&](const std::pair<int, int>& p) {
+      bool gone = std::find(dead.begin(), dead.end(), p.first) != dead.end() ||
+                  std::find(dead.begin(), dead.end(), p.second) != dead.end();
+      if (gone) {
+        ::close(p.first);
+        ::close(p.second);
+      }
+      return gone;
+    });
+  }
+}
+
+void FreezableRelay::accept_one() {
+  int client = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+  if (client < 0) return;
+  sockaddr_in upstream{};
+  upstream.sin_family = AF_INET;
+  upstream.sin_addr.s_addr = upstream_address_;
+  upstream.sin_port = upstream_port_;
+  int server = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (server < 0 || ::connect(server, reinterpret_cast<const sockaddr*>(&upstream), sizeof upstream) != 0) {
+    if (server >= 0) ::close(server);
+    ::close(client);
+    return;
+  }
+  pairs_.emplace_back(client, server);
 }
 
 SmallChain::SmallChain(const std::string& tables_sql, const std::vector<std::string>& tracked) {

@@ -23,6 +23,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -480,6 +481,50 @@ int free_port();
 /// GET http://127.0.0.1:port/path (HTTP/1.0); the body. Throws HarnessError on a refused
 /// connection, a timeout (5 s) or a status other than 200.
 std::string http_get(int port, const std::string& path);
+
+// ---------------------------------------------------------------------------------------
+// A relay to the broker
+
+/// A TCP relay to the test broker on a loopback port, on a thread of its own, that can go
+/// silent: frozen, it forwards nothing in either direction and closes nothing, like a hung
+/// broker node or a dead network path (what only heartbeats reveal); holding uploads, it
+/// forwards only what the broker sends, so a client's publishes wait in the relay (a slow
+/// path to the broker) while confirms of earlier ones still reach it. Connections accepted
+/// meanwhile behave the same. Destruction closes every connection.
+class FreezableRelay {
+ public:
+  FreezableRelay();
+  ~FreezableRelay();
+  FreezableRelay(const FreezableRelay&) = delete;
+  FreezableRelay& operator=(const FreezableRelay&) = delete;
+
+  /// The test broker's URL through this relay, with the given heartbeat (seconds).
+  std::string url(int heartbeat) const;
+  void freeze() { frozen_ = true; }
+  void hold_uploads() { holding_ = true; }
+  /// Forwards everything again, what was held first.
+  void thaw() {
+    frozen_ = false;
+    holding_ = false;
+  }
+  /// Bytes that clients sent and the relay holds (while frozen or holding uploads).
+  std::size_t held_upload_bytes() const { return held_; }
+
+ private:
+  void run();
+  void accept_one();
+
+  std::uint32_t upstream_address_ = 0;  // IPv4, network byte order
+  std::uint16_t upstream_port_ = 0;     // network byte order
+  int listen_fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> frozen_{false};
+  std::atomic<bool> holding_{false};
+  std::atomic<std::size_t> held_{0};
+  std::atomic<bool> stop_{false};
+  std::vector<std::pair<int, int>> pairs_;  // (client, broker), touched by the relay thread only
+  std::thread thread_;
+};
 
 // ---------------------------------------------------------------------------------------
 // A whole chain
