@@ -6,6 +6,13 @@
 #   scripts/servers.sh stop    stop both, by the PIDs recorded at start, and delete their state
 #   scripts/servers.sh env     print the environment (source it: eval "$(scripts/servers.sh env)")
 #
+# Both servers also speak TLS, with certificates made here by openssl (in $RUN/tls): a CA,
+# a server certificate for the DNS name `localhost` (PostgreSQL with ssl = on on its one
+# port; RabbitMQ on a TLS port of its own besides the plain one), a client certificate
+# from the same CA, and an unrelated second CA (with a client certificate of its own) for
+# tests that must be refused. PostgreSQL also asks members of the role
+# pgfanout_password_users for a scram-sha-256 password.
+#
 # PGFANOUT_RUN_DIR chooses the run directory (default: .run in the checkout).
 set -euo pipefail
 
@@ -34,12 +41,56 @@ exec $RABBIT_SBIN/rabbitmqctl -n "\$RABBITMQ_NODENAME" "\$@"
 EOT
   cat >"$RUN/pg_ctl" <<EOT
 #!/usr/bin/env bash
+# The server's own libpq connections (subscriptions) stay plain, as at start (see print_env).
+export PGSSLMODE=disable
 if [ "\$(id -u)" -eq 0 ]; then
   exec runuser -u postgres -- $PGBIN/pg_ctl -D "$PGDATA_DIR" -l "$PGDATA_DIR/server.log" "\$@"
 fi
 exec $PGBIN/pg_ctl -D "$PGDATA_DIR" -l "$PGDATA_DIR/server.log" "\$@"
 EOT
   chmod +x "$RUN/rabbitmqctl" "$RUN/pg_ctl"
+}
+
+# Runs a command silently; shows what it printed only when it fails.
+quiet() {
+  local out
+  out=$("$@" 2>&1) || { echo "$out" >&2; return 1; }
+}
+
+# Test keys: P-256, quick to make on a loaded machine.
+NEW_KEY=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+
+# sign_cert DIR NAME CA COMMON_NAME EXTENSION...: DIR/NAME.key and DIR/NAME.pem, signed by
+# DIR/CA.pem.
+sign_cert() {
+  local dir=$1 name=$2 signer=$3 cn=$4
+  shift 4
+  printf '%s\n' basicConstraints=critical,CA:FALSE keyUsage=critical,digitalSignature "$@" \
+    >"$dir/$name.ext"
+  quiet openssl req -new "${NEW_KEY[@]}" -subj "/CN=$cn" -keyout "$dir/$name.key" -out "$dir/$name.csr"
+  quiet openssl x509 -req -sha256 -days 825 -in "$dir/$name.csr" -CA "$dir/$signer.pem" \
+    -CAkey "$dir/$signer.key" -CAcreateserial -CAserial "$dir/$signer.srl" \
+    -extfile "$dir/$name.ext" -out "$dir/$name.pem"
+  rm -f "$dir/$name.csr" "$dir/$name.ext"
+}
+
+# The test CAs and certificates, made once per run directory (kept until `stop`).
+make_certs() {
+  local dir="$RUN/tls" tmp="$RUN/tls.tmp" ca
+  [ -f "$dir/ca.pem" ] && return
+  rm -rf "$tmp"
+  mkdir -p "$tmp"
+  for ca in ca other-ca; do
+    quiet openssl req -x509 "${NEW_KEY[@]}" -sha256 -days 3650 -subj "/CN=pgfanout test $ca" \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+      -keyout "$tmp/$ca.key" -out "$tmp/$ca.pem"
+  done
+  sign_cert "$tmp" server ca localhost subjectAltName=DNS:localhost extendedKeyUsage=serverAuth
+  sign_cert "$tmp" client ca pgfanout-client extendedKeyUsage=clientAuth
+  sign_cert "$tmp" other-client other-ca pgfanout-client extendedKeyUsage=clientAuth
+  chmod 600 "$tmp"/*.key
+  mv "$tmp" "$dir"
+  log "test CAs and certificates in $dir"
 }
 
 as_postgres() {
@@ -76,10 +127,23 @@ max_wal_senders = 20
 max_replication_slots = 20
 max_logical_replication_workers = 16
 max_worker_processes = 32
+ssl = on
 EOT
+  # The server's key must belong to the server's user and be readable by nobody else.
+  install -m 644 "$RUN/tls/server.pem" "$PGDATA_DIR/data/server.crt"
+  install -m 600 "$RUN/tls/server.key" "$PGDATA_DIR/data/server.key"
+  [ "$(id -u)" -ne 0 ] || chown postgres: "$PGDATA_DIR/data/server.crt" "$PGDATA_DIR/data/server.key"
+  # Members of pgfanout_password_users must give a password (tests of PGPASSFILE); the
+  # first matching line wins, so this goes before initdb's trust lines.
+  local hba="$PGDATA_DIR/data/pg_hba.conf"
+  { printf 'host all +pgfanout_password_users %s scram-sha-256\n' 127.0.0.1/32 ::1/128
+    cat "$hba"; } >"$hba.new"
+  mv "$hba.new" "$hba"
+  [ "$(id -u)" -ne 0 ] || chown postgres: "$hba"
   PGDATA_DIR="$PGDATA_DIR/data"
   printf 'PGDATA_DIR=%q\nPG_PORT=%q\n' "$PGDATA_DIR" "$PG_PORT" >"$RUN/pg.env"
-  as_postgres "$PGBIN/pg_ctl" -D "$PGDATA_DIR" -l "$PGDATA_DIR/server.log" -w -t "$WAIT_SECONDS" start >/dev/null \
+  # PGSSLMODE: the server's own libpq connections (subscriptions) stay plain (see print_env).
+  as_postgres env PGSSLMODE=disable "$PGBIN/pg_ctl" -D "$PGDATA_DIR" -l "$PGDATA_DIR/server.log" -w -t "$WAIT_SECONDS" start >/dev/null \
     || { cat "$PGDATA_DIR/server.log" >&2; exit 1; }
   local deadline=$((SECONDS + WAIT_SECONDS))
   until "$PGBIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; do
@@ -98,9 +162,11 @@ start_rabbit() {
     fi
   fi
   mkdir -p "$RUN/rabbit"
-  local port dist
+  local port tls_port dist
   port=$(pick_port "${PGFANOUT_AMQP_PORT:-25672}")
+  tls_port=$(pick_port $((port + 1)))
   dist=$(pick_port $((port - 1000)))
+  echo "$tls_port" >"$RUN/rabbit/tls_port"
   cat >"$RUN/rabbit/env" <<EOT
 HOME=$RUN/rabbit
 RABBITMQ_NODENAME=pgfanout$port@localhost
@@ -120,6 +186,12 @@ EOT
   : >"$RUN/rabbit/rabbitmq-env.conf"
   cat >"$RUN/rabbit/rabbitmq.conf" <<EOT
 listeners.tcp.default = 127.0.0.1:$port
+listeners.ssl.default = 127.0.0.1:$tls_port
+ssl_options.cacertfile = $RUN/tls/ca.pem
+ssl_options.certfile = $RUN/tls/server.pem
+ssl_options.keyfile = $RUN/tls/server.key
+ssl_options.verify = verify_peer
+ssl_options.fail_if_no_peer_cert = false
 loopback_users.guest = true
 log.file.level = warning
 EOT
@@ -135,13 +207,17 @@ EOT
     fi
     sleep 0.5
   done
-  log "RabbitMQ ready on 127.0.0.1:$port (node $RABBITMQ_NODENAME)"
+  log "RabbitMQ ready on 127.0.0.1:$port, TLS on $tls_port (node $RABBITMQ_NODENAME)"
 }
 
 print_env() {
   . "$RUN/pg.env"
-  local amqp_port
+  local amqp_port amqps_port tls="$RUN/tls"
   amqp_port=$(sed -n 's/^RABBITMQ_NODE_PORT=//p' "$RUN/rabbit/env")
+  amqps_port=$(cat "$RUN/rabbit/tls_port")
+  # PGSSLMODE=disable keeps every connection that does not ask for TLS in its conninfo
+  # (the suite, the demo, the bench, and the server's own subscriptions, started with it
+  # too) on plain TCP as before ssl = on; the TLS tests ask with sslmode=verify-full.
   cat <<EOT
 export PGFANOUT_RUN_DIR='$RUN'
 export PGFANOUT_TEST_PG='host=127.0.0.1 port=$PG_PORT user=postgres dbname=postgres'
@@ -149,7 +225,13 @@ export PGFANOUT_TEST_PGPORT='$PG_PORT'
 export PGFANOUT_TEST_AMQP='amqp://guest:guest@127.0.0.1:$amqp_port/%2f'
 export PGFANOUT_TEST_RABBITMQCTL='$RUN/rabbitmqctl'
 export PGFANOUT_TEST_PG_CTL='$RUN/pg_ctl'
-export PGHOST=127.0.0.1 PGPORT='$PG_PORT' PGUSER=postgres
+export PGFANOUT_TEST_AMQPS_PORT='$amqps_port'
+export PGFANOUT_TEST_AMQPS='amqps://guest:guest@localhost:$amqps_port/%2f?cacert=$tls/ca.pem'
+export PGFANOUT_TEST_TLS_CA='$tls/ca.pem'
+export PGFANOUT_TEST_TLS_OTHER_CA='$tls/other-ca.pem'
+export PGFANOUT_TEST_TLS_CLIENT_CERT='$tls/client.pem' PGFANOUT_TEST_TLS_CLIENT_KEY='$tls/client.key'
+export PGFANOUT_TEST_TLS_OTHER_CLIENT_CERT='$tls/other-client.pem' PGFANOUT_TEST_TLS_OTHER_CLIENT_KEY='$tls/other-client.key'
+export PGHOST=127.0.0.1 PGPORT='$PG_PORT' PGUSER=postgres PGSSLMODE=disable
 EOT
 }
 
@@ -174,6 +256,7 @@ stop_all() {
 case "${1:-}" in
   start)
     mkdir -p "$RUN"
+    make_certs
     start_pg
     start_rabbit
     . "$RUN/pg.env"
