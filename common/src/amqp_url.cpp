@@ -38,6 +38,18 @@ int parse_int(std::string_view s, std::string_view what, int lo, int hi) {
   return value;
 }
 
+// The port's text is not quoted back: in a URL whose '@' is missing, or whose password
+// holds an unencoded '/', the text after the last ':' is part of the password.
+int parse_port(std::string_view s) {
+  try {
+    return parse_int(s, "port", 1, 65535);
+  } catch (const std::invalid_argument&) {
+    throw std::invalid_argument(
+        "invalid port in AMQP URL (a number from 1 to 65535; a '/' or '@' in a password must "
+        "be encoded as %2f or %40)");
+  }
+}
+
 }  // namespace
 
 AmqpUrl AmqpUrl::parse(std::string_view url) {
@@ -84,11 +96,11 @@ AmqpUrl AmqpUrl::parse(std::string_view url) {
     std::string_view after = authority.substr(close + 1);
     if (!after.empty()) {
       if (!after.starts_with(':')) throw std::invalid_argument("malformed AMQP host");
-      out.port = parse_int(after.substr(1), "port", 1, 65535);
+      out.port = parse_port(after.substr(1));
     }
   } else if (auto colon = authority.rfind(':'); colon != std::string_view::npos) {
     host = authority.substr(0, colon);
-    out.port = parse_int(authority.substr(colon + 1), "port", 1, 65535);
+    out.port = parse_port(authority.substr(colon + 1));
   }
   if (!host.empty()) out.host = percent_decode(host, "host");
   if (out.host.find_first_of(" /?#@") != std::string::npos) {
@@ -113,6 +125,11 @@ AmqpUrl AmqpUrl::parse(std::string_view url) {
     }
     std::string_view key = pair.substr(0, eq);
     std::string value = percent_decode(pair.substr(eq + 1), "option");
+    // On amqp:// they would do nothing, and the user would believe the link encrypted.
+    if (!out.tls && (key == "cacert" || key == "certfile" || key == "keyfile" || key == "verify")) {
+      throw std::invalid_argument("AMQP URL option '" + std::string(key) +
+                                  "' is for TLS: use amqps://");
+    }
     if (key == "heartbeat") {
       out.heartbeat = std::chrono::seconds(parse_int(value, "heartbeat", 0, 3600));
     } else if (key == "cacert") {
@@ -132,6 +149,9 @@ AmqpUrl AmqpUrl::parse(std::string_view url) {
     } else {
       throw std::invalid_argument("unknown AMQP URL option '" + std::string(key) + "'");
     }
+  }
+  if (out.certfile.empty() != out.keyfile.empty()) {
+    throw std::invalid_argument("AMQP URL options certfile and keyfile go together");
   }
   return out;
 }

@@ -163,6 +163,37 @@ TEST(AmqpUrl, ErrorsNameTheProblem) {
   }
 }
 
+TEST(AmqpUrl, TlsOptionsNeedAmqps) {
+  for (const char* url : {"amqp://h/v?cacert=/ca.pem", "amqp://h/v?verify=false",
+                          "amqp://h/v?certfile=/c.pem&keyfile=/k.pem"}) {
+    try {
+      AmqpUrl::parse(url);
+      ADD_FAILURE() << "accepted " << url;
+    } catch (const std::invalid_argument& e) {
+      EXPECT_THAT(e.what(), HasSubstr("amqps://")) << url;
+    }
+  }
+}
+
+TEST(AmqpUrl, ClientCertificateAndKeyGoTogether) {
+  EXPECT_THROW(AmqpUrl::parse("amqps://h/v?certfile=/c.pem"), std::invalid_argument);
+  EXPECT_THROW(AmqpUrl::parse("amqps://h/v?keyfile=/k.pem"), std::invalid_argument);
+}
+
+TEST(AmqpUrl, AnErrorNeverQuotesThePassword) {
+  // A missing '@' or an unencoded '/' puts (part of) the password where the port goes.
+  for (const char* url : {"amqp://u:s3cr3t", "amqp://u:s3cr3t/v", "amqps://u:s3/cr3t@h/v",
+                          "amqp://u:s3cr3t@h:s3cr3t/v"}) {
+    try {
+      AmqpUrl::parse(url);
+      ADD_FAILURE() << "accepted " << url;
+    } catch (const std::invalid_argument& e) {
+      EXPECT_THAT(e.what(), Not(HasSubstr("s3"))) << url;
+      EXPECT_THAT(e.what(), HasSubstr("port")) << url;
+    }
+  }
+}
+
 TEST(AmqpUrl, MaskedNeverContainsThePassword) {
   for (const char* url :
        {"amqp://guest:pw@127.0.0.1:5672/%2f", "amqp://u:s3cr3t@h/v", "amqps://u:s3cr3t@h:1/v",

@@ -9,8 +9,9 @@
 namespace pgfanout {
 
 /// An AMQP 0-9-1 endpoint parsed from `amqp://user:pass@host:port/vhost?options`.
-/// Supported options: `heartbeat` (seconds), and for `amqps://` `cacert`, `certfile`,
-/// `keyfile`, `verify` (`true`/`false`, default true).
+/// Supported options: `heartbeat` (seconds), and for `amqps://` only `cacert`, `certfile`
+/// and `keyfile` (both or neither: the client certificate and its key, PEM files),
+/// `verify` (`true`/`false`, default true: the broker's certificate and host name).
 struct AmqpUrl {
   bool tls = false;
   std::string user = "guest";
