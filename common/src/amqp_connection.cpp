@@ -3,6 +3,9 @@
 #include <amqp.h>
 #include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <sys/time.h>
 
 #include <filesystem>
@@ -31,9 +34,69 @@ timeval to_timeval(std::chrono::milliseconds timeout) {
                  static_cast<suseconds_t>((timeout.count() % 1000) * 1000)};
 }
 
+bool is_tls_status(int status) {
+  return status <= AMQP_STATUS_SSL_ERROR && status > _AMQP_STATUS_SSL_NEXT_VALUE;
+}
+
+// rabbitmq-c says only "a SSL error occurred"; OpenSSL's error queue of this thread (which
+// rabbitmq-c leaves as it was) says why, e.g. "tlsv13 alert certificate required".
+std::string status_text(int status) {
+  std::string text = amqp_error_string2(status);
+  if (!is_tls_status(status)) return text;
+  std::string reasons;
+  while (unsigned long e = ERR_get_error()) {
+    const char* reason = ERR_reason_error_string(e);
+    if (reason == nullptr || reasons.find(reason) != std::string::npos) continue;
+    reasons += reasons.empty() ? "" : "; ";
+    reasons += reason;
+  }
+  return reasons.empty() ? text : text + ": " + reasons;
+}
+
 void check_status(int status, const char* what) {
   if (status < 0) {
-    throw AmqpError(std::string(what) + ": " + amqp_error_string2(status));
+    throw AmqpError(std::string(what) + ": " + status_text(status));
+  }
+}
+
+// rabbitmq-c 0.11 lets the handshake finish and checks the broker's certificate after it,
+// keeping OpenSSL's reason to itself. This callback notes the reason (e.g. "certificate has
+// expired") into the std::string the context's app data points to while it connects; it
+// decides nothing: `ok` passes through, and rabbitmq-c refuses what OpenSSL refused.
+int note_verify_error(int ok, X509_STORE_CTX* store) {
+  if (ok) return ok;
+  auto* ssl = static_cast<SSL*>(
+      X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
+  auto* reason = ssl ? static_cast<std::string*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)))
+                     : nullptr;
+  if (reason != nullptr && reason->empty()) {
+    *reason = X509_verify_cert_error_string(X509_STORE_CTX_get_error(store));
+  }
+  return ok;
+}
+
+// Why opening the socket failed, in words an operator can act on.
+std::string open_failure(int status, const AmqpUrl& url, const std::string& cacert,
+                         const std::string& verify_error) {
+  std::string where = url.host + ":" + std::to_string(url.port);
+  switch (status) {
+    case AMQP_STATUS_SSL_PEER_VERIFY_FAILED:
+      return "TLS: the broker's certificate at " + where + " is not trusted (" +
+             (verify_error.empty() ? std::string("no certificate") : verify_error) +
+             "): it must chain to a CA in " +
+             (cacert.empty() ? std::string("cacert, and none was given (nor is there a system "
+                                           "bundle, /etc/ssl/certs/ca-certificates.crt)")
+                             : "cacert " + cacert);
+    case AMQP_STATUS_SSL_HOSTNAME_VERIFY_FAILED:
+      return "TLS: the broker's certificate at " + where + " is not issued for host name '" +
+             url.host +
+             "' (rabbitmq-c matches the certificate's DNS names only, never an IP address: "
+             "connect by a DNS name the certificate lists)";
+    default:
+      if (is_tls_status(status)) {
+        return "TLS handshake with " + where + " failed: " + status_text(status);
+      }
+      return "connecting to " + where + ": " + status_text(status);
   }
 }
 
@@ -68,29 +131,42 @@ AmqpConnection::AmqpConnection(const AmqpUrl& url, std::string_view connection_n
     : state_(amqp_new_connection()), heartbeat_(url.heartbeat) {
   if (!state_) throw AmqpError("cannot allocate an AMQP connection");
   amqp_socket_t* socket = nullptr;
+  std::string cacert = url.cacert;
+  SSL_CTX* tls = nullptr;
+  std::string verify_error;
   if (url.tls) {
     socket = amqp_ssl_socket_new(state_.get());
     if (!socket) throw AmqpError("cannot create a TLS socket");
     amqp_ssl_socket_set_verify_peer(socket, url.verify ? 1 : 0);
     amqp_ssl_socket_set_verify_hostname(socket, url.verify ? 1 : 0);
-    std::string cacert = url.cacert;
     if (cacert.empty() && std::filesystem::exists("/etc/ssl/certs/ca-certificates.crt")) {
       cacert = "/etc/ssl/certs/ca-certificates.crt";
     }
     if (!cacert.empty()) {
-      check_status(amqp_ssl_socket_set_cacert(socket, cacert.c_str()), "loading the CA certificate");
+      check_status(amqp_ssl_socket_set_cacert(socket, cacert.c_str()),
+                   ("loading the CA certificates of " + cacert).c_str());
     }
     if (!url.certfile.empty()) {
       check_status(amqp_ssl_socket_set_key(socket, url.certfile.c_str(), url.keyfile.c_str()),
-                   "loading the client certificate");
+                   ("loading the client certificate " + url.certfile + " and key " + url.keyfile)
+                       .c_str());
     }
+    if (url.verify) {
+      tls = static_cast<SSL_CTX*>(amqp_ssl_socket_get_context(socket));
+      // SSL_VERIFY_NONE is rabbitmq-c's own mode: it checks the result itself.
+      SSL_CTX_set_verify(tls, SSL_VERIFY_NONE, note_verify_error);
+      SSL_CTX_set_app_data(tls, &verify_error);
+    }
+    ERR_clear_error();
   } else {
     socket = amqp_tcp_socket_new(state_.get());
     if (!socket) throw AmqpError("cannot create a TCP socket");
   }
   timeval connect_timeout{10, 0};
-  check_status(amqp_socket_open_noblock(socket, url.host.c_str(), url.port, &connect_timeout),
-               ("connecting to " + url.host + ":" + std::to_string(url.port)).c_str());
+  int opened = amqp_socket_open_noblock(socket, url.host.c_str(), url.port, &connect_timeout);
+  // verify_error lives only as long as this constructor.
+  if (tls) SSL_CTX_set_app_data(tls, nullptr);
+  if (opened < 0) throw AmqpError(open_failure(opened, url, cacert, verify_error));
   timeval rpc_timeout{30, 0};
   amqp_set_rpc_timeout(state_.get(), &rpc_timeout);
 
@@ -102,7 +178,15 @@ AmqpConnection::AmqpConnection(const AmqpUrl& url, std::string_view connection_n
   amqp_rpc_reply_t login = amqp_login_with_properties(
       state_.get(), url.vhost.c_str(), 0, 131072, static_cast<int>(url.heartbeat.count()),
       &client_props, AMQP_SASL_METHOD_PLAIN, url.user.c_str(), url.password.c_str());
-  if (login.reply_type != AMQP_RESPONSE_NORMAL) check_reply("logging in");
+  // With TLS 1.3 the client's handshake ends before the broker has looked at the client
+  // certificate, so a broker that requires one refuses only here, often without a reason.
+  if (login.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && is_tls_status(login.library_error) &&
+      url.certfile.empty()) {
+    throw AmqpError("logging in over TLS: " + status_text(login.library_error) +
+                    " (does the broker require a client certificate? give certfile and keyfile)");
+  }
+  // amqp_login returns its reply rather than keeping it for amqp_get_rpc_reply.
+  check_reply(login, "logging in");
   heartbeat_ = std::chrono::seconds(amqp_get_heartbeat(state_.get()));
   amqp_channel_open(state_.get(), kChannel);
   check_reply("opening a channel");
@@ -124,13 +208,16 @@ void AmqpConnection::close() noexcept {
 }
 
 void AmqpConnection::check_reply(const char* what) {
-  amqp_rpc_reply_t r = amqp_get_rpc_reply(state_.get());
+  check_reply(amqp_get_rpc_reply(state_.get()), what);
+}
+
+void AmqpConnection::check_reply(const amqp_rpc_reply_t& r, const char* what) {
   switch (r.reply_type) {
     case AMQP_RESPONSE_NORMAL: return;
     case AMQP_RESPONSE_NONE: open_ = false; throw AmqpError(std::string(what) + ": no reply");
     case AMQP_RESPONSE_LIBRARY_EXCEPTION:
       open_ = false;
-      throw AmqpError(std::string(what) + ": " + amqp_error_string2(r.library_error));
+      throw AmqpError(std::string(what) + ": " + status_text(r.library_error));
     case AMQP_RESPONSE_SERVER_EXCEPTION: break;
   }
   open_ = false;

@@ -16,6 +16,7 @@
 // rabbitmq-c types, declared here so that its headers stay out of ours.
 struct amqp_connection_state_t_;
 struct amqp_frame_t_;
+struct amqp_rpc_reply_t_;
 
 namespace pgfanout {
 
@@ -138,6 +139,7 @@ class AmqpConnection {
 
  private:
   void check_reply(const char* what);
+  void check_reply(const ::amqp_rpc_reply_t_& reply, const char* what);
   void handle_method_frame(const ::amqp_frame_t_& frame, std::vector<BrokerEvent>* events);
   ReturnedMessage read_returned(const ::amqp_frame_t_& frame);
 
