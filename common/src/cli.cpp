@@ -1,10 +1,15 @@
 #include "pgfanout/cli.hpp"
 
+#include "pgfanout/amqp_password.hpp"
 #include "pgfanout/logging.hpp"
 #include "pgfanout/metrics_server.hpp"
 
+#include <unistd.h>
+
+#include <cerrno>
 #include <charconv>
 #include <cstdlib>
+#include <cstring>
 #include <iostream>
 #include <stdexcept>
 
@@ -43,6 +48,9 @@ void CommonOptions::add_to(CLI::App& app) {
                  "RabbitMQ URL (amqp:// or amqps://); several nodes of a cluster comma-separated")
       ->envname("PGFANOUT_AMQP_URL")
       ->capture_default_str();
+  app.add_option("--amqp-password-file", amqp_password_file,
+                 "file holding the RabbitMQ password (for every --amqp URL; else "
+                 "PGFANOUT_AMQP_PASSWORD, else the URL's)");
   app.add_option("--exchange", exchange, "the topic exchange changes travel through")
       ->envname("PGFANOUT_EXCHANGE")
       ->capture_default_str();
@@ -60,9 +68,30 @@ int CommonOptions::check(std::string_view program) {
   level = *parsed_level;
   try {
     brokers = AmqpUrl::parse_list(amqp_url);
-    amqp = brokers.front();
   } catch (const std::invalid_argument& e) {
     return usage_error(program, std::string("--amqp: ") + e.what());
+  }
+  try {
+    // One password for every broker URL: they are nodes of one cluster.
+    if (auto password =
+            amqp_password(amqp_password_file, std::getenv("PGFANOUT_AMQP_PASSWORD"))) {
+      for (AmqpUrl& broker : brokers) broker.password = *password;
+    }
+  } catch (const std::invalid_argument& e) {
+    return usage_error(program, std::string("--amqp-password-file: ") + e.what());
+  }
+  amqp = brokers.front();
+  // A TLS file that cannot be read is a configuration error, not a broker to wait for.
+  using TlsFile = std::pair<std::string_view, const std::string*>;
+  for (const AmqpUrl& broker : brokers) {
+    for (auto [option, path] :
+         {TlsFile{"cacert", &broker.cacert}, TlsFile{"certfile", &broker.certfile},
+          TlsFile{"keyfile", &broker.keyfile}}) {
+      if (!path->empty() && ::access(path->c_str(), R_OK) != 0) {
+        return usage_error(program, "--amqp: " + std::string(option) + " '" + *path +
+                                        "' cannot be read: " + std::strerror(errno));
+      }
+    }
   }
   if (!metrics.empty()) {
     try {

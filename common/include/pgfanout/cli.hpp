@@ -26,9 +26,11 @@ struct HostPort {
 };
 
 /// The flags both programs take (INTERFACE.md): --amqp, --exchange, --metrics, --log-level,
-/// each also read from its PGFANOUT_* variable.
+/// each also read from its PGFANOUT_* variable, and --amqp-password-file (or the password
+/// itself in PGFANOUT_AMQP_PASSWORD).
 struct CommonOptions {
   std::string amqp_url = "amqp://guest:guest@127.0.0.1:5672/%2f";
+  std::string amqp_password_file;
   std::string exchange = "pgfanout";
   std::string metrics;
   std::string log_level = "info";
@@ -36,7 +38,8 @@ struct CommonOptions {
   void add_to(CLI::App& app);
 
   /// Checked and parsed; filled by check(). `brokers` holds every --amqp URL in order
-  /// (several nodes are separated by commas); `amqp` is the first.
+  /// (several nodes are separated by commas); `amqp` is the first. The password from
+  /// --amqp-password-file or PGFANOUT_AMQP_PASSWORD, if any, replaces each URL's.
   AmqpUrl amqp;
   std::vector<AmqpUrl> brokers;
   std::optional<HostPort> metrics_at;
