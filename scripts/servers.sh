@@ -136,7 +136,8 @@ EOT
   # Members of pgfanout_password_users must give a password (tests of PGPASSFILE); the
   # first matching line wins, so this goes before initdb's trust lines.
   local hba="$PGDATA_DIR/data/pg_hba.conf"
-  { printf 'host all +pgfanout_password_users %s scram-sha-256\n' 127.0.0.1/32 ::1/128
+  { echo '# scripts/servers.sh: members of pgfanout_password_users give a password'
+    printf 'host all +pgfanout_password_users %s scram-sha-256\n' 127.0.0.1/32 ::1/128
     cat "$hba"; } >"$hba.new"
   mv "$hba.new" "$hba"
   [ "$(id -u)" -ne 0 ] || chown postgres: "$hba"

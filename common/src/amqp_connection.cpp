@@ -179,11 +179,14 @@ AmqpConnection::AmqpConnection(const AmqpUrl& url, std::string_view connection_n
       state_.get(), url.vhost.c_str(), 0, 131072, static_cast<int>(url.heartbeat.count()),
       &client_props, AMQP_SASL_METHOD_PLAIN, url.user.c_str(), url.password.c_str());
   // With TLS 1.3 the client's handshake ends before the broker has looked at the client
-  // certificate, so a broker that requires one refuses only here, often without a reason.
-  if (login.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && is_tls_status(login.library_error) &&
-      url.certfile.empty()) {
+  // certificate, so a broker that refuses it (or its absence) does so only here, often
+  // without a reason.
+  if (login.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && is_tls_status(login.library_error)) {
     throw AmqpError("logging in over TLS: " + status_text(login.library_error) +
-                    " (does the broker require a client certificate? give certfile and keyfile)");
+                    (url.certfile.empty()
+                         ? " (does the broker require a client certificate? give certfile and "
+                           "keyfile)"
+                         : " (is the client certificate from a CA the broker trusts?)"));
   }
   // amqp_login returns its reply rather than keeping it for amqp_get_rpc_reply.
   check_reply(login, "logging in");
