@@ -4,8 +4,8 @@ Docker engine:
 
 - the YAML parses; every service has an image or a build; depends_on names exist;
   every long-running service has a health check;
-- every file or directory the compose file mounts, builds from or the Dockerfile copies
-  exists in the repository;
+- every file or directory the compose file mounts (secrets too), builds from or the
+  Dockerfile copies exists in the repository;
 - every pgfanout flag used in a command exists in the program's --help output (the built
   programs in build/bin are required), and every PGFANOUT_* variable used is one the public
   interface lists and the program reads;
@@ -235,7 +235,15 @@ def check_files():
             problems.append(f"{what}: {path_text} is outside the repository")
         return path
 
+    secrets = compose().get("secrets") or {}
+    for name, secret in secrets.items():
+        if "file" in secret:
+            need(secret["file"], f"secret {name}")
     for name, s in services().items():
+        for used in s.get("secrets") or []:
+            used = used if isinstance(used, str) else used.get("source")
+            if used not in secrets:
+                problems.append(f"service {name} uses secret {used}, which the file does not define")
         for v in s.get("volumes") or []:
             if isinstance(v, dict):
                 if v.get("type") == "bind":
