@@ -72,7 +72,8 @@ std::string mask_conninfo(std::string_view conninfo) {
     } else {
       while (i < n && !std::isspace(static_cast<unsigned char>(conninfo[i]))) ++i;
     }
-    if (key == "password") {
+    // sslpassword is the passphrase of an encrypted client key (sslkey).
+    if (key == "password" || key == "sslpassword") {
       out += "****";
     } else {
       out += conninfo.substr(value_start, i - value_start);

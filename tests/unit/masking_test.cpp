@@ -30,6 +30,13 @@ TEST(MaskConninfo, QuotedOtherValuesAreKept) {
             "application_name='my app' password=****");
 }
 
+TEST(MaskConninfo, TheClientKeysPassphraseToo) {
+  EXPECT_EQ(mask_conninfo("host=h sslmode=verify-full sslkey=/k.pem sslpassword=secret user=u"),
+            "host=h sslmode=verify-full sslkey=/k.pem sslpassword=**** user=u");
+  EXPECT_EQ(mask_conninfo("postgres://h/db?sslkey=/k.pem&sslpassword=secret"),
+            "postgres://h/db?sslkey=/k.pem&sslpassword=****");
+}
+
 TEST(MaskConninfo, NoPasswordIsUnchanged) {
   const char* plain = "host=127.0.0.1 port=55432 user=postgres dbname=postgres";
   EXPECT_EQ(mask_conninfo(plain), plain);
