@@ -357,18 +357,25 @@ class PasswordRole {
   std::string password_;
 };
 
+// How a program is given its passwords, none of them on its command line.
+struct HiddenPasswords {
+  std::string amqp_url;
+  EnvVars env;
+  std::vector<std::string> flags;
+};
+
 // The chain with both programs logging in with passwords that appear on no command line:
-// PostgreSQL's in PGPASSFILE, RabbitMQ's in --amqp-password-file for one program (whose
-// URL holds a wrong password, which the file's replaces) and PGFANOUT_AMQP_PASSWORD for
-// the other.
-void run_chain_with_hidden_passwords(bool publisher_reads_the_file) {
+// one program reads them from files (PGPASSFILE, and --amqp-password-file, whose password
+// replaces a wrong one in its URL), the other from its environment (PGPASSWORD and
+// PGFANOUT_AMQP_PASSWORD).
+void run_chain_with_hidden_passwords(bool publisher_reads_files) {
   PasswordRole role;
   BrokerUser user;
   Chain chain;
   std::string pgpass = private_file("pgpass", "*:*:*:" + role.name() + ":" + role.password() + "\n");
   std::string amqp_password = private_file("amqp-password", user.password() + "\n");
 
-  // Without the password file the role is refused: pg_hba does ask for the password.
+  // Without a password the role is refused: pg_hba does ask for one.
   CommandResult without = run_command({"psql", "-X", "-w", "-c", "SELECT 1",
                                        role.conninfo(chain.primary_db.name())},
                                       kPatience, {{"PGPASSFILE", "/dev/null"}});
@@ -377,23 +384,23 @@ void run_chain_with_hidden_passwords(bool publisher_reads_the_file) {
 
   AmqpUrl broker = AmqpUrl::parse(amqp_url());
   std::string endpoint = "@" + broker.host + ":" + std::to_string(broker.port) + "/%2f";
-  std::string url_with_wrong_password = "amqp://" + user.name() + ":wrong-in-url" + endpoint;
-  std::string url_without_password = "amqp://" + user.name() + endpoint;
-  EnvVars from_file{{"PGPASSFILE", pgpass}};
-  EnvVars from_env{{"PGPASSFILE", pgpass}, {"PGFANOUT_AMQP_PASSWORD", user.password()}};
-  std::vector<std::string> file_flag{"--amqp-password-file", amqp_password};
+  HiddenPasswords files{"amqp://" + user.name() + ":wrong-in-url" + endpoint,
+                        {{"PGPASSFILE", pgpass}},
+                        {"--amqp-password-file", amqp_password}};
+  HiddenPasswords environment{"amqp://" + user.name() + endpoint,
+                              {{"PGPASSWORD", role.password()},
+                               {"PGFANOUT_AMQP_PASSWORD", user.password()}},
+                              {}};
+  const HiddenPasswords& for_publisher = publisher_reads_files ? files : environment;
+  const HiddenPasswords& for_listener = publisher_reads_files ? environment : files;
 
-  Process listener = start_listener_on(
-      role.conninfo(chain.replica_db.name()),
-      publisher_reads_the_file ? url_without_password : url_with_wrong_password,
-      chain.queue.name(), chain.exchange.name(), publisher_reads_the_file ? from_env : from_file,
-      publisher_reads_the_file ? std::vector<std::string>{} : file_flag);
+  Process listener = start_listener_on(role.conninfo(chain.replica_db.name()),
+                                       for_listener.amqp_url, chain.queue.name(),
+                                       chain.exchange.name(), for_listener.env, for_listener.flags);
   listener.wait_for_log("consuming from");
-  Process publisher = start_publisher_on(
-      role.conninfo(chain.primary_db.name()),
-      publisher_reads_the_file ? url_with_wrong_password : url_without_password,
-      chain.exchange.name(), publisher_reads_the_file ? from_file : from_env,
-      publisher_reads_the_file ? file_flag : std::vector<std::string>{});
+  Process publisher = start_publisher_on(role.conninfo(chain.primary_db.name()),
+                                         for_publisher.amqp_url, chain.exchange.name(),
+                                         for_publisher.env, for_publisher.flags);
   chain.write(1, 100);
   chain.expect_replicated();
 
@@ -412,11 +419,11 @@ void run_chain_with_hidden_passwords(bool publisher_reads_the_file) {
   EXPECT_EQ(listener.stop(), 0);
 }
 
-TEST(Secrets, PublisherWithThePasswordFileListenerWithTheEnvironment) {
+TEST(Secrets, PublisherWithPasswordFilesListenerWithTheEnvironment) {
   run_chain_with_hidden_passwords(true);
 }
 
-TEST(Secrets, PublisherWithTheEnvironmentListenerWithThePasswordFile) {
+TEST(Secrets, PublisherWithTheEnvironmentListenerWithPasswordFiles) {
   run_chain_with_hidden_passwords(false);
 }
 
