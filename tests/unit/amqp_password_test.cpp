@@ -116,6 +116,16 @@ TEST(CommonOptions, ThePasswordFileReplacesTheUrlsPassword) {
   EXPECT_THAT(p.options.amqp.masked(), Not(HasSubstr("from-file")));
 }
 
+TEST(CommonOptions, ThePasswordGoesToEveryBrokerUrl) {
+  TempFile file("from-file\n");
+  Parsed p = parse({"--amqp", "amqp://u:one@h1/v,amqps://u@h2/v,amqp://h3", "--amqp-password-file",
+                    file.path()});
+  ASSERT_EQ(p.code, -1);
+  ASSERT_EQ(p.options.brokers.size(), 3u);
+  for (const AmqpUrl& broker : p.options.brokers) EXPECT_EQ(broker.password, "from-file");
+  EXPECT_EQ(p.options.amqp.password, "from-file");
+}
+
 TEST(CommonOptions, TheEnvironmentPasswordReplacesTheUrlsPassword) {
   ::setenv("PGFANOUT_AMQP_PASSWORD", "from-env", 1);
   Parsed with_env = parse({"--amqp", "amqps://u:in-url@h/v"});
@@ -129,6 +139,7 @@ TEST(CommonOptions, TheEnvironmentPasswordReplacesTheUrlsPassword) {
 TEST(CommonOptions, AMissingPasswordFileOrTlsFileIsAConfigurationError) {
   EXPECT_EQ(parse({"--amqp-password-file", "/nonexistent/pw"}).code, 2);
   EXPECT_EQ(parse({"--amqp", "amqps://h/v?cacert=/nonexistent/ca.pem"}).code, 2);
+  EXPECT_EQ(parse({"--amqp", "amqps://h1/v,amqps://h2/v?cacert=/nonexistent/ca.pem"}).code, 2);
   EXPECT_EQ(parse({"--amqp", "amqps://h/v?certfile=/nonexistent/c.pem&keyfile=/nonexistent/k.pem"})
                 .code,
             2);
