@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 #include <variant>
 #include <vector>
@@ -117,6 +118,32 @@ TEST_F(SixteenMiBBroker, ATwentyMegabyteRowReplicatesAndLaterChangesOfOtherTable
   EXPECT_GE(chain.publisher->count_in_log("sent in 2 chunks"), 1u) << "the 20 MB row travels in chunks";
 }
 
+// The publisher's read holds about 16 MB of rows at most. PostgreSQL compresses a row of
+// repeated text to a hundredth of its size; before rows were measured as they are read,
+// such rows counted by their compressed size and one read took all 30 (90 MB) at once.
+TEST(BigRows, AReadOfCompressibleRowsHoldsAbout16MB) {
+  SmallChain chain(kTables, {"public.big", "public.small"});
+  chain.primary.exec("INSERT INTO public.big SELECT i, repeat('x', 3000000) || i "
+                     "FROM generate_series(1, 30) AS i");
+  EXPECT_EQ(chain.primary.integer("SELECT count(*) FROM pgfanout.changes "
+                                  "WHERE pg_column_compression(new_row) IS NOT NULL"),
+            30);
+  test::wait_applied(chain.primary, chain.replica, chain.dead.name(), kBigPatience);
+  EXPECT_EQ(queue_depth(chain.dead.name()), 0u);
+  EXPECT_EQ(chain.replica.value("SELECT string_agg(id || ':' || md5(payload), ',' ORDER BY id) FROM public.big"),
+            chain.primary.value("SELECT string_agg(id || ':' || md5(payload), ',' ORDER BY id) FROM public.big"));
+  // "debug: shipped N changes in M messages" per batch: 3 MB rows, so 6 at most (the
+  // last one read may start before 16 MB and end after).
+  const std::string line = "debug: shipped ";
+  std::string log = chain.publisher->log();
+  std::size_t batches = 0;
+  for (std::size_t at = log.find(line); at != std::string::npos; at = log.find(line, at + 1)) {
+    ++batches;
+    EXPECT_LE(std::stoul(log.substr(at + line.size())), 6u) << log.substr(at, 60);
+  }
+  EXPECT_GE(batches, 5u);
+}
+
 // A chunked change the replica refuses goes to QUEUE.dead as its chunks; replayed into the
 // queue (as the README's shovel does), it is put together and applied.
 TEST_F(SixteenMiBBroker, ARefusedBigRowIsDeadLetteredAsChunksAndAReplayAppliesIt) {
@@ -209,6 +236,33 @@ TEST(HostileChunks, AreDeadLetteredAndTheChangesAroundThemApply) {
   EXPECT_EQ(replica.value("SELECT string_agg(id || ':' || length(name), ',' ORDER BY id) FROM public.items"),
             "1:300,3:300,4:5");
   EXPECT_TRUE(listener.running());
+}
+
+TEST(MaxMessageBytesFlag, NonsenseValuesExitTwoWithOneLineNamingTheFlag) {
+  const std::vector<std::pair<std::vector<std::string>, EnvVars>> cases{
+      {{"--max-message-bytes", "0"}, {}},
+      {{"--max-message-bytes", "-1"}, {}},
+      {{"--max-message-bytes", "4096"}, {}},           // no room for a body beside the margin
+      {{"--max-message-bytes", "1048575"}, {}},        // under 1 MiB
+      {{"--max-message-bytes", "536870913"}, {}},      // over RabbitMQ's own ceiling
+      {{"--max-message-bytes", "99999999999999999999"}, {}},
+      {{"--max-message-bytes", "16MiB"}, {}},
+      {{"--max-message-bytes", ""}, {}},
+      {{}, {{"PGFANOUT_MAX_MESSAGE_BYTES", "lots"}}},
+      {{}, {{"PGFANOUT_MAX_MESSAGE_BYTES", "100"}}},
+  };
+  for (const auto& [args, env] : cases) {
+    std::vector<std::string> argv{publisher_binary(), "--source", "dbname=x"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    std::string shown;
+    for (const auto& a : args) shown += " '" + a + "'";
+    for (const auto& [k, v] : env) shown += " " + k + "=" + v;
+    SCOPED_TRACE("pgfanout-publisher" + shown);
+    CommandResult r = run_command(argv, 15s, env);
+    EXPECT_EQ(r.exit_code, 2);
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "stderr: " << r.err;
+    EXPECT_NE(r.err.find("--max-message-bytes"), std::string::npos) << "stderr: " << r.err;
+  }
 }
 
 }  // namespace
