@@ -35,7 +35,7 @@ struct ListenerConfig {
   std::size_t batch_changes = 5000;
   /// A batch stops taking messages once their bodies reach this many bytes (at least one
   /// message goes), so big rows do not pile up in memory.
-  std::size_t batch_bytes = std::size_t{32} << 20;
+  std::size_t batch_bytes = std::size_t{16} << 20;
   std::chrono::milliseconds batch_age{50};
   std::chrono::seconds summary_interval{10};
 };
