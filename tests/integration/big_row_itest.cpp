@@ -118,6 +118,50 @@ TEST_F(SixteenMiBBroker, ATwentyMegabyteRowReplicatesAndLaterChangesOfOtherTable
   EXPECT_GE(chain.publisher->count_in_log("sent in 2 chunks"), 1u) << "the 20 MB row travels in chunks";
 }
 
+// --max-message-bytes 1 MiB: a copy of every message the publisher sends is taken from a
+// second queue; none is over the limit, packs are cut, big rows come in several chunks,
+// and the replica gets every row.
+TEST(BigRows, NoMessageIsOverMaxMessageBytes) {
+  SmallChain chain(kTables, {"public.big", "public.small"});
+  chain.publisher.reset();
+  TestQueue copies(chain.exchange.name(), {"#"});
+  chain.publisher.emplace(start_publisher(chain.primary_db.conninfo(), chain.exchange.name(),
+                                          {"--pack", "10", "--max-message-bytes", "1048576"}));
+  // 20 rows of 300 kB (a pack of 10 would be 3 MB), 2 of 2.5 MB (3 chunks each), and
+  // small rows around them.
+  chain.primary.exec("INSERT INTO public.small SELECT i, i FROM generate_series(1, 30) AS i");
+  chain.primary.exec("INSERT INTO public.big SELECT i, " + random_text_sql(300'000) +
+                     " FROM generate_series(1, 20) AS i");
+  chain.primary.exec("INSERT INTO public.big SELECT i, " + random_text_sql(2'500'000) +
+                     " FROM generate_series(21, 22) AS i");
+  chain.primary.exec("INSERT INTO public.small SELECT i, i FROM generate_series(31, 60) AS i");
+  test::wait_applied(chain.primary, chain.replica, chain.dead.name(), kBigPatience);
+  EXPECT_EQ(queue_depth(chain.dead.name()), 0u);
+  EXPECT_EQ(table_md5(chain.replica, "public.small", "id"), table_md5(chain.primary, "public.small", "id"));
+  EXPECT_EQ(chain.replica.value("SELECT string_agg(id || ':' || md5(payload), ',' ORDER BY id) FROM public.big"),
+            chain.primary.value("SELECT string_agg(id || ':' || md5(payload), ',' ORDER BY id) FROM public.big"));
+
+  std::size_t messages = 0, chunks = 0, packs = 0, big_changes = 0;
+  while (auto d = copies.next(2s)) {
+    ++messages;
+    EXPECT_LE(d->body.size(), (1u << 20) - kMessageMargin);
+    if (header_int(*d, kChunkCountHeader) > 0) {
+      ++chunks;
+      EXPECT_EQ(header_int(*d, kChunkCountHeader), 3);
+      EXPECT_EQ(d->content_type, kChunkContentType);
+    } else if (d->routing_key == "public.big") {
+      ++big_changes;
+      std::int64_t count = header_int(*d, "x-pgfanout-count");
+      if (count > 1) ++packs;
+      EXPECT_LE(count, 3);  // 300 kB rows: three fit under 1 MiB
+    }
+  }
+  EXPECT_EQ(chunks, 6u);
+  EXPECT_GE(packs, 1u);
+  EXPECT_GE(big_changes, 7u);  // 20 rows, at most 3 per message
+  EXPECT_GT(messages, chunks + big_changes);  // and the small rows' packs
+}
+
 // The publisher's read holds about 16 MB of rows at most. PostgreSQL compresses a row of
 // repeated text to a hundredth of its size; before rows were measured as they are read,
 // such rows counted by their compressed size and one read took all 30 (90 MB) at once.
