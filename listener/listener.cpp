@@ -99,6 +99,11 @@ std::string change_body(const ParsedChange& c) {
 struct Listener::Batch {
   std::vector<Delivery> deliveries;
   std::size_t changes = 0;
+  std::size_t bytes = 0;
+  /// Per delivery (ChunkAssembler::Output): the chunk size of a change put together, and
+  /// why a delivery is refused by the assembler.
+  std::vector<std::size_t> chunk_bytes;
+  std::vector<std::optional<std::string>> refused;
 };
 
 Listener::Listener(ListenerConfig config, MetricsRegistry& metrics)
@@ -129,6 +134,7 @@ Listener::Listener(ListenerConfig config, MetricsRegistry& metrics)
 Listener::~Listener() { disconnect(); }
 
 void Listener::disconnect() {
+  chunks_.clear();
   applier_.reset();
   pg_.reset();
   if (consumer_) consumer_->close();
@@ -290,8 +296,7 @@ Listener::Batch Listener::gather() {
   Batch batch;
   auto first = consumer_->next_delivery(500ms);
   if (!first) return batch;
-  batch.changes += static_cast<std::size_t>(header_count(*first));
-  batch.deliveries.push_back(std::move(*first));
+  take(batch, std::move(*first));
   auto started = std::chrono::steady_clock::now();
   auto deadline = started + config_.batch_age;
   auto merge_until = started + kMergeWindow;
@@ -307,7 +312,8 @@ Listener::Batch Listener::gather() {
   // a backlog still forms big batches.
   bool flowing = started - last_batch_end_ < 10ms;
   auto quiet = flowing ? 10ms : 2ms;
-  while (batch.changes < config_.batch_changes && batch.deliveries.size() < config_.prefetch) {
+  while (batch.changes < config_.batch_changes && batch.deliveries.size() < config_.prefetch &&
+         batch.bytes < config_.batch_bytes) {
     auto now = std::chrono::steady_clock::now();
     if (now >= deadline) break;
     auto wait = 0ms;
@@ -317,20 +323,32 @@ Listener::Batch Listener::gather() {
     }
     auto next = consumer_->next_delivery(wait);
     if (!next) break;
-    batch.changes += static_cast<std::size_t>(header_count(*next));
-    batch.deliveries.push_back(std::move(*next));
+    take(batch, std::move(*next));
   }
   // `TRUNCATE a, b` on the primary (tables linked by a foreign key must be truncated
   // together) arrives as consecutive TRUNCATE changes, and the replica can only apply them
   // as one statement too (plan_steps merges them). So a batch does not end on a TRUNCATE
   // while the next message is at hand or comes right behind it.
-  while (batch.deliveries.size() < config_.prefetch && may_truncate(batch.deliveries.back())) {
+  while (!batch.deliveries.empty() && batch.deliveries.size() < config_.prefetch &&
+         may_truncate(batch.deliveries.back())) {
     auto next = consumer_->next_delivery(consumer_->has_buffered_input() ? 0ms : kTruncateFollowUp);
     if (!next) break;
-    batch.changes += static_cast<std::size_t>(header_count(*next));
-    batch.deliveries.push_back(std::move(*next));
+    take(batch, std::move(*next));
   }
   return batch;
+}
+
+// A batch holds whole changes only: chunks of a change still coming stay in the assembler,
+// unacked (the batch is acked up to its last delivery tag, and they came after it), until
+// a later batch takes the change.
+void Listener::take(Batch& batch, Delivery&& delivery) {
+  for (ChunkAssembler::Output& out : chunks_.add(std::move(delivery))) {
+    batch.changes += static_cast<std::size_t>(header_count(out.delivery));
+    batch.bytes += out.delivery.body.size();
+    batch.chunk_bytes.push_back(out.chunk_bytes);
+    batch.refused.push_back(std::move(out.refused));
+    batch.deliveries.push_back(std::move(out.delivery));
+  }
 }
 
 void Listener::process(Batch& batch) {
@@ -350,6 +368,10 @@ void Listener::process(Batch& batch) {
 
   for (std::size_t i = 0; i < batch.deliveries.size(); ++i) {
     const Delivery& d = batch.deliveries[i];
+    if (batch.refused[i]) {
+      dead.push_back({i, d.body, "bad-chunk", *batch.refused[i]});
+      continue;
+    }
     try {
       std::optional<std::int64_t> epoch = message_epoch(d.headers);
       std::vector<ParsedChange> parsed = parse_message(d.body);
@@ -398,12 +420,15 @@ void Listener::process(Batch& batch) {
     std::set<std::uint64_t> pending;
     for (const auto& dl : dead) {
       const Delivery& d = batch.deliveries[dl.delivery];
-      OutgoingMessage m{"", dead_queue, dl.body, d.message_id, "application/json", {}};
-      m.headers.emplace_back("x-pgfanout-reason", dl.reason);
-      m.headers.emplace_back("x-pgfanout-error", dl.detail);
-      m.headers.emplace_back("x-pgfanout-routing-key", d.routing_key);
-      m.headers.emplace_back("x-pgfanout-queue", config_.queue);
-      pending.insert(dead_letters_->publish(m, false));
+      // A change that came in chunks goes as chunks again (see dead_letter_parts).
+      for (DeadLetterPart& part : dead_letter_parts(dl.body, d, batch.chunk_bytes[dl.delivery])) {
+        OutgoingMessage m{"", dead_queue, part.body, d.message_id, part.content_type, std::move(part.headers)};
+        m.headers.emplace_back("x-pgfanout-reason", dl.reason);
+        m.headers.emplace_back("x-pgfanout-error", dl.detail);
+        m.headers.emplace_back("x-pgfanout-routing-key", d.routing_key);
+        m.headers.emplace_back("x-pgfanout-queue", config_.queue);
+        pending.insert(dead_letters_->publish(m, false));
+      }
     }
     auto deadline = std::chrono::steady_clock::now() + 30s;
     while (!pending.empty()) {

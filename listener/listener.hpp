@@ -11,6 +11,7 @@
 #include <pqxx/connection>
 
 #include "batch_applier.hpp"
+#include "chunk_assembler.hpp"
 #include "pgfanout/amqp_connection.hpp"
 #include "pgfanout/amqp_url.hpp"
 #include "pgfanout/backoff.hpp"
@@ -32,6 +33,9 @@ struct ListenerConfig {
   QueueType queue_type = QueueType::Classic;
   std::uint16_t prefetch = 2000;
   std::size_t batch_changes = 5000;
+  /// A batch stops taking messages once their bodies reach this many bytes (at least one
+  /// message goes), so big rows do not pile up in memory.
+  std::size_t batch_bytes = std::size_t{16} << 20;
   std::chrono::milliseconds batch_age{50};
   std::chrono::seconds summary_interval{10};
 };
@@ -58,6 +62,8 @@ class Listener {
   void setup_replica();
   void setup_broker();
   Batch gather();
+  /// Adds a delivery to the batch through the chunk assembler.
+  void take(Batch& batch, Delivery&& delivery);
   void process(Batch& batch);
   void pause(std::chrono::milliseconds delay);
   void disconnect();
@@ -72,6 +78,7 @@ class Listener {
   std::unique_ptr<AmqpConnection> dead_letters_;
   std::unique_ptr<BatchApplier> applier_;
   TableCatalog catalog_;
+  ChunkAssembler chunks_;
   Backoff backoff_{std::chrono::milliseconds(500), std::chrono::seconds(30)};
   bool snapshot_done_ = false;
   bool warned_replication_role_ = false;

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstddef>
+#include <limits>
 #include <span>
 #include <vector>
 
@@ -16,6 +17,11 @@ struct PlannedMessage {
 
 /// Splits changes (in outbox order) into messages: each message holds up to `pack`
 /// consecutive changes of one table, so the order of changes is the order of messages.
-std::vector<PlannedMessage> plan_messages(std::span<const OutboxChange> changes, std::size_t pack);
+/// A pack is cut before the change that would make its body longer than
+/// `max_body_bytes`; a single change longer than that is a message of its own (the
+/// publisher sends it in chunks).
+std::vector<PlannedMessage> plan_messages(
+    std::span<const OutboxChange> changes, std::size_t pack,
+    std::size_t max_body_bytes = std::numeric_limits<std::size_t>::max());
 
 }  // namespace pgfanout

@@ -64,11 +64,19 @@ constexpr const char* kHeadAfterAndGapsSql = R"(
 // (OutboxCursor), leaving out the tables $3.$4, in id order, at most $1 of them. One row
 // more is fetched, and rows past the byte limit $2 (a running total that keeps one batch
 // from holding many very large rows in memory; the first row always goes) come back
-// without their payload: either tells that the read was cut short. Also returned, on
-// every row (and on a single row of NULLs when the read found nothing): the snapshot's
-// xmin and the next xid at the time of the read, for the cursor's gaps. There is no
-// function for the next xid that does not assign one; age(xid) is measured from it in a
-// transaction without an xid, so it is xmax + age(xmax) (xmax's 32 bits: age takes an xid).
+// without their payload: either tells that the read was cut short.
+// The limit counts each row's size as the publisher will hold it. pg_column_size() is
+// that size for a row stored as it is, and costs nothing; for a compressed row it is the
+// compressed size, which can be a hundredth of the row (a 20 MB row of repeated text is
+// stored in 230 kB), so such a row is measured as text. Measuring takes a conversion, so
+// only rows that pass the cheap bound are measured, and among them compressed rows only
+// while their stored sizes add up to $2 / 16: compression shrinks a value at most a few
+// hundred times, which bounds what a read converts and throws away.
+// Also returned, on every row (and on a single row of NULLs when the read found nothing):
+// the snapshot's xmin and the next xid at the time of the read, for the cursor's gaps.
+// There is no function for the next xid that does not assign one; age(xid) is measured
+// from it in a transaction without an xid, so it is xmax + age(xmax) (xmax's 32 bits:
+// age takes an xid).
 std::string head_sql(const char* head) {
   return std::string(R"(
 WITH snap AS MATERIALIZED (
@@ -77,11 +85,24 @@ WITH snap AS MATERIALIZED (
            + age((pg_snapshot_xmax(s)::text::bigint % 4294967296)::text::xid) AS next_xid
   FROM pg_current_snapshot() AS s),
 head AS ()") + head + R"(),
+stored AS (
+  SELECT h.*, coalesce(pg_column_size(h.new_row), 0) + 64 AS stored_size,
+         CASE WHEN pg_column_compression(h.new_row) IS NULL THEN 0
+              ELSE pg_column_size(h.new_row) END AS compressed_size
+  FROM head h),
+candidates AS (
+  SELECT c.*, row_number() OVER w <= $1
+                AND sum(c.stored_size) OVER w - c.stored_size < $2
+                AND sum(c.compressed_size) OVER w - c.compressed_size < $2 / 16 AS candidate
+  FROM stored c WINDOW w AS (ORDER BY c.id)),
+measured AS (
+  SELECT m.*, CASE WHEN NOT m.candidate THEN 0
+                   WHEN m.compressed_size = 0 THEN m.stored_size
+                   ELSE octet_length(m.new_row::text) + 64 END AS size
+  FROM candidates m),
 sized AS (
-  SELECT h.*, row_number() OVER w <= $1
-                AND sum(coalesce(pg_column_size(h.new_row), 0) + 64) OVER w
-                    - (coalesce(pg_column_size(h.new_row), 0) + 64) < $2 AS keep
-  FROM head h WINDOW w AS (ORDER BY h.id))
+  SELECT z.*, z.candidate AND sum(z.size) OVER w - z.size < $2 AS keep
+  FROM measured z WINDOW w AS (ORDER BY z.id))
 SELECT snap.xmin, snap.next_xid, s.id, s.keep,
        CASE WHEN s.keep THEN s.schema_name END, CASE WHEN s.keep THEN s.table_name END,
        CASE WHEN s.keep THEN s.op END, CASE WHEN s.keep THEN s.new_row::text END,

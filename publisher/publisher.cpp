@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <set>
 
 
 #include <boost/asio/co_spawn.hpp>
@@ -18,6 +19,7 @@
 #include "message_plan.hpp"
 #include "pgfanout/log_text.hpp"
 #include "pgfanout/masking.hpp"
+#include "pgfanout/message_chunks.hpp"
 #include "pgfanout/stop_signal.hpp"
 #include "pgfanout/pg_connection.hpp"
 
@@ -135,9 +137,10 @@ asio::awaitable<void> Publisher::pause(std::chrono::milliseconds delay) {
 }
 
 asio::awaitable<void> Publisher::main_loop() {
-  spdlog::info("pgfanout-publisher {} starting: source {}, broker {}, exchange '{}', pack {}",
+  spdlog::info("pgfanout-publisher {} starting: source {}, broker {}, exchange '{}', pack {}, "
+               "messages up to {} bytes",
                PGFANOUT_VERSION, mask_conninfo(config_.source), brokers_.masked(),
-               config_.exchange, config_.pack);
+               config_.exchange, config_.pack, config_.max_message_bytes);
   while (!stopping_) {
     std::string server = "postgresql";
     try {
@@ -321,46 +324,64 @@ std::int64_t Publisher::held_from() const {
 std::size_t Publisher::ship_batch() {
   std::vector<OutboxChange> changes = outbox_->head(config_.batch_rows, config_.batch_bytes, held_now());
   if (changes.empty()) return 0;
-  std::vector<PlannedMessage> plan = plan_messages(changes, config_.pack);
+  // Bodies stay kMessageMargin under the limit, which leaves room for the properties.
+  const std::size_t max_body = config_.max_message_bytes - kMessageMargin;
+  std::vector<PlannedMessage> plan = plan_messages(changes, config_.pack, max_body);
 
   auto started = std::chrono::steady_clock::now();
   std::uint64_t first_tag = 0;
+  // The plan index of each message published, in delivery tag order: a change too big for
+  // one message goes out as several chunks, and counts as confirmed once all of them are.
+  std::vector<std::size_t> published;
   std::map<std::string, std::size_t> message_index;  // message_id -> plan index
   for (std::size_t i = 0; i < plan.size(); ++i) message_index[std::to_string(changes[plan[i].begin].id)] = i;
   // For each table the broker returned a message of: the first change id returned.
   std::map<OutboxReader::TableName, std::int64_t> returned_from;
-  for (const PlannedMessage& m : plan) {
+  std::set<std::size_t> returned;  // plan indexes, counted once however many chunks came back
+  for (std::size_t i = 0; i < plan.size(); ++i) {
+    const PlannedMessage& m = plan[i];
     std::span<const OutboxChange> part(changes.data() + m.begin, m.end - m.begin);
     std::string body = message_body(part);
     std::string key = routing_key(part.front().schema, part.front().table);
     std::string message_id = std::to_string(part.front().id);
-    OutgoingMessage message{config_.exchange, key, body, message_id, "application/json", {}};
-    message.headers.emplace_back(kEpochHeader, outbox_->epoch());
-    if (part.size() > 1) {
-      message.headers.emplace_back("x-pgfanout-count", static_cast<std::int64_t>(part.size()));
+    std::vector<std::string_view> chunks = split_body(body, max_body);
+    for (std::size_t k = 0; k < chunks.size(); ++k) {
+      OutgoingMessage message{config_.exchange, key, chunks[k], message_id, "application/json", {}};
+      if (chunks.size() > 1) {
+        message.content_type = kChunkContentType;
+        message.headers = chunk_headers(static_cast<std::int64_t>(k),
+                                        static_cast<std::int64_t>(chunks.size()), body.size());
+      } else if (part.size() > 1) {
+        message.headers.emplace_back("x-pgfanout-count", static_cast<std::int64_t>(part.size()));
+      }
+      message.headers.emplace_back(kEpochHeader, outbox_->epoch());
+      std::uint64_t tag = amqp_->publish(message, true);
+      if (first_tag == 0) first_tag = tag;
+      published.push_back(i);
     }
-    std::uint64_t tag = amqp_->publish(message, true);
-    if (first_tag == 0) first_tag = tag;
+    if (chunks.size() > 1) {
+      spdlog::debug("change {} ({} bytes) sent in {} chunks", message_id, body.size(), chunks.size());
+    }
   }
 
   // Wait until the broker confirmed every message of the batch, in any order of acks.
-  std::vector<bool> acked(plan.size(), false);
+  std::vector<bool> acked(published.size(), false);
   std::size_t acked_count = 0;
   std::optional<std::uint64_t> nacked;
   auto deadline = started + config_.confirm_timeout;
   auto mark = [&](std::uint64_t tag, bool multiple) {
     std::uint64_t from = multiple ? first_tag : tag;
-    for (std::uint64_t t = std::max(from, first_tag); t <= tag && t < first_tag + plan.size(); ++t) {
+    for (std::uint64_t t = std::max(from, first_tag); t <= tag && t < first_tag + published.size(); ++t) {
       if (!acked[t - first_tag]) {
         acked[t - first_tag] = true;
         ++acked_count;
       }
     }
   };
-  while (acked_count < plan.size() && !nacked) {
+  while (acked_count < published.size() && !nacked) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
-      throw AmqpError("the broker did not confirm " + std::to_string(plan.size() - acked_count) +
+      throw AmqpError("the broker did not confirm " + std::to_string(published.size() - acked_count) +
                       " messages within " + std::to_string(config_.confirm_timeout.count()) + " s");
     }
     auto event = amqp_->next_event(left);
@@ -371,7 +392,7 @@ std::size_t Publisher::ship_batch() {
       nacked = nack->delivery_tag;
     } else if (const auto* ret = std::get_if<ReturnedMessage>(&*event)) {
       auto it = message_index.find(ret->message_id);
-      if (it == message_index.end()) continue;
+      if (it == message_index.end() || !returned.insert(it->second).second) continue;
       const OutboxChange& first = changes[plan[it->second].begin];
       auto [pos, fresh] = returned_from.emplace(OutboxReader::TableName{first.schema, first.table}, first.id);
       if (!fresh) pos->second = std::min(pos->second, first.id);
@@ -382,8 +403,10 @@ std::size_t Publisher::ship_batch() {
 
   // Delete the confirmed prefix only: what follows a nacked message is published again,
   // after it, so no replica sees a change before an older one of the same row.
-  std::size_t confirmed_messages = 0;
-  while (confirmed_messages < plan.size() && acked[confirmed_messages]) ++confirmed_messages;
+  std::size_t first_unconfirmed = 0;
+  while (first_unconfirmed < published.size() && acked[first_unconfirmed]) ++first_unconfirmed;
+  std::size_t confirmed_messages =
+      first_unconfirmed == published.size() ? plan.size() : published[first_unconfirmed];
   std::size_t confirmed_changes = confirmed_messages == 0 ? 0 : plan[confirmed_messages - 1].end;
   // A change the broker returned had no queue to go to: it stays in the outbox, and so
   // does every later change of its table (a queue bound meanwhile may have received

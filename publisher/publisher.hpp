@@ -34,6 +34,9 @@ struct PublisherConfig {
   std::vector<AmqpUrl> brokers;
   std::string exchange = "pgfanout";
   std::size_t pack = 1;
+  /// The largest message sent (--max-message-bytes): a pack is cut before it gets bigger,
+  /// and a single change bigger than this travels in chunks (message_chunks.hpp).
+  std::size_t max_message_bytes = std::size_t{16} << 20;
   int batch_rows = 2000;
   std::int64_t batch_bytes = 16 << 20;
   std::chrono::milliseconds poll_interval{500};

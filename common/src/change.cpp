@@ -58,6 +58,42 @@ void append_json_string(std::string& out, std::string_view text) {
   out += '"';
 }
 
+namespace {
+
+// What append_json_string appends for `text`.
+std::size_t json_string_size(std::string_view text) {
+  std::size_t n = 2;
+  for (char c : text) {
+    switch (c) {
+      case '"':
+      case '\\':
+      case '\n':
+      case '\r':
+      case '\t':
+      case '\b':
+      case '\f': n += 2; break;
+      default: n += static_cast<unsigned char>(c) < 0x20 ? 6 : 1;
+    }
+  }
+  return n;
+}
+
+}  // namespace
+
+std::size_t change_json_size(const OutboxChange& c) {
+  constexpr std::string_view null = "null";
+  std::size_t n = std::string_view("{\"id\":,\"table\":,\"schema\":,\"name\":,\"op\":\"\",\"new\":,\"old\":,\"ts\":}").size();
+  n += std::to_string(c.id).size();
+  n += json_string_size(routing_key(c.schema, c.table)) + json_string_size(c.schema) +
+       json_string_size(c.table);
+  n += to_string(c.op).size();
+  n += c.new_row.empty() ? null.size() : c.new_row.size();
+  n += c.old_key.empty() ? null.size() : c.old_key.size();
+  if (!c.json_nulls.empty()) n += std::string_view(",\"json_nulls\":").size() + c.json_nulls.size();
+  n += json_string_size(c.ts);
+  return n;
+}
+
 void append_change_json(std::string& out, const OutboxChange& c) {
   out += "{\"id\":";
   out += std::to_string(c.id);

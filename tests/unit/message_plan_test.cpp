@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -12,9 +13,10 @@ namespace {
 using Plan = std::vector<std::pair<std::size_t, std::size_t>>;
 
 // The plan as [begin, end) pairs, which GoogleTest can compare and print.
-Plan plan(std::span<const OutboxChange> changes, std::size_t pack) {
+Plan plan(std::span<const OutboxChange> changes, std::size_t pack,
+          std::size_t max_body_bytes = std::numeric_limits<std::size_t>::max()) {
   Plan out;
-  for (const PlannedMessage& m : plan_messages(changes, pack)) out.emplace_back(m.begin, m.end);
+  for (const PlannedMessage& m : plan_messages(changes, pack, max_body_bytes)) out.emplace_back(m.begin, m.end);
   return out;
 }
 
@@ -93,6 +95,51 @@ TEST(PlanMessages, PlanCoversEveryChangeInOrder) {
       for (std::size_t i = m.begin; i < m.end; ++i) {
         EXPECT_EQ(c[i].schema, c[m.begin].schema);
         EXPECT_EQ(c[i].table, c[m.begin].table);
+      }
+      next = m.end;
+    }
+    EXPECT_EQ(next, c.size());
+  }
+}
+
+// Changes of one table whose rows make bodies of the given sizes, roughly.
+std::vector<OutboxChange> of_row_sizes(const std::vector<std::size_t>& sizes) {
+  auto out = of_one_table(sizes.size());
+  for (std::size_t i = 0; i < sizes.size(); ++i) {
+    out[i].new_row = "{\"v\":\"" + std::string(sizes[i], 'x') + "\"}";
+    out[i].ts = "2026-11-21T05:18:39.123456+00:00";
+  }
+  return out;
+}
+
+TEST(PlanMessages, APackIsCutBeforeItsBodyPassesTheLimit) {
+  auto c = of_row_sizes({400, 400, 400, 400, 400});
+  const std::size_t one = change_json_size(c[0]);
+  // Room for two changes in a pack ('[' a ',' b ']'), not three.
+  const std::size_t limit = 2 + 2 * one + 1;
+  EXPECT_EQ(plan(c, 10, limit), (Plan{{0, 2}, {2, 4}, {4, 5}}));
+  EXPECT_EQ(plan(c, 10, limit - 1), (Plan{{0, 1}, {1, 2}, {2, 3}, {3, 4}, {4, 5}}));
+  for (const PlannedMessage& m : plan_messages(c, 10, limit)) {
+    EXPECT_LE(message_body(std::span(c).subspan(m.begin, m.end - m.begin)).size(), limit);
+  }
+}
+
+TEST(PlanMessages, AChangeOverTheLimitIsAMessageOfItsOwn) {
+  auto c = of_row_sizes({100, 5000, 100, 100});
+  EXPECT_EQ(plan(c, 10, 1000), (Plan{{0, 1}, {1, 2}, {2, 4}}));
+}
+
+TEST(PlanMessages, EveryPackWithMoreThanOneChangeFitsTheLimit) {
+  std::vector<std::size_t> sizes;
+  for (std::size_t i = 0; i < 60; ++i) sizes.push_back((i * 7919) % 3000);
+  auto c = of_row_sizes(sizes);
+  for (std::size_t limit : {500u, 2000u, 4000u, 10000u, 100000u}) {
+    std::size_t next = 0;
+    for (const PlannedMessage& m : plan_messages(c, 100, limit)) {
+      EXPECT_EQ(m.begin, next);
+      std::size_t size = message_body(std::span(c).subspan(m.begin, m.end - m.begin)).size();
+      if (m.end - m.begin > 1) {
+        EXPECT_LE(size, limit);
       }
       next = m.end;
     }

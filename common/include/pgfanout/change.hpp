@@ -36,6 +36,10 @@ std::string routing_key(std::string_view schema, std::string_view table);
 /// PostgreSQL wrote it (already valid JSON), so values keep their exact `to_jsonb` form.
 void append_change_json(std::string& out, const OutboxChange& change);
 
+/// The exact length of what append_change_json appends for `change` (to plan messages
+/// under a byte limit without building them).
+std::size_t change_json_size(const OutboxChange& change);
+
 /// The body of a message carrying `changes`: one object for a single change, a JSON array
 /// of objects in order for a pack (all of one table).
 std::string message_body(std::span<const OutboxChange> changes);
