@@ -3,9 +3,16 @@
 # queue and dead-letter queue as quorum queues (a member on every node) with the arguments
 # pgfanout-listener --queue-type quorum declares them with, and binds the queues to the
 # exchange, before the publisher ships anything. Queues: $QUEUES (space-separated).
+# rabbitmqadmin reads the password of user pgfanout (the amqp_password secret) from a
+# configuration file, so that it is on no command line.
 set -eu
-admin() { rabbitmqadmin -H rabbitmq -u pgfanout -p "$RABBITMQ_PASSWORD" "$@"; }
-until [ "$(admin -f bash list nodes name running | tr ' ' '\n' | grep -c .)" -ge 3 ]; do sleep 2; done
+conf=$(mktemp)
+trap 'rm -f "$conf"' EXIT
+printf '[pgfanout]\nhostname = rabbitmq\nusername = pgfanout\npassword = %s\n' \
+  "$(cat /run/secrets/amqp_password)" >"$conf"
+admin() { rabbitmqadmin -c "$conf" -N pgfanout "$@"; }
+# The nodes that run (column "running" True), one per line after the header.
+until [ "$(admin -f tsv list nodes name running | grep -c 'True')" -ge 3 ]; do sleep 2; done
 for q in $QUEUES; do
   admin declare queue name="$q" durable=true \
     arguments='{"x-queue-type": "quorum", "x-single-active-consumer": true}'
