@@ -25,8 +25,10 @@ namespace {
 // How long a stop may take before the process leaves without finishing it (see run()).
 constexpr std::chrono::seconds kStopGrace{3};
 
+// CREATE SCHEMA needs CREATE on the database even when the schema exists, so it is only
+// run when it is missing: a least-privilege listener gets the schema from sql/roles.sql.
 constexpr const char* kBookkeepingSql = R"(
-CREATE SCHEMA IF NOT EXISTS pgfanout;
+DO $$ BEGIN IF to_regnamespace('pgfanout') IS NULL THEN CREATE SCHEMA pgfanout; END IF; END $$;
 CREATE TABLE IF NOT EXISTS pgfanout.listener_state (
   queue text PRIMARY KEY,
   last_change_id bigint,
