@@ -1107,9 +1107,15 @@ REVOKE ALL ON FUNCTION pgfanout.truncate_in_force(bigint, text, text), pgfanout.
 GRANT EXECUTE ON FUNCTION pgfanout.truncate_in_force(bigint, text, text), pgfanout.supersede_changes(bigint, bigint) TO PUBLIC;
 
 ALTER TABLE pgfanout.changes ENABLE ROW LEVEL SECURITY;
-DROP POLICY IF EXISTS pgfanout_capture ON pgfanout.changes;
-DROP POLICY IF EXISTS pgfanout_read ON pgfanout.changes;
-DROP POLICY IF EXISTS pgfanout_ship ON pgfanout.changes;
+DO $$
+DECLARE
+    p name;
+BEGIN
+    FOR p IN SELECT polname FROM pg_policy WHERE polrelid = 'pgfanout.changes'::regclass LOOP
+        EXECUTE format('DROP POLICY %I ON pgfanout.changes', p);
+    END LOOP;
+END
+$$;
 CREATE POLICY pgfanout_capture ON pgfanout.changes FOR INSERT TO PUBLIC
     WITH CHECK (
         CASE WHEN NOT has_schema_privilege(schema_name, 'USAGE') THEN false
