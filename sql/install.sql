@@ -51,7 +51,8 @@
 -- renamed table or schema, a new inheritance child, a new partition (created or attached
 -- at any depth: it gets the TRUNCATE triggers; a detached one loses them). It refuses DDL
 -- that would leave a tracked table uncapturable (dropping its primary key, attaching it as
--- a partition), and forgets dropped tables. Without it, run pgfanout.track() again after
+-- a partition, disabling pgfanout's triggers or setting them to fire on replicas only,
+-- SET UNLOGGED), and forgets dropped tables. Without it, run pgfanout.track() again after
 -- such changes.
 --
 -- Not captured, like any DDL: the rows that ATTACH PARTITION brings into a tracked

@@ -82,7 +82,7 @@ class TrustTest : public ::testing::Test {
   // policy; libpqxx 6.4 does not always pass the SQLSTATE on).
   static bool refused(PgSession& s, const std::string& statement) {
     std::string what = error_of(s, statement).what();
-    return what.find("permission denied") != std::string::npos ||
+    return what.find("permission denied") != std::string::npos || what.find("must be owner") != std::string::npos ||
            what.find("violates row-level security policy") != std::string::npos;
   }
 
@@ -382,6 +382,59 @@ REVOKE ALL ON pgfanout.changes, pgfanout.tracked, pgfanout.publisher_state FROM 
   EXPECT_TRUE(refused(b, "INSERT INTO pgfanout.changes (schema_name, table_name, op) VALUES ('app', 't', 'TRUNCATE')"));
   EXPECT_THAT(outbox(), ::testing::ElementsAre("app.t INSERT {\"v\": \"pending\", \"id\": 1}",
                                                "app.t UPDATE {\"v\": \"after\", \"id\": 1} {\"id\": 1}"));
+}
+
+// ---------------------------------------------------------------------------------------
+// sql/roles.sql: each role can do its job and no more.
+
+TEST_F(TrustTest, RolesSqlGivesEachRoleItsJobAndNoMore) {
+  as(alice).exec("CREATE TABLE app.t (id int PRIMARY KEY, v text); INSERT INTO app.t VALUES (1, 'a')");
+  sql().exec("SELECT pgfanout.track('app.t')");
+  grant_roles(db_->conninfo(), "primary");  // again: the snapshot role reads app.t now
+  as(alice).exec("INSERT INTO app.t VALUES (2, 'b')");
+
+  for (const char* role : {kPublisherRole, kSnapshotRole, kListenerRole}) {
+    EXPECT_EQ(sql().value(std::string("SELECT (rolsuper OR rolreplication OR rolbypassrls OR rolcreaterole OR "
+                                      "rolcreatedb)::text FROM pg_roles WHERE rolname = ") + sql_literal(role)),
+              "false")
+        << role;
+  }
+  PgSession publisher(conninfo_as(db_->conninfo(), kPublisherRole));
+  EXPECT_EQ(publisher.integer("SELECT count(*) FROM pgfanout.changes"), 1);
+  publisher.exec("UPDATE pgfanout.publisher_state SET idle = false");
+  publisher.exec("DELETE FROM pgfanout.changes");
+  EXPECT_TRUE(refused(publisher, "SELECT * FROM app.t"));
+  EXPECT_TRUE(refused(publisher, "TRUNCATE pgfanout.changes"));
+  EXPECT_TRUE(refused(publisher, "INSERT INTO pgfanout.changes (schema_name, table_name, op) VALUES ('app', 't', 'TRUNCATE')"));
+  EXPECT_TRUE(refused(publisher, "ALTER TABLE pgfanout.changes DISABLE ROW LEVEL SECURITY"));
+  EXPECT_TRUE(refused(publisher, "SELECT pgfanout.untrack('app.t')"));
+
+  PgSession snapshot(conninfo_as(db_->conninfo(), kSnapshotRole));
+  EXPECT_EQ(snapshot.integer("SELECT count(*) FROM app.t"), 2);
+  EXPECT_EQ(snapshot.value("SELECT string_agg(schema_name || '.' || table_name, ',') FROM pgfanout.tracked"), "app.t");
+  EXPECT_TRUE(refused(snapshot, "DELETE FROM app.t"));
+  EXPECT_TRUE(refused(snapshot, "SELECT * FROM pgfanout.changes"));
+
+  // A replica: the listener owns its bookkeeping schema and may switch triggers off for
+  // its own session only; it writes the replicated tables and nothing else.
+  ScratchDatabase replica("pgft_trust_replica");
+  PgSession admin(replica.conninfo());
+  admin.exec("CREATE SCHEMA app; CREATE TABLE app.t (id int PRIMARY KEY, v text); CREATE TABLE public.other (id int)");
+  grant_roles(replica.conninfo(), "replica", {"schemas=app"});
+  EXPECT_EQ(admin.value("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'pgfanout'"), kListenerRole);
+  PgSession listener(conninfo_as(replica.conninfo(), kListenerRole));
+  listener.exec("SET session_replication_role = replica");
+  listener.exec("INSERT INTO app.t VALUES (1, 'a') ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v");
+  listener.exec("DELETE FROM app.t WHERE id = 1; TRUNCATE app.t");
+  listener.exec("CREATE TABLE pgfanout.listener_probe (id int); DROP TABLE pgfanout.listener_probe");
+  EXPECT_TRUE(refused(listener, "INSERT INTO public.other VALUES (1)"));
+  EXPECT_TRUE(refused(listener, "CREATE SCHEMA elsewhere"));
+  EXPECT_TRUE(refused(listener, "ALTER SYSTEM SET work_mem = '1GB'"));
+
+  // A bookkeeping schema the listener does not own is not taken over.
+  ScratchDatabase other("pgft_trust_replica2");
+  PgSession(other.conninfo()).exec("CREATE SCHEMA pgfanout");
+  EXPECT_THROW(grant_roles(other.conninfo(), "replica"), HarnessError);
 }
 
 }  // namespace
