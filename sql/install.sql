@@ -389,6 +389,7 @@ LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r record;
     written boolean := false;
+    notify boolean;
     sep integer := array_position(TG_ARGV, '');
     keys text[] := CASE WHEN sep IS NULL THEN TG_ARGV ELSE TG_ARGV[0:sep - 1] END;
     probes jsonb[];
@@ -402,21 +403,27 @@ BEGIN
             END LOOP;
         END IF;
     END IF;
-    IF NOT written AND sep IS NULL THEN
-        INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row)
-        SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT', to_jsonb(n.*) FROM pgfanout_new n;
-        written := FOUND;
-    ELSIF NOT written THEN
+    -- The idle flag is read by the statement that writes the changes: one statement less
+    -- per capture (RETURNING names no outbox column, so writers need no SELECT on it).
+    IF written THEN
+        notify := (SELECT idle FROM pgfanout.publisher_state);
+    ELSIF sep IS NULL THEN
+        WITH w AS (INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row)
+                   SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT', to_jsonb(n.*) FROM pgfanout_new n
+                   RETURNING 1)
+        SELECT EXISTS (SELECT FROM w) AND (SELECT idle FROM pgfanout.publisher_state) INTO notify;
+    ELSE
         probes := TG_ARGV[sep + 1:TG_NARGS - 1]::jsonb[];
         -- OFFSET 0 keeps to_jsonb computed once per row (a LATERAL function call would
         -- materialise its result for every row).
-        INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, json_nulls)
-        SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT', o.v,
-               CASE WHEN o.v @> ANY (probes) THEN pgfanout.json_nulls_of_text(o.r::text, TG_RELID, probes) END
-        FROM (SELECT n AS r, to_jsonb(n.*) AS v FROM pgfanout_new n OFFSET 0) AS o;
-        written := FOUND;
+        WITH w AS (INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, json_nulls)
+                   SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT', o.v,
+                          CASE WHEN o.v @> ANY (probes) THEN pgfanout.json_nulls_of_text(o.r::text, TG_RELID, probes) END
+                   FROM (SELECT n AS r, to_jsonb(n.*) AS v FROM pgfanout_new n OFFSET 0) AS o
+                   RETURNING 1)
+        SELECT EXISTS (SELECT FROM w) AND (SELECT idle FROM pgfanout.publisher_state) INTO notify;
     END IF;
-    IF written AND (SELECT idle FROM pgfanout.publisher_state) THEN
+    IF notify THEN
         PERFORM pg_notify('pgfanout', '');
     END IF;
     RETURN NULL;
@@ -459,6 +466,7 @@ DECLARE
     old_row jsonb;
     old_key jsonb;
     json_nulls text[];
+    notify boolean;
 BEGIN
     IF TG_OP <> 'DELETE' THEN
         new_row := to_jsonb(NEW);
@@ -473,6 +481,7 @@ BEGIN
                                             CASE WHEN sep IS NULL THEN TG_ARGV ELSE TG_ARGV[0:sep - 1] END,
                                             new_row, CASE WHEN TG_OP <> 'INSERT' THEN to_jsonb(OLD) END,
                                             json_nulls);
+        notify := (SELECT idle FROM pgfanout.publisher_state);
     ELSE
         IF TG_OP <> 'INSERT' THEN
             old_row := to_jsonb(OLD);
@@ -482,10 +491,12 @@ BEGIN
                 old_key := pgfanout.key_of(old_row, CASE WHEN sep IS NULL THEN TG_ARGV ELSE TG_ARGV[0:sep - 1] END);
             END IF;
         END IF;
+        -- The idle flag comes back from the insert: one statement less per change.
         INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, old_key, json_nulls)
-        VALUES (TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP, new_row, old_key, json_nulls);
+        VALUES (TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP, new_row, old_key, json_nulls)
+        RETURNING (SELECT idle FROM pgfanout.publisher_state) INTO notify;
     END IF;
-    IF (SELECT idle FROM pgfanout.publisher_state) THEN
+    IF notify THEN
         PERFORM pg_notify('pgfanout', '');
     END IF;
     RETURN NULL;
@@ -505,6 +516,7 @@ DECLARE
     keys text[] := CASE WHEN sep IS NULL THEN TG_ARGV ELSE TG_ARGV[0:sep - 1] END;
     new_row jsonb;
     json_nulls text[];
+    notify boolean;
 BEGIN
     SELECT n.nspname, c.relname INTO root_schema, root_name
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -521,13 +533,15 @@ BEGIN
         PERFORM pgfanout.capture_row_change(root, root_schema, root_name, TG_OP, keys, new_row,
                                             CASE WHEN TG_OP <> 'INSERT' THEN to_jsonb(OLD) END,
                                             json_nulls);
+        notify := (SELECT idle FROM pgfanout.publisher_state);
     ELSE
         INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, old_key, json_nulls)
         VALUES (root_schema, root_name, TG_OP, new_row,
                 CASE WHEN TG_OP <> 'INSERT' THEN pgfanout.key_of(to_jsonb(OLD), keys) END,
-                json_nulls);
+                json_nulls)
+        RETURNING (SELECT idle FROM pgfanout.publisher_state) INTO notify;
     END IF;
-    IF (SELECT idle FROM pgfanout.publisher_state) THEN
+    IF notify THEN
         PERFORM pg_notify('pgfanout', '');
     END IF;
     RETURN NULL;
