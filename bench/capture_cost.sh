@@ -62,8 +62,10 @@ sql -c "CREATE SEQUENCE bench_ids" \
     -c "CREATE TABLE bench (id bigint PRIMARY KEY, t text, j jsonb, ts timestamptz)"
 WRITER_CONN="$DB_CONN"
 if [ -n "${BENCH_WRITER:-}" ]; then
-  sql -v writer="$BENCH_WRITER" -c 'GRANT SELECT, INSERT, UPDATE ON bench TO :"writer"' \
-      -c 'GRANT USAGE ON SEQUENCE bench_ids TO :"writer"'
+  sql -v writer="$BENCH_WRITER" -f - <<'EOF'
+GRANT SELECT, INSERT, UPDATE ON bench TO :"writer";
+GRANT USAGE ON SEQUENCE bench_ids TO :"writer";
+EOF
   if [[ "$DB_CONN" == postgres* ]]; then
     WRITER_CONN="$DB_CONN$([[ "$DB_CONN" == *\?* ]] && echo '&' || echo '?')user=$BENCH_WRITER"
   else
