@@ -459,9 +459,11 @@ bool on_test_cluster(const std::string& conninfo) {
 
 Process start_publisher(const std::string& source, const std::string& exchange,
                         std::vector<std::string> extra, RunAs run_as) {
-  std::vector<std::string> args{"--source",
-                                run_as == RunAs::superuser ? source : conninfo_as(source, kPublisherRole),
-                                "--amqp", amqp_url(), "--exchange", exchange, "--log-level", "debug"};
+  std::vector<std::string> args{
+      "--source",    run_as == RunAs::superuser ? source : conninfo_as(source, kPublisherRole),
+      "--amqp",      amqp_url(),
+      "--exchange",  exchange,
+      "--log-level", "debug"};
   args.insert(args.end(), extra.begin(), extra.end());
   return Process(publisher_binary(), std::move(args));
 }
@@ -477,7 +479,8 @@ Process start_listener(const std::string& target, const std::string& queue,
       grant_roles(target, "replica", {"schemas=*"});
       // Tables and schemas the test creates on the replica after this.
       PgSession(target).exec(
-          std::string("ALTER DEFAULT PRIVILEGES GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON TABLES TO ") +
+          std::string("ALTER DEFAULT PRIVILEGES GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON "
+                      "TABLES TO ") +
           kListenerRole + "; ALTER DEFAULT PRIVILEGES GRANT USAGE ON SCHEMAS TO " + kListenerRole);
     }
     as_target = conninfo_as(target, kListenerRole);
@@ -487,8 +490,8 @@ Process start_listener(const std::string& target, const std::string& queue,
       extra[i + 1] = conninfo_as(extra[i + 1], kSnapshotRole);
     }
   }
-  std::vector<std::string> args{"--target", as_target,  "--queue",     queue, "--amqp",
-                                amqp_url(), "--exchange", exchange, "--log-level", "debug"};
+  std::vector<std::string> args{"--target", as_target,    "--queue", queue,         "--amqp",
+                                amqp_url(), "--exchange", exchange,  "--log-level", "debug"};
   args.insert(args.end(), extra.begin(), extra.end());
   return Process(listener_binary(), std::move(args));
 }
@@ -633,8 +636,10 @@ void install_schema(const std::string& conninfo) {
   grant_roles(conninfo, "primary");
 }
 
-void grant_roles(const std::string& conninfo, const std::string& side, const std::vector<std::string>& vars) {
-  std::vector<std::string> argv{"psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", "side=" + side, "-v", "login=on"};
+void grant_roles(const std::string& conninfo, const std::string& side,
+                 const std::vector<std::string>& vars) {
+  std::vector<std::string> argv{"psql", "-X",           "-q", "-v",      "ON_ERROR_STOP=1",
+                                "-v",   "side=" + side, "-v", "login=on"};
   for (const auto& v : vars) {
     argv.push_back("-v");
     argv.push_back(v);
@@ -642,9 +647,11 @@ void grant_roles(const std::string& conninfo, const std::string& side, const std
   argv.insert(argv.end(), {"-d", conninfo, "-f", sql_dir() + "/roles.sql"});
   CommandResult r = run_command(argv, 120s);
   if (r.exit_code != 0) {
-    throw HarnessError("psql -f roles.sql (side=" + side + ") failed (exit " + std::to_string(r.exit_code) + "): " + r.err);
+    throw HarnessError("psql -f roles.sql (side=" + side + ") failed (exit " +
+                       std::to_string(r.exit_code) + "): " + r.err);
   }
 }
+
 void uninstall_schema(const std::string& conninfo) { run_sql_file(conninfo, sql_dir() + "/uninstall.sql"); }
 
 std::optional<std::string> table_md5(PgSession& db, std::string_view table, std::string_view order_by) {

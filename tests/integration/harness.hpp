@@ -329,7 +329,8 @@ CommandResult psql_command(const std::string& conninfo, const std::string& sql);
 void install_schema(const std::string& conninfo);
 /// Runs sql/roles.sql on `conninfo` with `-v side=<side>` and the psql variables `vars`
 /// ("name=value"), login=on; throws HarnessError with psql's stderr on failure.
-void grant_roles(const std::string& conninfo, const std::string& side, const std::vector<std::string>& vars = {});
+void grant_roles(const std::string& conninfo, const std::string& side,
+                 const std::vector<std::string>& vars = {});
 /// Runs sql/uninstall.sql on `conninfo`; throws HarnessError with psql's stderr on failure.
 void uninstall_schema(const std::string& conninfo);
 

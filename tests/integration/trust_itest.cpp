@@ -50,7 +50,8 @@ class TrustTest : public ::testing::Test {
     install_schema(db_->conninfo());
     sql_.emplace(db_->conninfo());
     // alice owns a schema of her own and its tables; bob is granted what each test says.
-    sql().exec("CREATE SCHEMA app AUTHORIZATION " + alice.ident() + "; GRANT USAGE ON SCHEMA app TO " + bob.ident());
+    sql().exec("CREATE SCHEMA app AUTHORIZATION " + alice.ident() +
+               "; GRANT USAGE ON SCHEMA app TO " + bob.ident());
   }
 
   PgSession& sql() { return *sql_; }
@@ -59,14 +60,16 @@ class TrustTest : public ::testing::Test {
   // The outbox as "schema.table op new old" lines, in id order.
   std::vector<std::string> outbox() {
     std::vector<std::string> out;
-    for (const auto& r : sql().query(
-             "SELECT schema_name || '.' || table_name || ' ' || op || coalesce(' ' || new_row::text, '') "
-             "|| coalesce(' ' || old_key::text, '') FROM pgfanout.changes ORDER BY id"))
+    for (const auto& r :
+         sql().query("SELECT schema_name || '.' || table_name || ' ' || op || coalesce(' ' || "
+                     "new_row::text, '') "
+                     "|| coalesce(' ' || old_key::text, '') FROM pgfanout.changes ORDER BY id"))
       out.push_back(r[0].value_or("NULL"));
     return out;
   }
   bool superuser(const TestRole& role) {
-    return sql().value("SELECT rolsuper::text FROM pg_roles WHERE rolname = " + sql_literal(role.name())) == "true";
+    return sql().value("SELECT rolsuper::text FROM pg_roles WHERE rolname = " +
+                       sql_literal(role.name())) == "true";
   }
   // The SqlError a statement raises, or a failure if it raises none.
   static SqlError error_of(PgSession& s, const std::string& statement) {
@@ -82,7 +85,8 @@ class TrustTest : public ::testing::Test {
   // policy; libpqxx 6.4 does not always pass the SQLSTATE on).
   static bool refused(PgSession& s, const std::string& statement) {
     std::string what = error_of(s, statement).what();
-    return what.find("permission denied") != std::string::npos || what.find("must be owner") != std::string::npos ||
+    return what.find("permission denied") != std::string::npos ||
+           what.find("must be owner") != std::string::npos ||
            what.find("violates row-level security policy") != std::string::npos;
   }
 
@@ -102,10 +106,11 @@ TEST_F(TrustTest, ACastToJsonOfAWritersTypeRunsAsTheWriterNotAsTheInstaller) {
   {
     PgSession a = as(alice);
     a.exec("CREATE TYPE app.mood AS ENUM ('sad', 'happy')");
-    a.exec("CREATE FUNCTION app.mood_json(app.mood) RETURNS json LANGUAGE plpgsql AS $$ BEGIN "
-           "  BEGIN EXECUTE format('ALTER ROLE %I SUPERUSER', session_user); "
-           "  EXCEPTION WHEN insufficient_privilege THEN NULL; END; "
-           "  RETURN to_json($1::text || ' (cast as ' || current_user || ')'); END $$");
+    a.exec(
+        "CREATE FUNCTION app.mood_json(app.mood) RETURNS json LANGUAGE plpgsql AS $$ BEGIN "
+        "  BEGIN EXECUTE format('ALTER ROLE %I SUPERUSER', session_user); "
+        "  EXCEPTION WHEN insufficient_privilege THEN NULL; END; "
+        "  RETURN to_json($1::text || ' (cast as ' || current_user || ')'); END $$");
     a.exec("CREATE CAST (app.mood AS json) WITH FUNCTION app.mood_json(app.mood)");
     a.exec("CREATE TABLE app.feelings (id int PRIMARY KEY, m app.mood)");
   }
@@ -115,9 +120,10 @@ TEST_F(TrustTest, ACastToJsonOfAWritersTypeRunsAsTheWriterNotAsTheInstaller) {
   a.exec("UPDATE app.feelings SET m = 'sad'");
 
   EXPECT_FALSE(superuser(alice)) << "the writer's cast ran with the installer's rights";
-  EXPECT_THAT(outbox(), ::testing::ElementsAre(
-                            "app.feelings INSERT {\"m\": \"happy (cast as " + alice.name() + ")\", \"id\": 1}",
-                            "app.feelings UPDATE {\"m\": \"sad (cast as " + alice.name() + ")\", \"id\": 1} {\"id\": 1}"));
+  EXPECT_THAT(outbox(), ::testing::ElementsAre("app.feelings INSERT {\"m\": \"happy (cast as " +
+                                                   alice.name() + ")\", \"id\": 1}",
+                                               "app.feelings UPDATE {\"m\": \"sad (cast as " +
+                                                   alice.name() + ")\", \"id\": 1} {\"id\": 1}"));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -126,20 +132,24 @@ TEST_F(TrustTest, ACastToJsonOfAWritersTypeRunsAsTheWriterNotAsTheInstaller) {
 TEST_F(TrustTest, ARoleInsertsIntoTheOutboxOnlyChangesOfTablesItMayWrite) {
   {
     PgSession a = as(alice);
-    a.exec("CREATE TABLE app.t (id int PRIMARY KEY, v text); CREATE TABLE app.other (id int PRIMARY KEY)");
+    a.exec(
+        "CREATE TABLE app.t (id int PRIMARY KEY, v text); CREATE TABLE app.other (id int PRIMARY "
+        "KEY)");
     a.exec("GRANT INSERT (v) ON app.t TO " + bob.ident());
   }
   sql().exec("SELECT pgfanout.track('app.t'); SELECT pgfanout.track('app.other')");
   PgSession b = as(bob);
-  const std::string insert = "INSERT INTO pgfanout.changes (schema_name, table_name, op, old_key) VALUES ";
+  const std::string insert =
+      "INSERT INTO pgfanout.changes (schema_name, table_name, op, old_key) VALUES ";
   // Rights on a column are rights to write the table: such a change could come from a real write.
   b.exec(insert + "('app', 't', 'DELETE', '{\"id\": 1}')");
   EXPECT_TRUE(refused(b, insert + "('app', 't', 'TRUNCATE', NULL)"))
       << "a TRUNCATE change empties the table on every replica: it needs TRUNCATE";
   EXPECT_TRUE(refused(b, insert + "('app', 'other', 'DELETE', '{\"id\": 1}')"));
   EXPECT_TRUE(refused(b, insert + "('app', 'nowhere', 'DELETE', '{\"id\": 1}')"));
-  EXPECT_TRUE(refused(b, "INSERT INTO pgfanout.changes (id, schema_name, table_name, op) "
-                        "OVERRIDING SYSTEM VALUE VALUES (1, 'app', 't', 'INSERT')"));
+  EXPECT_TRUE(refused(b,
+                      "INSERT INTO pgfanout.changes (id, schema_name, table_name, op) "
+                      "OVERRIDING SYSTEM VALUE VALUES (1, 'app', 't', 'INSERT')"));
   EXPECT_TRUE(refused(b, "SELECT * FROM pgfanout.changes"));
   EXPECT_TRUE(refused(b, "DELETE FROM pgfanout.changes"));
   EXPECT_TRUE(refused(b, "UPDATE pgfanout.publisher_state SET idle = false"));
@@ -153,7 +163,8 @@ TEST_F(TrustTest, ARoleInsertsIntoTheOutboxOnlyChangesOfTablesItMayWrite) {
 // table's owner).
 TEST_F(TrustTest, EveryWritePostgresqlAllowsIsCapturedWhateverRightsAllowedIt) {
   TestRole carol{"pgft_carol"};
-  sql().exec("CREATE SCHEMA refs AUTHORIZATION " + carol.ident() + "; GRANT USAGE ON SCHEMA app TO " + carol.ident());
+  sql().exec("CREATE SCHEMA refs AUTHORIZATION " + carol.ident() +
+             "; GRANT USAGE ON SCHEMA app TO " + carol.ident());
   {
     PgSession a = as(alice);
     a.exec(R"SQL(
@@ -174,10 +185,12 @@ GRANT REFERENCES ON app.target TO PUBLIC;
   }
   {
     PgSession c = as(carol);
-    c.exec("CREATE TABLE refs.r (id int PRIMARY KEY, t int REFERENCES app.target ON DELETE CASCADE)");
+    c.exec(
+        "CREATE TABLE refs.r (id int PRIMARY KEY, t int REFERENCES app.target ON DELETE CASCADE)");
     c.exec("INSERT INTO refs.r VALUES (7, 1)");
   }
-  for (const char* t : {"app.plain", "app.parted", "app.parent", "app.child", "app.target", "refs.r"})
+  for (const char* t :
+       {"app.plain", "app.parted", "app.parent", "app.child", "app.target", "refs.r"})
     sql().exec("SELECT pgfanout.track(" + sql_literal(t) + ")");
 
   PgSession b = as(bob);
@@ -191,7 +204,8 @@ GRANT REFERENCES ON app.target TO PUBLIC;
   EXPECT_THAT(outbox(), ::testing::ElementsAre(
                             "app.plain INSERT {\"v\": \"x\", \"id\": 1}",
                             "app.parted INSERT {\"v\": \"b\", \"id\": 2, \"region\": \"eu\"}",
-                            "app.parted UPDATE {\"v\": \"c\", \"id\": 1, \"region\": \"eu\"} {\"id\": 1, \"region\": \"eu\"}",
+                            "app.parted UPDATE {\"v\": \"c\", \"id\": 1, \"region\": \"eu\"} "
+                            "{\"id\": 1, \"region\": \"eu\"}",
                             "app.child UPDATE {\"v\": \"through parent\", \"id\": 1} {\"id\": 1}",
                             "app.parent TRUNCATE", "app.child TRUNCATE",
                             "app.target DELETE {\"id\": 1}", "refs.r DELETE {\"id\": 7}"));
@@ -207,10 +221,13 @@ TEST_F(TrustTest, PgfanoutInstallingCountsOnlyForTheOwnerOfPgfanout) {
   a.exec("SET pgfanout.installing = on");
   auto e = error_of(a, "ALTER TABLE app.t DROP CONSTRAINT t_pkey");
   EXPECT_THAT(e.what(), HasSubstr("has no primary key"));
-  EXPECT_THAT(sql().value("SELECT pgfanout.primary_key('app.t')"), ::testing::Optional(std::string("{id}")));
+  EXPECT_THAT(sql().value("SELECT pgfanout.primary_key('app.t')"),
+              ::testing::Optional(std::string("{id}")));
 
   // The installer's session is trusted with it (install.sql sets it).
-  sql().exec("SET pgfanout.installing = on; ALTER TABLE app.t ADD COLUMN w int; RESET pgfanout.installing");
+  sql().exec(
+      "SET pgfanout.installing = on; ALTER TABLE app.t ADD COLUMN w int; RESET "
+      "pgfanout.installing");
 }
 
 // TRUNCATE of a partition is captured as DELETEs unless the whole partitioned table is
@@ -221,7 +238,8 @@ CREATE TABLE app.parted (region text, id int, v text, PRIMARY KEY (region, id)) 
 CREATE TABLE app.parted_eu PARTITION OF app.parted FOR VALUES IN ('eu');
 CREATE TABLE app.parted_us PARTITION OF app.parted FOR VALUES IN ('us');
 )SQL");
-  as(alice).exec("GRANT SELECT, INSERT, TRUNCATE ON app.parted, app.parted_eu, app.parted_us TO " + bob.ident());
+  as(alice).exec("GRANT SELECT, INSERT, TRUNCATE ON app.parted, app.parted_eu, app.parted_us TO " +
+                 bob.ident());
   sql().exec("SELECT pgfanout.track('app.parted')");
   const std::string root_oid = *sql().value("SELECT 'app.parted'::regclass::oid::text");
   const std::string marker = "pgfanout.truncate_" + root_oid + "_1";
@@ -230,21 +248,44 @@ CREATE TABLE app.parted_us PARTITION OF app.parted FOR VALUES IN ('us');
 
   PgSession b = as(bob);
   // The value an earlier version's root trigger set.
-  b.exec("BEGIN; SELECT set_config(" + sql_literal(marker) + ", 'root', true); TRUNCATE app.parted_eu; COMMIT");
-  EXPECT_THAT(outbox(), ::testing::ElementsAre("app.parted DELETE {\"id\": 1, \"region\": \"eu\"}",
-                                               "app.parted DELETE {\"id\": 2, \"region\": \"eu\"}"));
+  b.exec("BEGIN; SELECT set_config(" + sql_literal(marker) +
+         ", 'root', true); TRUNCATE app.parted_eu; COMMIT");
+  EXPECT_THAT(outbox(),
+              ::testing::ElementsAre("app.parted DELETE {\"id\": 1, \"region\": \"eu\"}",
+                                     "app.parted DELETE {\"id\": 2, \"region\": \"eu\"}"));
 
   // A real TRUNCATE change of the root, of this transaction, but a row written after it:
   // the partition's TRUNCATE must still delete that row on the replicas.
   sql().exec("DELETE FROM pgfanout.changes");
-  b.exec("BEGIN; TRUNCATE app.parted; "
-         "SELECT set_config('trust.truncate_id', currval(pg_get_serial_sequence('pgfanout.changes', 'id'))::text, true); "
-         "INSERT INTO app.parted VALUES ('us', 3, 'c'); "
-         "SELECT set_config(" + sql_literal(marker) + ", 'root:' || current_setting('trust.truncate_id'), true); "
-         "TRUNCATE app.parted_us; COMMIT");
-  EXPECT_THAT(outbox(), ::testing::ElementsAre("app.parted TRUNCATE",
-                                               "app.parted INSERT {\"v\": \"c\", \"id\": 3, \"region\": \"us\"}",
-                                               "app.parted DELETE {\"id\": 3, \"region\": \"us\"}"));
+  b.exec(
+      "BEGIN; TRUNCATE app.parted; "
+      "SELECT set_config('trust.truncate_id', currval(pg_get_serial_sequence('pgfanout.changes', "
+      "'id'))::text, true); "
+      "INSERT INTO app.parted VALUES ('us', 3, 'c'); "
+      "SELECT set_config(" +
+      sql_literal(marker) +
+      ", 'root:' || current_setting('trust.truncate_id'), true); "
+      "TRUNCATE app.parted_us; COMMIT");
+  EXPECT_THAT(outbox(), ::testing::ElementsAre(
+                            "app.parted TRUNCATE",
+                            "app.parted INSERT {\"v\": \"c\", \"id\": 3, \"region\": \"us\"}",
+                            "app.parted DELETE {\"id\": 3, \"region\": \"us\"}"));
+
+  // A TRUNCATE change of another table (one bob may truncate) covers nothing here.
+  as(alice).exec("CREATE TABLE app.other (id int PRIMARY KEY); GRANT TRUNCATE ON app.other TO " +
+                 bob.ident());
+  sql().exec("SELECT pgfanout.track('app.other')");
+  as(alice).exec("INSERT INTO app.parted VALUES ('eu', 4, 'd')");
+  sql().exec("DELETE FROM pgfanout.changes");
+  b.exec(
+      "BEGIN; TRUNCATE app.other; "
+      "SELECT set_config(" +
+      sql_literal(marker) +
+      ", 'root:' || currval(pg_get_serial_sequence('pgfanout.changes', 'id')), true); "
+      "TRUNCATE app.parted_eu; COMMIT");
+  EXPECT_THAT(outbox(),
+              ::testing::ElementsAre("app.other TRUNCATE",
+                                     "app.parted DELETE {\"id\": 4, \"region\": \"eu\"}"));
 
   // The real thing still writes one TRUNCATE, whichever order the tables come in.
   as(alice).exec("INSERT INTO app.parted VALUES ('eu', 1, 'a'), ('us', 2, 'b')");
@@ -284,8 +325,8 @@ CREATE TABLE app.parted (region text, id int, PRIMARY KEY (region, id)) PARTITIO
 CREATE TABLE app.parted_eu PARTITION OF app.parted FOR VALUES IN ('eu');
 INSERT INTO app.parted VALUES ('eu', 1);
 )SQL");
-  as(alice).exec("GRANT INSERT ON app.t TO " + bob.ident() + "; GRANT UPDATE (v) ON app.t TO " + bob.ident() +
-                 "; GRANT TRUNCATE ON app.parted_eu TO " + bob.ident());
+  as(alice).exec("GRANT INSERT ON app.t TO " + bob.ident() + "; GRANT UPDATE (v) ON app.t TO " +
+                 bob.ident() + "; GRANT TRUNCATE ON app.parted_eu TO " + bob.ident());
   sql().exec("SELECT pgfanout.track('app.t'); SELECT pgfanout.track('app.parted')");
   PgSession b = as(bob);
   auto nested = error_of(b, "INSERT INTO app.t VALUES (1, 'x')");
@@ -310,18 +351,18 @@ CREATE TABLE app.parted_eu PARTITION OF app.parted FOR VALUES IN ('eu');
 )SQL");
   sql().exec("SELECT pgfanout.track('app.t'); SELECT pgfanout.track('app.parted')");
   PgSession a = as(alice);
-  for (const char* ddl : {"ALTER TABLE app.t DISABLE TRIGGER pgfanout_update",
-                          "ALTER TABLE app.t DISABLE TRIGGER ALL",
-                          "ALTER TABLE app.t DISABLE TRIGGER USER",
-                          "ALTER TABLE app.t ENABLE REPLICA TRIGGER pgfanout_insert",
-                          "ALTER TABLE app.parted_eu DISABLE TRIGGER pgfanout_truncate_before",
-                          "ALTER TABLE app.parted_eu DISABLE TRIGGER pgfanout_insert",
-                          "ALTER TABLE app.t SET UNLOGGED",
-                          "ALTER TABLE app.parted_eu SET UNLOGGED"}) {
+  for (const char* ddl :
+       {"ALTER TABLE app.t DISABLE TRIGGER pgfanout_update",
+        "ALTER TABLE app.t DISABLE TRIGGER ALL", "ALTER TABLE app.t DISABLE TRIGGER USER",
+        "ALTER TABLE app.t ENABLE REPLICA TRIGGER pgfanout_insert",
+        "ALTER TABLE app.parted_eu DISABLE TRIGGER pgfanout_truncate_before",
+        "ALTER TABLE app.parted_eu DISABLE TRIGGER pgfanout_insert",
+        "ALTER TABLE app.t SET UNLOGGED", "ALTER TABLE app.parted_eu SET UNLOGGED"}) {
     auto e = error_of(a, ddl);
     EXPECT_THAT(e.what(), HasSubstr("pgfanout: refused")) << ddl;
   }
-  EXPECT_EQ(sql().integer("SELECT count(*) FROM pg_trigger WHERE tgrelid IN ('app.t'::regclass, 'app.parted_eu'::regclass) "
+  EXPECT_EQ(sql().integer("SELECT count(*) FROM pg_trigger WHERE tgrelid IN ('app.t'::regclass, "
+                          "'app.parted_eu'::regclass) "
                           "AND tgenabled <> 'O'"),
             0);
   EXPECT_EQ(sql().value("SELECT string_agg(relpersistence::text, '') FROM pg_class "
@@ -343,8 +384,11 @@ TEST_F(TrustTest, InstallRefusesASchemaOrATableAnotherRoleCreatedFirst) {
   a.exec("CREATE SCHEMA pgfanout; CREATE TABLE pgfanout.changes (id bigint)");
   CommandResult r = psql_file(fresh.conninfo(), sql_dir() + "/install.sql");
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_THAT(r.err, HasSubstr("schema pgfanout already exists and belongs to role " + alice.name()));
-  EXPECT_EQ(admin.integer("SELECT count(*) FROM pg_proc WHERE pronamespace = 'pgfanout'::regnamespace"), 0);
+  EXPECT_THAT(r.err,
+              HasSubstr("schema pgfanout already exists and belongs to role " + alice.name()));
+  EXPECT_EQ(
+      admin.integer("SELECT count(*) FROM pg_proc WHERE pronamespace = 'pgfanout'::regnamespace"),
+      0);
 
   // The schema is the installer's, but a table in it is not (alice was let create there).
   a.exec("DROP SCHEMA pgfanout CASCADE");
@@ -352,10 +396,11 @@ TEST_F(TrustTest, InstallRefusesASchemaOrATableAnotherRoleCreatedFirst) {
   a.exec("CREATE TABLE pgfanout.tracked (relid regclass PRIMARY KEY)");
   r = psql_file(fresh.conninfo(), sql_dir() + "/install.sql");
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_THAT(r.err, HasSubstr("schema pgfanout holds relation pgfanout.tracked of role " + alice.name()));
+  EXPECT_THAT(r.err,
+              HasSubstr("schema pgfanout holds relation pgfanout.tracked of role " + alice.name()));
   a.exec("DROP TABLE pgfanout.tracked");
-  admin.exec("REVOKE ALL ON SCHEMA pgfanout FROM " + alice.ident() + "; REVOKE CREATE ON DATABASE " +
-             quote_ident(fresh.name()) + " FROM " + alice.ident());
+  admin.exec("REVOKE ALL ON SCHEMA pgfanout FROM " + alice.ident() +
+             "; REVOKE CREATE ON DATABASE " + quote_ident(fresh.name()) + " FROM " + alice.ident());
   install_schema(fresh.conninfo());
 }
 
@@ -373,30 +418,41 @@ REVOKE ALL ON SCHEMA pgfanout FROM PUBLIC;
 REVOKE ALL ON pgfanout.changes, pgfanout.tracked, pgfanout.publisher_state FROM PUBLIC;
 )SQL");
   install_schema(db_->conninfo());
-  EXPECT_EQ(sql().integer("SELECT count(*) FROM pg_proc WHERE pronamespace = 'pgfanout'::regnamespace "
-                          "AND prosecdef AND proname LIKE 'capture%'"),
-            0);
-  EXPECT_EQ(sql().value("SELECT relrowsecurity::text FROM pg_class WHERE oid = 'pgfanout.changes'::regclass"), "true");
+  EXPECT_EQ(
+      sql().integer("SELECT count(*) FROM pg_proc WHERE pronamespace = 'pgfanout'::regnamespace "
+                    "AND prosecdef AND proname LIKE 'capture%'"),
+      0);
+  EXPECT_EQ(
+      sql().value(
+          "SELECT relrowsecurity::text FROM pg_class WHERE oid = 'pgfanout.changes'::regclass"),
+      "true");
   as(alice).exec("UPDATE app.t SET v = 'after'");
   PgSession b = as(bob);
-  EXPECT_TRUE(refused(b, "INSERT INTO pgfanout.changes (schema_name, table_name, op) VALUES ('app', 't', 'TRUNCATE')"));
-  EXPECT_THAT(outbox(), ::testing::ElementsAre("app.t INSERT {\"v\": \"pending\", \"id\": 1}",
-                                               "app.t UPDATE {\"v\": \"after\", \"id\": 1} {\"id\": 1}"));
+  EXPECT_TRUE(refused(b,
+                      "INSERT INTO pgfanout.changes (schema_name, table_name, op) VALUES ('app', "
+                      "'t', 'TRUNCATE')"));
+  EXPECT_THAT(outbox(),
+              ::testing::ElementsAre("app.t INSERT {\"v\": \"pending\", \"id\": 1}",
+                                     "app.t UPDATE {\"v\": \"after\", \"id\": 1} {\"id\": 1}"));
 }
 
 // ---------------------------------------------------------------------------------------
 // sql/roles.sql: each role can do its job and no more.
 
 TEST_F(TrustTest, RolesSqlGivesEachRoleItsJobAndNoMore) {
-  as(alice).exec("CREATE TABLE app.t (id int PRIMARY KEY, v text); INSERT INTO app.t VALUES (1, 'a')");
+  as(alice).exec(
+      "CREATE TABLE app.t (id int PRIMARY KEY, v text); INSERT INTO app.t VALUES (1, 'a')");
   sql().exec("SELECT pgfanout.track('app.t')");
   grant_roles(db_->conninfo(), "primary");  // again: the snapshot role reads app.t now
   as(alice).exec("INSERT INTO app.t VALUES (2, 'b')");
 
   for (const char* role : {kPublisherRole, kSnapshotRole, kListenerRole}) {
-    EXPECT_EQ(sql().value(std::string("SELECT (rolsuper OR rolreplication OR rolbypassrls OR rolcreaterole OR "
-                                      "rolcreatedb)::text FROM pg_roles WHERE rolname = ") + sql_literal(role)),
-              "false")
+    EXPECT_EQ(
+        sql().value(
+            std::string("SELECT (rolsuper OR rolreplication OR rolbypassrls OR rolcreaterole OR "
+                        "rolcreatedb)::text FROM pg_roles WHERE rolname = ") +
+            sql_literal(role)),
+        "false")
         << role;
   }
   PgSession publisher(conninfo_as(db_->conninfo(), kPublisherRole));
@@ -405,13 +461,17 @@ TEST_F(TrustTest, RolesSqlGivesEachRoleItsJobAndNoMore) {
   publisher.exec("DELETE FROM pgfanout.changes");
   EXPECT_TRUE(refused(publisher, "SELECT * FROM app.t"));
   EXPECT_TRUE(refused(publisher, "TRUNCATE pgfanout.changes"));
-  EXPECT_TRUE(refused(publisher, "INSERT INTO pgfanout.changes (schema_name, table_name, op) VALUES ('app', 't', 'TRUNCATE')"));
+  EXPECT_TRUE(refused(publisher,
+                      "INSERT INTO pgfanout.changes (schema_name, table_name, op) VALUES ('app', "
+                      "'t', 'TRUNCATE')"));
   EXPECT_TRUE(refused(publisher, "ALTER TABLE pgfanout.changes DISABLE ROW LEVEL SECURITY"));
   EXPECT_TRUE(refused(publisher, "SELECT pgfanout.untrack('app.t')"));
 
   PgSession snapshot(conninfo_as(db_->conninfo(), kSnapshotRole));
   EXPECT_EQ(snapshot.integer("SELECT count(*) FROM app.t"), 2);
-  EXPECT_EQ(snapshot.value("SELECT string_agg(schema_name || '.' || table_name, ',') FROM pgfanout.tracked"), "app.t");
+  EXPECT_EQ(snapshot.value(
+                "SELECT string_agg(schema_name || '.' || table_name, ',') FROM pgfanout.tracked"),
+            "app.t");
   EXPECT_TRUE(refused(snapshot, "DELETE FROM app.t"));
   EXPECT_TRUE(refused(snapshot, "SELECT * FROM pgfanout.changes"));
 
@@ -419,14 +479,19 @@ TEST_F(TrustTest, RolesSqlGivesEachRoleItsJobAndNoMore) {
   // its own session only; it writes the replicated tables and nothing else.
   ScratchDatabase replica("pgft_trust_replica");
   PgSession admin(replica.conninfo());
-  admin.exec("CREATE SCHEMA app; CREATE TABLE app.t (id int PRIMARY KEY, v text); CREATE TABLE public.other (id int)");
+  admin.exec(
+      "CREATE SCHEMA app; CREATE TABLE app.t (id int PRIMARY KEY, v text); CREATE TABLE "
+      "public.other (id int)");
   grant_roles(replica.conninfo(), "replica", {"schemas=app"});
-  EXPECT_EQ(admin.value("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'pgfanout'"), kListenerRole);
+  EXPECT_EQ(
+      admin.value("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'pgfanout'"),
+      kListenerRole);
   PgSession listener(conninfo_as(replica.conninfo(), kListenerRole));
   listener.exec("SET session_replication_role = replica");
   listener.exec("INSERT INTO app.t VALUES (1, 'a') ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v");
   listener.exec("DELETE FROM app.t WHERE id = 1; TRUNCATE app.t");
-  listener.exec("CREATE TABLE pgfanout.listener_probe (id int); DROP TABLE pgfanout.listener_probe");
+  listener.exec(
+      "CREATE TABLE pgfanout.listener_probe (id int); DROP TABLE pgfanout.listener_probe");
   EXPECT_TRUE(refused(listener, "INSERT INTO public.other VALUES (1)"));
   EXPECT_TRUE(refused(listener, "CREATE SCHEMA elsewhere"));
   EXPECT_TRUE(refused(listener, "ALTER SYSTEM SET work_mem = '1GB'"));
