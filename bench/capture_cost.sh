@@ -14,6 +14,10 @@
 #                   off, single-row runs are bound by CPU instead of by the WAL flush at
 #                   commit: the ratios then show the capture's CPU cost at its worst, and
 #                   they do not swing with other disk traffic on the machine
+#   BENCH_WRITER    a LOGIN role (not a superuser) that pgbench writes as (default: the
+#                   role of CONNINFO). Row-level security on the outbox checks every change a
+#                   writer inserts; superusers and the outbox's owner (who installs here)
+#                   skip that check, so only a writer of its own measures what most writers pay
 #   BENCH_MAX_SECONDS  hard limit on the whole script (default 240): past it, it stops,
 #                   drops its database and exits non-zero
 #   PGBIN           where psql and pgbench live (default /usr/lib/postgresql/15/bin)
@@ -56,6 +60,18 @@ WATCHDOG=$!
 scratch_db_open "${1:-}" pgfanout_capture_bench
 sql -c "CREATE SEQUENCE bench_ids" \
     -c "CREATE TABLE bench (id bigint PRIMARY KEY, t text, j jsonb, ts timestamptz)"
+WRITER_CONN="$DB_CONN"
+if [ -n "${BENCH_WRITER:-}" ]; then
+  sql -v writer="$BENCH_WRITER" -f - <<'EOF'
+GRANT SELECT, INSERT, UPDATE ON bench TO :"writer";
+GRANT USAGE ON SEQUENCE bench_ids TO :"writer";
+EOF
+  if [[ "$DB_CONN" == postgres* ]]; then
+    WRITER_CONN="$DB_CONN$([[ "$DB_CONN" == *\?* ]] && echo '&' || echo '?')user=$BENCH_WRITER"
+  else
+    WRITER_CONN="$DB_CONN user=$BENCH_WRITER"   # key=value form: the last user wins
+  fi
+fi
 
 cat >"$WORK/insert.sql" <<'EOF'
 INSERT INTO bench VALUES (nextval('bench_ids'), 'a short line of text', '{"n": 1, "tag": "bench"}', now());
@@ -108,13 +124,14 @@ update tracked, idle (NOTIFY)|statement|idle|$PREFILL|update.sql
 RESULTS="$WORK/results"
 : >"$RESULTS"
 echo "pgbench -n -c $CLIENTS -j $THREADS -T $SECONDS_PER_RUN, $ROUNDS rounds, synchronous_commit=$SYNCHRONOUS_COMMIT," \
+     "writer ${BENCH_WRITER:-(the installing role)}," \
      "$(nproc) cores, load average at start $(cut -d' ' -f1-3 /proc/loadavg)"
 for round in $(seq 1 "$ROUNDS"); do
   while IFS='|' read -r label capture publisher rows script; do
     "capture_$capture"
     sql -c "UPDATE pgfanout.publisher_state SET idle = $([ "$publisher" = idle ] && echo true || echo false)"
     reset "$rows"
-    out=$(PGOPTIONS="-c synchronous_commit=$SYNCHRONOUS_COMMIT" "$PGBIN/pgbench" -n -c "$CLIENTS" -j "$THREADS" -T "$SECONDS_PER_RUN" -f "$WORK/$script" "$DB_CONN" 2>&1) \
+    out=$(PGOPTIONS="-c synchronous_commit=$SYNCHRONOUS_COMMIT" "$PGBIN/pgbench" -n -c "$CLIENTS" -j "$THREADS" -T "$SECONDS_PER_RUN" -f "$WORK/$script" "$WRITER_CONN" 2>&1) \
       || { echo "$out" >&2; exit 1; }
     tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out" | head -n 1)
     printf '%s\t%s\n' "$label" "$tps" >>"$RESULTS"

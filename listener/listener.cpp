@@ -33,8 +33,10 @@ class QueueMismatch : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// CREATE SCHEMA needs CREATE on the database even when the schema exists, so it is only
+// run when it is missing: a least-privilege listener gets the schema from sql/roles.sql.
 constexpr const char* kBookkeepingSql = R"(
-CREATE SCHEMA IF NOT EXISTS pgfanout;
+DO $$ BEGIN IF to_regnamespace('pgfanout') IS NULL THEN CREATE SCHEMA pgfanout; END IF; END $$;
 CREATE TABLE IF NOT EXISTS pgfanout.listener_state (
   queue text PRIMARY KEY,
   last_change_id bigint,

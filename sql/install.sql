@@ -51,7 +51,8 @@
 -- renamed table or schema, a new inheritance child, a new partition (created or attached
 -- at any depth: it gets the TRUNCATE triggers; a detached one loses them). It refuses DDL
 -- that would leave a tracked table uncapturable (dropping its primary key, attaching it as
--- a partition), and forgets dropped tables. Without it, run pgfanout.track() again after
+-- a partition, disabling pgfanout's triggers or setting them to fire on replicas only,
+-- SET UNLOGGED), and forgets dropped tables. Without it, run pgfanout.track() again after
 -- such changes.
 --
 -- Not captured, like any DDL: the rows that ATTACH PARTITION brings into a tracked
@@ -71,16 +72,65 @@
 -- nothing; the publisher must therefore drain once more after setting idle = true, and
 -- its bounded fallback poll covers the rest.
 --
--- Privileges. The capture functions are SECURITY DEFINER (owned by whoever installs,
--- normally a superuser), so writers of tracked tables need no rights on schema pgfanout,
--- and nobody can write forged changes into the outbox directly. Triggers are fired with
--- session_replication_role = origin only (PostgreSQL's default trigger mode), so a
--- session that sets it to replica is not captured.
+-- Privileges (README "Security" has the whole model). The capture functions are SECURITY
+-- INVOKER: they run as the role that wrote the row, so a cast to json or a domain check
+-- that to_jsonb calls on a user's type runs with that role's rights, never the
+-- installer's. Every role (PUBLIC) may therefore use schema pgfanout, read
+-- publisher_state and tracked, and insert into the outbox (not its id or ts); row-level
+-- security lets a role insert only changes of a table it may write (pgfanout_capture
+-- below), and a TRUNCATE change only with TRUNCATE on that table. Reading and deleting
+-- the outbox stays with the roles granted it (sql/roles.sql). The only functions that run
+-- as the installer are the DDL event trigger and two look-ups of the outbox for the
+-- partition-TRUNCATE capture; none of them touches a user's value.
+-- Triggers are fired with session_replication_role = origin only (PostgreSQL's default
+-- trigger mode), so a session that sets it to replica (superusers, and roles granted SET
+-- on it) is not captured.
 
 BEGIN;
 
--- Tells the DDL event trigger of an installed version to leave this file's DDL alone.
+-- Tells the DDL event trigger of an installed version to leave this file's DDL alone
+-- (honoured only for the owner of schema pgfanout and superusers).
 SET LOCAL pgfanout.installing = on;
+
+-- Never adopt a schema pgfanout, or objects in it, that another role made first: their
+-- owner could change them (a trigger on the outbox, a function body) and run code as
+-- every writer or as the installer. Objects of a superuser are trusted when a superuser
+-- installs.
+DO $$
+DECLARE
+    me_super boolean := (SELECT rolsuper FROM pg_roles WHERE rolname = current_user);
+    owner regrole;
+    foreign_object text;
+BEGIN
+    SELECT nspowner::regrole INTO owner FROM pg_namespace WHERE nspname = 'pgfanout';
+    IF owner IS NULL THEN
+        RETURN;
+    END IF;
+    IF owner::oid <> current_user::regrole::oid
+       AND NOT (me_super AND (SELECT rolsuper FROM pg_roles WHERE oid = owner)) THEN
+        RAISE EXCEPTION 'pgfanout: schema pgfanout already exists and belongs to role %, not to %', owner, current_user
+            USING DETAIL = 'install.sql does not take over a schema another role created: that role could change what pgfanout runs.',
+                  HINT = format('Run install.sql as %s (SET ROLE), or drop or rename that schema if pgfanout did not make it.', owner);
+    END IF;
+    SELECT format('%s %s of role %s', kind, name, o::regrole) INTO foreign_object FROM (
+        SELECT 'relation' AS kind, c.oid::regclass::text AS name, c.relowner AS o
+        FROM pg_class c WHERE c.relnamespace = 'pgfanout'::regnamespace
+        UNION ALL
+        SELECT 'function', p.oid::regprocedure::text, p.proowner
+        FROM pg_proc p WHERE p.pronamespace = 'pgfanout'::regnamespace
+        UNION ALL
+        SELECT 'type', t.oid::regtype::text, t.typowner
+        FROM pg_type t WHERE t.typnamespace = 'pgfanout'::regnamespace
+    ) x
+    WHERE o <> owner::oid AND NOT (SELECT rolsuper FROM pg_roles WHERE oid = o)
+    LIMIT 1;
+    IF foreign_object IS NOT NULL THEN
+        RAISE EXCEPTION 'pgfanout: schema pgfanout holds %, which pgfanout''s owner % did not create', foreign_object, owner
+            USING DETAIL = 'install.sql does not take over objects another role created: that role could change what pgfanout runs.',
+                  HINT = 'Drop that object (or give it to the owner of schema pgfanout) and run install.sql again.';
+    END IF;
+END
+$$;
 
 CREATE SCHEMA IF NOT EXISTS pgfanout;
 COMMENT ON SCHEMA pgfanout IS 'pgfanout: change capture for replication through RabbitMQ';
@@ -302,6 +352,20 @@ BEGIN
 END
 $$;
 
+-- Whether the current role reads every row and column of rel: SELECT on the table (or
+-- on each of its columns) and no row-level security applying to it. The captures that
+-- read a tracked table (capture_state, capture_partition_truncate) need it, as they run
+-- as the writer.
+CREATE OR REPLACE FUNCTION pgfanout.may_read_all(rel regclass, cols text[] DEFAULT NULL) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (has_table_privilege(rel, 'SELECT')
+            OR NOT EXISTS (SELECT FROM pg_attribute a
+                           WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped
+                             AND (cols IS NULL OR a.attname::text = ANY (cols))
+                             AND NOT has_column_privilege(rel, a.attnum, 'SELECT')))
+       AND NOT row_security_active(rel)
+$$;
+
 -- Writes the current state of the row of rel whose primary key is key: its whole row
 -- (as op, with old_key = key for an UPDATE) if it exists, otherwise a DELETE of key.
 CREATE OR REPLACE FUNCTION pgfanout.capture_state(
@@ -313,6 +377,15 @@ DECLARE
     state_json_nulls text[];
     json_cols text[] := pgfanout.json_columns(rel);
 BEGIN
+    -- This reads the row as the writer (the capture runs with the writer's rights): a row
+    -- the writer may not read, or one its row-level security hides, would be recorded as
+    -- deleted, so such a writer's nested change is refused rather than captured wrong.
+    IF NOT pgfanout.may_read_all(rel) THEN
+        RAISE EXCEPTION 'pgfanout: cannot capture a change of % made by a trigger of the same table: role % may not read all of its rows',
+            rel, current_user
+            USING DETAIL = 'A change made at a deeper trigger level than another change of the same table is captured as the row''s current state, read as the writing role.',
+                  HINT = format('GRANT SELECT ON %s TO %I, and exempt it from that table''s row-level security (or have the trigger write as a role that may read it).', rel, current_user);
+    END IF;
     EXECUTE format('SELECT to_jsonb(c.*), %s FROM %s %s c, jsonb_to_record($1) AS k(%s) WHERE %s',
                    CASE WHEN cardinality(json_cols) = 0 THEN 'NULL::text[]'
                         ELSE pgfanout.json_nulls_sql(json_cols, 'c') END,
@@ -338,10 +411,11 @@ $$;
 -- Trigger arguments: the primary-key columns, then (tables with json/jsonb columns) an
 -- empty argument and a probe per such column (see JSON nulls above).
 CREATE OR REPLACE FUNCTION pgfanout.capture_insert() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r record;
     written boolean := false;
+    notify boolean;
     sep integer := array_position(TG_ARGV, '');
     keys text[] := CASE WHEN sep IS NULL THEN TG_ARGV ELSE TG_ARGV[0:sep - 1] END;
     probes jsonb[];
@@ -355,21 +429,27 @@ BEGIN
             END LOOP;
         END IF;
     END IF;
-    IF NOT written AND sep IS NULL THEN
-        INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row)
-        SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT', to_jsonb(n.*) FROM pgfanout_new n;
-        written := FOUND;
-    ELSIF NOT written THEN
+    -- The idle flag is read by the statement that writes the changes: one statement less
+    -- per capture (RETURNING names no outbox column, so writers need no SELECT on it).
+    IF written THEN
+        notify := (SELECT idle FROM pgfanout.publisher_state);
+    ELSIF sep IS NULL THEN
+        WITH w AS (INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row)
+                   SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT', to_jsonb(n.*) FROM pgfanout_new n
+                   RETURNING 1)
+        SELECT EXISTS (SELECT FROM w) AND (SELECT idle FROM pgfanout.publisher_state) INTO notify;
+    ELSE
         probes := TG_ARGV[sep + 1:TG_NARGS - 1]::jsonb[];
         -- OFFSET 0 keeps to_jsonb computed once per row (a LATERAL function call would
         -- materialise its result for every row).
-        INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, json_nulls)
-        SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT', o.v,
-               CASE WHEN o.v @> ANY (probes) THEN pgfanout.json_nulls_of_text(o.r::text, TG_RELID, probes) END
-        FROM (SELECT n AS r, to_jsonb(n.*) AS v FROM pgfanout_new n OFFSET 0) AS o;
-        written := FOUND;
+        WITH w AS (INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, json_nulls)
+                   SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT', o.v,
+                          CASE WHEN o.v @> ANY (probes) THEN pgfanout.json_nulls_of_text(o.r::text, TG_RELID, probes) END
+                   FROM (SELECT n AS r, to_jsonb(n.*) AS v FROM pgfanout_new n OFFSET 0) AS o
+                   RETURNING 1)
+        SELECT EXISTS (SELECT FROM w) AND (SELECT idle FROM pgfanout.publisher_state) INTO notify;
     END IF;
-    IF written AND (SELECT idle FROM pgfanout.publisher_state) THEN
+    IF notify THEN
         PERFORM pg_notify('pgfanout', '');
     END IF;
     RETURN NULL;
@@ -405,13 +485,14 @@ $$;
 
 -- Row-level AFTER INSERT/UPDATE/DELETE. Trigger arguments: as for capture_insert.
 CREATE OR REPLACE FUNCTION pgfanout.capture_row() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     sep integer := array_position(TG_ARGV, '');
     new_row jsonb;
     old_row jsonb;
     old_key jsonb;
     json_nulls text[];
+    notify boolean;
 BEGIN
     IF TG_OP <> 'DELETE' THEN
         new_row := to_jsonb(NEW);
@@ -426,6 +507,7 @@ BEGIN
                                             CASE WHEN sep IS NULL THEN TG_ARGV ELSE TG_ARGV[0:sep - 1] END,
                                             new_row, CASE WHEN TG_OP <> 'INSERT' THEN to_jsonb(OLD) END,
                                             json_nulls);
+        notify := (SELECT idle FROM pgfanout.publisher_state);
     ELSE
         IF TG_OP <> 'INSERT' THEN
             old_row := to_jsonb(OLD);
@@ -435,10 +517,12 @@ BEGIN
                 old_key := pgfanout.key_of(old_row, CASE WHEN sep IS NULL THEN TG_ARGV ELSE TG_ARGV[0:sep - 1] END);
             END IF;
         END IF;
+        -- The idle flag comes back from the insert: one statement less per change.
         INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, old_key, json_nulls)
-        VALUES (TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP, new_row, old_key, json_nulls);
+        VALUES (TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP, new_row, old_key, json_nulls)
+        RETURNING (SELECT idle FROM pgfanout.publisher_state) INTO notify;
     END IF;
-    IF (SELECT idle FROM pgfanout.publisher_state) THEN
+    IF notify THEN
         PERFORM pg_notify('pgfanout', '');
     END IF;
     RETURN NULL;
@@ -449,7 +533,7 @@ $$;
 -- each partition: reports the change under the partitioned table's name.
 -- Trigger arguments: as for capture_insert.
 CREATE OR REPLACE FUNCTION pgfanout.capture_partition_row() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     root oid := pg_partition_root(TG_RELID);
     root_schema text;
@@ -458,6 +542,7 @@ DECLARE
     keys text[] := CASE WHEN sep IS NULL THEN TG_ARGV ELSE TG_ARGV[0:sep - 1] END;
     new_row jsonb;
     json_nulls text[];
+    notify boolean;
 BEGIN
     SELECT n.nspname, c.relname INTO root_schema, root_name
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -474,13 +559,15 @@ BEGIN
         PERFORM pgfanout.capture_row_change(root, root_schema, root_name, TG_OP, keys, new_row,
                                             CASE WHEN TG_OP <> 'INSERT' THEN to_jsonb(OLD) END,
                                             json_nulls);
+        notify := (SELECT idle FROM pgfanout.publisher_state);
     ELSE
         INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, old_key, json_nulls)
         VALUES (root_schema, root_name, TG_OP, new_row,
                 CASE WHEN TG_OP <> 'INSERT' THEN pgfanout.key_of(to_jsonb(OLD), keys) END,
-                json_nulls);
+                json_nulls)
+        RETURNING (SELECT idle FROM pgfanout.publisher_state) INTO notify;
     END IF;
-    IF (SELECT idle FROM pgfanout.publisher_state) THEN
+    IF notify THEN
         PERFORM pg_notify('pgfanout', '');
     END IF;
     RETURN NULL;
@@ -490,7 +577,7 @@ $$;
 -- Statement-level AFTER TRUNCATE of an ordinary table (partitioned tables use
 -- pgfanout.capture_partition_truncate below).
 CREATE OR REPLACE FUNCTION pgfanout.capture_truncate() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     INSERT INTO pgfanout.changes (schema_name, table_name, op)
     VALUES (TG_TABLE_SCHEMA, TG_TABLE_NAME, 'TRUNCATE');
@@ -504,6 +591,56 @@ $$;
 REVOKE ALL ON FUNCTION pgfanout.capture_insert(), pgfanout.capture_row(),
     pgfanout.capture_partition_row(), pgfanout.capture_truncate() FROM PUBLIC;
 
+-- Whether transaction id x (a row's xmin) is the current transaction's or one of its
+-- subtransactions'. Those are the only in-progress ids whose rows this session can see,
+-- and they are not older than the top-level id, which gives x's epoch.
+CREATE OR REPLACE FUNCTION pgfanout.written_here(x xid) RETURNS boolean
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN d < 2147483648 THEN pg_xact_status((top + d)::text::xid8) = 'in progress' ELSE false END
+    FROM (SELECT pg_current_xact_id()::text::bigint AS top) t,
+         LATERAL (SELECT (x::text::bigint - t.top % 4294967296 + 4294967296) % 4294967296 AS d) dd
+$$;
+
+-- Whether outbox change truncate_id is a TRUNCATE of root_schema.root_name written by
+-- this transaction, with no change of that table after it. Then a partition of it being
+-- truncated needs no DELETEs of its own: the TRUNCATE covers its rows on every replica.
+-- A change that only a role with TRUNCATE on that table could have written, and nothing
+-- of the table since, so a setting forged to point at it cannot hide a write (see
+-- capture_partition_truncate). Runs as the installer, who may read the outbox; it reads
+-- no user value.
+CREATE OR REPLACE FUNCTION pgfanout.truncate_in_force(truncate_id bigint, root_schema text, root_name text)
+RETURNS boolean
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (
+        SELECT FROM pgfanout.changes c
+        WHERE c.id = truncate_id AND c.op = 'TRUNCATE'
+          AND c.schema_name = root_schema AND c.table_name = root_name
+          AND pgfanout.written_here(c.xmin)
+          AND NOT EXISTS (SELECT FROM pgfanout.changes l
+                          WHERE l.id > truncate_id AND l.schema_name = root_schema AND l.table_name = root_name))
+$$;
+
+-- Removes the changes this transaction wrote after outbox id from_id of the table of
+-- the TRUNCATE change truncate_id, if that one is this transaction's too: they come
+-- before it in id order and it empties the table on the replicas, so they are superseded.
+-- Runs as the installer (writers may not delete from the outbox); removes nothing
+-- another transaction wrote, nor anything not followed by this transaction's TRUNCATE.
+CREATE OR REPLACE FUNCTION pgfanout.supersede_changes(truncate_id bigint, from_id bigint) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t record;
+BEGIN
+    SELECT c.schema_name, c.table_name INTO t FROM pgfanout.changes c
+    WHERE c.id = truncate_id AND c.op = 'TRUNCATE' AND pgfanout.written_here(c.xmin);
+    IF FOUND THEN
+        DELETE FROM pgfanout.changes c
+        WHERE c.id > from_id AND c.id < truncate_id
+          AND c.schema_name = t.schema_name AND c.table_name = t.table_name
+          AND pgfanout.written_here(c.xmin);
+    END IF;
+END
+$$;
+
 -- Statement-level BEFORE and AFTER TRUNCATE of a tracked partitioned table (the root) and
 -- of each of its leaf partitions. Statement triggers are not cloned onto partitions, so
 -- track() puts these on every leaf and the DDL event trigger on new ones.
@@ -513,25 +650,32 @@ REVOKE ALL ON FUNCTION pgfanout.capture_insert(), pgfanout.capture_row(),
 --   that leaf, under the root's name with old_key = the primary key, exactly as a DELETE
 --   of the row would be captured. A TRUNCATE change of the root would wipe the other
 --   partitions on the replicas.
---   TRUNCATE of the root: one TRUNCATE change (its AFTER trigger), no DELETEs, although
---   PostgreSQL fires the triggers of every partition too.
+--   TRUNCATE of the root: one TRUNCATE change (written by its BEFORE trigger, while
+--   TRUNCATE holds the locks of the root and all its partitions, so no other change of
+--   the root comes between it and the truncation), no DELETEs, although PostgreSQL fires
+--   the triggers of every partition too.
 -- A TRUNCATE statement fires the BEFORE triggers of all its tables, truncates, then fires
 -- their AFTER triggers (ExecuteTruncateGuts), all at the same trigger depth, and nothing
 -- else runs at that depth in between (a statement run by one of those triggers is one
--- level deeper). So a transaction-local marker per root and depth, set by BEFORE
--- triggers and cleared by the AFTER triggers, lives exactly for one statement:
---   'root'   the root's BEFORE trigger ran: the leaves of this statement write nothing;
---   an id    a leaf wrote DELETEs first, from this outbox id on. Tables are ordered by
---            the statement, then by OID for CASCADE, so a leaf can come before its root
---            (TRUNCATE leaf, root). The root's BEFORE trigger then deletes those
---            DELETEs again: while TRUNCATE holds its locks on the root and all its
---            partitions nobody else writes changes of the root, so every DELETE of the
---            root from that id on is this transaction's, and superseded by the TRUNCATE.
--- An error in between rolls the marker back with the (sub)transaction. The root is
--- found with pg_partition_root() at each firing, so a detached partition that kept its
--- triggers reports nothing (and one attached to another tracked table reports to that).
+-- level deeper). A transaction-local setting per root and depth, set by BEFORE triggers
+-- and cleared by the AFTER triggers, passes word between them for one statement:
+--   'root:N'  the root's BEFORE trigger wrote TRUNCATE change N. A leaf writes nothing
+--             only if pgfanout.truncate_in_force(N) confirms it: any session may set
+--             the setting, so a leaf never trusts it alone; a forged value only makes the
+--             leaf write its DELETEs (a skipped capture would lose rows, a redundant
+--             one loses nothing).
+--   'from:N'  a leaf wrote DELETEs after outbox id N. Tables are ordered by the
+--             statement, then by OID for CASCADE, so a leaf can come before its root
+--             (TRUNCATE leaf, root). The root's BEFORE trigger then has those DELETEs
+--             removed (pgfanout.supersede_changes), as its TRUNCATE supersedes them.
+-- An error in between rolls the setting back with the (sub)transaction.
+-- The trigger runs as the role truncating, which must read the leaf's key columns (and
+-- not be subject to its row-level security, which TRUNCATE ignores); otherwise TRUNCATE of
+-- a partition is refused, as its DELETEs could not be written. The root is found with
+-- pg_partition_root() at each firing, so a detached partition that kept its triggers
+-- reports nothing (and one attached to another tracked table reports to that).
 CREATE OR REPLACE FUNCTION pgfanout.capture_partition_truncate() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     root oid := pg_partition_root(TG_RELID);
     marker text;
@@ -539,21 +683,19 @@ DECLARE
     root_schema text;
     root_name text;
     keys text[];
-    first_id bigint;
+    outbox_id regclass;
+    last_id bigint;
+    written bigint;
 BEGIN
     IF root IS NULL THEN
         RETURN NULL;
     END IF;
     marker := format('pgfanout.truncate_%s_%s', root, pg_trigger_depth());
-    state := current_setting(marker, true);
+    state := coalesce(current_setting(marker, true), '');
     IF TG_WHEN = 'AFTER' THEN
         IF state <> '' THEN
             PERFORM set_config(marker, '', true);
         END IF;
-        IF TG_RELID <> root THEN
-            RETURN NULL;
-        END IF;
-    ELSIF state = 'root' THEN
         RETURN NULL;
     END IF;
     SELECT n.nspname, c.relname, t.key_columns INTO root_schema, root_name, keys
@@ -564,17 +706,18 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
-    IF TG_WHEN = 'AFTER' THEN
+    outbox_id := pg_get_serial_sequence('pgfanout.changes', 'id')::regclass;
+    IF TG_RELID = root THEN
         INSERT INTO pgfanout.changes (schema_name, table_name, op)
         VALUES (root_schema, root_name, 'TRUNCATE');
-        first_id := 0;
-    ELSIF TG_RELID = root THEN
-        IF state <> '' THEN
-            DELETE FROM pgfanout.changes
-            WHERE id >= state::bigint AND schema_name = root_schema AND table_name = root_name
-              AND op = 'DELETE';
+        last_id := currval(outbox_id);
+        IF state LIKE 'from:%' THEN
+            PERFORM pgfanout.supersede_changes(last_id, substr(state, 6)::bigint);
         END IF;
-        PERFORM set_config(marker, 'root', true);
+        PERFORM set_config(marker, 'root:' || last_id, true);
+        written := 1;
+    ELSIF state LIKE 'root:%' AND pgfanout.truncate_in_force(substr(state, 6)::bigint, root_schema, root_name) THEN
+        RETURN NULL;
     ELSE
         -- The rows are read with the statement's snapshot. Under REPEATABLE READ or
         -- SERIALIZABLE that is the transaction's, which misses rows committed since (or
@@ -585,23 +728,31 @@ BEGIN
                 USING DETAIL = 'Its rows are captured as DELETEs read with the transaction''s snapshot, which may miss rows committed since; the replicas would keep them.',
                       HINT = 'Run the TRUNCATE in a READ COMMITTED transaction, or DELETE the rows.';
         END IF;
+        IF NOT pgfanout.may_read_all(TG_RELID::regclass, keys) THEN
+            RAISE EXCEPTION 'pgfanout: cannot capture TRUNCATE of partition % as role %: it may not read all of its keys', TG_RELID::regclass, current_user
+                USING DETAIL = 'TRUNCATE of a partition is captured as one DELETE per row it removes, read as the truncating role; rows it may not see would stay on the replicas.',
+                      HINT = format('GRANT SELECT (%s) ON %s TO %I and exempt it from the partition''s row-level security, or truncate %s as a whole.',
+                                    (SELECT string_agg(format('%I', k), ', ') FROM unnest(keys) AS k), TG_RELID::regclass, current_user, root::regclass);
+        END IF;
+        -- Every id this statement writes is above the last one handed out so far.
+        last_id := coalesce(pg_sequence_last_value(outbox_id), 0);
         -- Nothing has written in this transaction yet, maybe: take its xid before the
         -- change ids, as every other capture does (after the captured write). The
         -- publisher relies on it to tell a rolled-back id from one still in flight.
         PERFORM pg_current_xact_id();
-        EXECUTE format('WITH d AS (INSERT INTO pgfanout.changes (schema_name, table_name, op, old_key) '
-                       'SELECT $1, $2, %L, jsonb_build_object(%s) FROM ONLY %s p RETURNING id) '
-                       'SELECT min(id) FROM d',
+        EXECUTE format('INSERT INTO pgfanout.changes (schema_name, table_name, op, old_key) '
+                       'SELECT $1, $2, %L, jsonb_build_object(%s) FROM ONLY %s p',
                        'DELETE',
                        (SELECT string_agg(format('%L, p.%I', k, k), ', ' ORDER BY ord)
                         FROM unnest(keys) WITH ORDINALITY AS u(k, ord)),
                        TG_RELID::regclass)
-            INTO first_id USING root_schema, root_name;
-        IF first_id IS NOT NULL AND coalesce(state, '') = '' THEN
-            PERFORM set_config(marker, first_id::text, true);
+            USING root_schema, root_name;
+        GET DIAGNOSTICS written = ROW_COUNT;
+        IF written > 0 AND state NOT LIKE 'from:%' THEN
+            PERFORM set_config(marker, 'from:' || last_id, true);
         END IF;
     END IF;
-    IF first_id IS NOT NULL AND (SELECT idle FROM pgfanout.publisher_state) THEN
+    IF written > 0 AND (SELECT idle FROM pgfanout.publisher_state) THEN
         PERFORM pg_notify('pgfanout', '');
     END IF;
     RETURN NULL;
@@ -844,7 +995,12 @@ DECLARE
     message text;
     hint text;
 BEGIN
-    IF to_regclass('pgfanout.tracked') IS NULL OR current_setting('pgfanout.installing', true) = 'on' THEN
+    -- install.sql sets pgfanout.installing; any session can set it, so it only counts
+    -- for the owner of pgfanout (and superusers). session_user, as this function runs as
+    -- its owner; a role that may SET ROLE to the owner is trusted as the owner.
+    IF to_regclass('pgfanout.tracked') IS NULL
+       OR (current_setting('pgfanout.installing', true) = 'on'
+           AND pg_has_role(session_user, (SELECT nspowner FROM pg_namespace WHERE nspname = 'pgfanout'), 'MEMBER')) THEN
         RETURN;
     END IF;
     WITH cmd AS (SELECT classid, objid FROM pg_event_trigger_ddl_commands()),
@@ -858,6 +1014,28 @@ BEGIN
         UNION SELECT i.inhparent FROM pg_inherits i JOIN rel ON i.inhrelid = rel.objid
         UNION SELECT i.inhrelid FROM pg_inherits i JOIN rel ON i.inhparent = rel.objid
     ) r;
+    -- A table owner may switch triggers off or make a table unlogged; for a tracked table
+    -- either would leave changes uncaptured (a crash empties an unlogged table), so it
+    -- is refused. A superuser can still do it with pgfanout.installing set.
+    SELECT format('trigger %I on %s is %s', tg.tgname, tg.tgrelid::regclass,
+                  CASE tg.tgenabled WHEN 'D' THEN 'disabled' ELSE 'set to fire on replicas only' END)
+    INTO message
+    FROM pg_trigger tg JOIN pg_proc p ON p.oid = tg.tgfoid
+    WHERE tg.tgrelid = ANY (touched) AND p.pronamespace = 'pgfanout'::regnamespace
+      AND tg.tgenabled IN ('D', 'R')
+    LIMIT 1;
+    IF message IS NULL THEN
+        SELECT format('%s is unlogged', c.oid::regclass) INTO message
+        FROM pg_class c
+        WHERE c.oid = ANY (touched) AND c.relpersistence = 'u'
+          AND EXISTS (SELECT FROM pgfanout.tracked k WHERE k.relid IN (c.oid, pg_partition_root(c.oid)))
+        LIMIT 1;
+    END IF;
+    IF message IS NOT NULL THEN
+        RAISE EXCEPTION 'pgfanout: refused: %', message
+            USING DETAIL = 'Its changes would no longer be captured for the replicas (an unlogged table is emptied by a crash without any change captured).',
+                  HINT = 'Stop capturing the table first (SELECT pgfanout.untrack(...)), or, to keep it, ENABLE the trigger / SET LOGGED.';
+    END IF;
     PERFORM pgfanout.track_partitions(k.relid)
     FROM pgfanout.tracked k JOIN pg_class c ON c.oid = k.relid
     WHERE c.relkind = 'p' AND k.relid IN (SELECT pg_partition_root(x) FROM unnest(touched) AS x);
@@ -881,6 +1059,116 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- Row-level security of the outbox. A role may insert a change of a table only if it may
+-- write that table: for INSERT, UPDATE and DELETE changes any of INSERT, UPDATE (on
+-- a column or more), DELETE or TRUNCATE, as a nested capture records a row's state
+-- whatever the statement was; for a TRUNCATE change, TRUNCATE, since a TRUNCATE change
+-- empties the table on every replica. The policy checks the table itself first;
+-- pgfanout.may_capture_through covers the writes PostgreSQL allows through another
+-- table, checked only when that fails.
+
+-- Whether the current role holds any right to change rows of rel.
+CREATE OR REPLACE FUNCTION pgfanout.may_write(rel oid) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT has_any_column_privilege(rel, 'INSERT, UPDATE') OR has_table_privilege(rel, 'DELETE, TRUNCATE')
+$$;
+
+-- Whether the current role may write a change (op) of schema_name.table_name, when the
+-- policy's first check (rights on the table, through a schema the role may use) failed:
+--   the table itself, found without USAGE on its schema (which writing needs not);
+--   a partitioned table's changes carry its name whichever partition was written, so a
+--   right on any of its partitions counts (not for a TRUNCATE change of the whole table);
+--   UPDATE, DELETE and TRUNCATE of an inheritance parent reach its children with the
+--   parent's rights checked only, so a right on an ancestor counts (TRUNCATE on an
+--   ancestor for a TRUNCATE change);
+--   foreign-key actions (ON DELETE/UPDATE CASCADE, SET NULL, SET DEFAULT) change rows of
+--   the referencing table, and their captures fire as the role whose write started them:
+--   an UPDATE or DELETE change counts if the role may write a table the table's
+--   cascading keys reach, directly or through other cascading keys.
+CREATE OR REPLACE FUNCTION pgfanout.may_capture_through(schema_name text, table_name text, op text)
+RETURNS boolean
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    rel oid;
+    kind "char";
+BEGIN
+    SELECT c.oid, c.relkind INTO rel, kind
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = may_capture_through.schema_name AND c.relname = may_capture_through.table_name;
+    IF rel IS NULL THEN
+        RETURN false;
+    ELSIF op = 'TRUNCATE' THEN
+        RETURN has_table_privilege(rel, 'TRUNCATE')
+            OR EXISTS (WITH RECURSIVE up(relid) AS (
+                           SELECT inhparent FROM pg_inherits WHERE inhrelid = rel
+                           UNION SELECT i.inhparent FROM pg_inherits i JOIN up ON i.inhrelid = up.relid)
+                       SELECT FROM up WHERE kind <> 'p' AND has_table_privilege(up.relid, 'TRUNCATE'));
+    ELSIF pgfanout.may_write(rel) THEN
+        RETURN true;
+    ELSIF kind = 'p' AND EXISTS (SELECT FROM pg_partition_tree(rel) p WHERE p.relid <> rel AND pgfanout.may_write(p.relid)) THEN
+        RETURN true;
+    ELSIF EXISTS (WITH RECURSIVE up(relid) AS (
+                      SELECT inhparent FROM pg_inherits WHERE inhrelid = rel
+                      UNION SELECT i.inhparent FROM pg_inherits i JOIN up ON i.inhrelid = up.relid)
+                  SELECT FROM up WHERE pgfanout.may_write(up.relid)) THEN
+        RETURN true;
+    END IF;
+    RETURN op IN ('UPDATE', 'DELETE') AND EXISTS (
+        WITH RECURSIVE src(relid) AS (
+            SELECT k.confrelid FROM pg_constraint k
+            WHERE k.conrelid = rel AND k.contype = 'f'
+              AND (k.confdeltype IN ('c', 'n', 'd') OR k.confupdtype IN ('c', 'n', 'd'))
+            UNION
+            SELECT k.confrelid FROM pg_constraint k JOIN src ON k.conrelid = src.relid
+            WHERE k.contype = 'f' AND (k.confdeltype IN ('c', 'n', 'd') OR k.confupdtype IN ('c', 'n', 'd')))
+        SELECT FROM src WHERE pgfanout.may_write(src.relid));
+END
+$$;
+
+-- Grants (re-running this file brings an older install to them). Writers of tracked
+-- tables are whatever roles PostgreSQL lets write them, including a referencing table's
+-- owner, as whom foreign-key cascades run: so PUBLIC. It may insert changes (the policy
+-- above decides which), read the idle flag and the tracked tables (names and key
+-- columns, which pg_trigger shows anyway), and read the outbox's id sequence (currval,
+-- for the partition-TRUNCATE capture). Nothing else: reading and deleting the outbox is
+-- for the publisher (sql/roles.sql).
+REVOKE ALL ON SCHEMA pgfanout FROM PUBLIC;
+GRANT USAGE ON SCHEMA pgfanout TO PUBLIC;
+REVOKE ALL ON pgfanout.changes, pgfanout.tracked, pgfanout.publisher_state FROM PUBLIC;
+GRANT INSERT (schema_name, table_name, op, new_row, old_key, json_nulls) ON pgfanout.changes TO PUBLIC;
+GRANT SELECT ON pgfanout.tracked, pgfanout.publisher_state TO PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('REVOKE ALL ON SEQUENCE %s FROM PUBLIC', pg_get_serial_sequence('pgfanout.changes', 'id'));
+    EXECUTE format('GRANT SELECT ON SEQUENCE %s TO PUBLIC', pg_get_serial_sequence('pgfanout.changes', 'id'));
+END
+$$;
+REVOKE ALL ON FUNCTION pgfanout.truncate_in_force(bigint, text, text), pgfanout.supersede_changes(bigint, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgfanout.truncate_in_force(bigint, text, text), pgfanout.supersede_changes(bigint, bigint) TO PUBLIC;
+
+ALTER TABLE pgfanout.changes ENABLE ROW LEVEL SECURITY;
+DO $$
+DECLARE
+    p name;
+BEGIN
+    FOR p IN SELECT polname FROM pg_policy WHERE polrelid = 'pgfanout.changes'::regclass LOOP
+        EXECUTE format('DROP POLICY %I ON pgfanout.changes', p);
+    END LOOP;
+END
+$$;
+CREATE POLICY pgfanout_capture ON pgfanout.changes FOR INSERT TO PUBLIC
+    WITH CHECK (
+        CASE WHEN NOT has_schema_privilege(schema_name, 'USAGE') THEN false
+             WHEN op = 'TRUNCATE'
+             THEN has_table_privilege(to_regclass(format('%I.%I', schema_name, table_name)), 'TRUNCATE')
+             ELSE has_any_column_privilege(to_regclass(format('%I.%I', schema_name, table_name)), 'INSERT, UPDATE')
+                  OR has_table_privilege(to_regclass(format('%I.%I', schema_name, table_name)), 'DELETE, TRUNCATE')
+        END
+        OR pgfanout.may_capture_through(schema_name, table_name, op));
+-- Who may read or delete is decided by the table's grants alone (the publisher's role).
+CREATE POLICY pgfanout_read ON pgfanout.changes FOR SELECT TO PUBLIC USING (true);
+CREATE POLICY pgfanout_ship ON pgfanout.changes FOR DELETE TO PUBLIC USING (true);
 
 -- Event triggers need a superuser. Without one the capture still works; after changing a
 -- tracked table's primary key or renaming it, run pgfanout.track() on it again.

@@ -440,21 +440,62 @@ void Process::wait_for_log(std::string_view needle, std::chrono::milliseconds ti
   }
 }
 
+std::string conninfo_as(const std::string& base, const std::string& user) {
+  if (base.starts_with("postgresql://") || base.starts_with("postgres://")) {
+    // Test role names are plain identifiers: nothing to percent-encode.
+    return base + (base.find('?') == std::string::npos ? "?" : "&") + "user=" + user;
+  }
+  static const std::regex user_keyword(R"((^|\s)user\s*=\s*('([^'\\]|\\.)*'|\S+))");
+  std::string rest = std::regex_replace(base, user_keyword, "");
+  while (!rest.empty() && rest.back() == ' ') rest.pop_back();
+  return (rest.empty() ? "" : rest + " ") + "user=" + user;
+}
+
+namespace {
+// Whether a conninfo points at the test cluster (conninfo_for of its admin conninfo), so
+// that roles.sql can be run there; tests also start programs on servers that never answer.
+bool on_test_cluster(const std::string& conninfo) {
+  std::string base = conninfo_for(pg_admin_conninfo(), "x");
+  base = base.substr(0, base.rfind("dbname="));
+  return conninfo.starts_with(base);
+}
+}  // namespace
+
 Process start_publisher(const std::string& source, const std::string& exchange,
-                        std::vector<std::string> extra) {
-  std::vector<std::string> args{"--source", source, "--amqp", amqp_url(), "--exchange", exchange,
-                                "--log-level", "debug"};
+                        std::vector<std::string> extra, RunAs run_as) {
+  std::vector<std::string> args{
+      "--source",    run_as == RunAs::superuser ? source : conninfo_as(source, kPublisherRole),
+      "--amqp",      amqp_url(),
+      "--exchange",  exchange,
+      "--log-level", "debug"};
   args.insert(args.end(), extra.begin(), extra.end());
   return Process(publisher_binary(), std::move(args));
 }
 
 Process start_listener(const std::string& target, const std::string& queue,
-                       const std::string& exchange, std::vector<std::string> extra) {
+                       const std::string& exchange, std::vector<std::string> extra, RunAs run_as) {
   if (!fs::exists(listener_binary())) {
     throw HarnessError(listener_binary() + " does not exist: build the listener first");
   }
-  std::vector<std::string> args{"--target", target,     "--queue",     queue, "--amqp",
-                                amqp_url(), "--exchange", exchange, "--log-level", "debug"};
+  std::string as_target = target;
+  if (run_as == RunAs::least_privilege) {
+    if (on_test_cluster(target)) {
+      grant_roles(target, "replica", {"schemas=*"});
+      // Tables and schemas the test creates on the replica after this.
+      PgSession(target).exec(
+          std::string("ALTER DEFAULT PRIVILEGES GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON "
+                      "TABLES TO ") +
+          kListenerRole + "; ALTER DEFAULT PRIVILEGES GRANT USAGE ON SCHEMAS TO " + kListenerRole);
+    }
+    as_target = conninfo_as(target, kListenerRole);
+    for (std::size_t i = 0; i + 1 < extra.size(); ++i) {
+      if (extra[i] != "--source") continue;
+      if (on_test_cluster(extra[i + 1])) grant_roles(extra[i + 1], "primary");
+      extra[i + 1] = conninfo_as(extra[i + 1], kSnapshotRole);
+    }
+  }
+  std::vector<std::string> args{"--target", as_target,    "--queue", queue,         "--amqp",
+                                amqp_url(), "--exchange", exchange,  "--log-level", "debug"};
   args.insert(args.end(), extra.begin(), extra.end());
   return Process(listener_binary(), std::move(args));
 }
@@ -594,7 +635,27 @@ void run_sql_file(const std::string& conninfo, const std::string& file) {
 }
 }  // namespace
 
-void install_schema(const std::string& conninfo) { run_sql_file(conninfo, sql_dir() + "/install.sql"); }
+void install_schema(const std::string& conninfo) {
+  run_sql_file(conninfo, sql_dir() + "/install.sql");
+  grant_roles(conninfo, "primary");
+}
+
+void grant_roles(const std::string& conninfo, const std::string& side,
+                 const std::vector<std::string>& vars) {
+  std::vector<std::string> argv{"psql", "-X",           "-q", "-v",      "ON_ERROR_STOP=1",
+                                "-v",   "side=" + side, "-v", "login=on"};
+  for (const auto& v : vars) {
+    argv.push_back("-v");
+    argv.push_back(v);
+  }
+  argv.insert(argv.end(), {"-d", conninfo, "-f", sql_dir() + "/roles.sql"});
+  CommandResult r = run_command(argv, 120s);
+  if (r.exit_code != 0) {
+    throw HarnessError("psql -f roles.sql (side=" + side + ") failed (exit " +
+                       std::to_string(r.exit_code) + "): " + r.err);
+  }
+}
+
 void uninstall_schema(const std::string& conninfo) { run_sql_file(conninfo, sql_dir() + "/uninstall.sql"); }
 
 std::optional<std::string> table_md5(PgSession& db, std::string_view table, std::string_view order_by) {

@@ -233,15 +233,33 @@ class Process {
   std::optional<int> exit_code_;
 };
 
+/// Which PostgreSQL role a program under test connects as. The chain runs as the
+/// least-privilege roles of sql/roles.sql (README "Security"): the publisher as
+/// kPublisherRole, the listener as kListenerRole on its replica and as kSnapshotRole on
+/// its --source. A test that needs what only a superuser (or the outbox's owner) may do,
+/// such as VACUUM of the outbox, asks for the superuser.
+enum class RunAs { least_privilege, superuser };
+inline constexpr const char* kPublisherRole = "pgfanout_publisher";
+inline constexpr const char* kListenerRole = "pgfanout_listener";
+inline constexpr const char* kSnapshotRole = "pgfanout_snapshot";
+
+/// `base` (key=value conninfo or postgres:// URI) connecting as role `user`.
+std::string conninfo_as(const std::string& base, const std::string& user);
+
 /// Starts pgfanout-publisher on `source` with the test broker and `--exchange exchange`,
-/// at log level debug, plus `extra` flags (e.g. {"--pack", "10"}).
+/// at log level debug, plus `extra` flags (e.g. {"--pack", "10"}). It connects as
+/// kPublisherRole, whose grants install_schema() made (or as `source`'s own user).
 Process start_publisher(const std::string& source, const std::string& exchange,
-                        std::vector<std::string> extra = {});
+                        std::vector<std::string> extra = {}, RunAs run_as = RunAs::least_privilege);
 
 /// Starts pgfanout-listener on `target` consuming `queue` bound to `exchange` of the test
-/// broker, at log level debug, plus `extra` flags (e.g. {"--tables", "public.*"}).
+/// broker, at log level debug, plus `extra` flags (e.g. {"--tables", "public.*"}). It
+/// connects as kListenerRole: a `target` on the test cluster first gets sql/roles.sql's
+/// replica grants on all its schemas (and default privileges for the tables the test
+/// creates later); a `--source` in `extra` gets the primary's grants and kSnapshotRole.
 Process start_listener(const std::string& target, const std::string& queue,
-                       const std::string& exchange, std::vector<std::string> extra = {});
+                       const std::string& exchange, std::vector<std::string> extra = {},
+                       RunAs run_as = RunAs::least_privilege);
 
 // ---------------------------------------------------------------------------------------
 // PostgreSQL
@@ -306,8 +324,14 @@ class ScratchDatabase {
 CommandResult psql_file(const std::string& conninfo, const std::string& file);
 /// Runs `psql -X -v ON_ERROR_STOP=1 -c <sql>` on `conninfo` and returns the result.
 CommandResult psql_command(const std::string& conninfo, const std::string& sql);
-/// Runs sql/install.sql on `conninfo`; throws HarnessError with psql's stderr on failure.
+/// Runs sql/install.sql on `conninfo`, then sql/roles.sql for the primary (roles with
+/// LOGIN, as the test cluster trusts local connections); throws HarnessError with psql's
+/// stderr on failure.
 void install_schema(const std::string& conninfo);
+/// Runs sql/roles.sql on `conninfo` with `-v side=<side>` and the psql variables `vars`
+/// ("name=value"), login=on; throws HarnessError with psql's stderr on failure.
+void grant_roles(const std::string& conninfo, const std::string& side,
+                 const std::vector<std::string>& vars = {});
 /// Runs sql/uninstall.sql on `conninfo`; throws HarnessError with psql's stderr on failure.
 void uninstall_schema(const std::string& conninfo);
 
