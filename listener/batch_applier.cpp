@@ -83,10 +83,28 @@ void BatchApplier::isolate(pqxx::nontransaction& tx, const std::vector<std::size
 }
 
 double BatchApplier::record(pqxx::nontransaction& tx, const std::vector<const ParsedChange*>& changes,
-                            std::size_t applied) {
+                            std::size_t applied, bool careful) {
   const ParsedChange& last = *changes.back();
-  return tx.exec_params1(kRecordSql, queue_, last.id, last.ts, static_cast<std::int64_t>(applied))[0]
-      .as<double>();
+  auto write = [&](const std::string& ts) {
+    return tx.exec_params1(kRecordSql, queue_, last.id, ts, static_cast<std::int64_t>(applied))[0]
+        .as<double>();
+  };
+  if (!careful) return write(last.ts);
+  // `ts` comes from the message: one the replica cannot read as a timestamp must not fail
+  // a batch whose changes are fine, or it would be delivered again forever.
+  tx.exec0("SAVEPOINT pgfanout_record");
+  try {
+    double lag = write(last.ts);
+    tx.exec0("RELEASE SAVEPOINT pgfanout_record");
+    return lag;
+  } catch (const pqxx::broken_connection&) {
+    throw;
+  } catch (const pqxx::sql_error& e) {
+    if (is_transient_error(e)) throw;
+  }
+  tx.exec0("ROLLBACK TO SAVEPOINT pgfanout_record");
+  tx.exec0("RELEASE SAVEPOINT pgfanout_record");
+  return write("");
 }
 
 ApplyResult BatchApplier::apply(const std::vector<const ParsedChange*>& changes,
@@ -97,9 +115,11 @@ ApplyResult BatchApplier::apply(const std::vector<const ParsedChange*>& changes,
   std::iota(all.begin(), all.end(), 0);
   pqxx::nontransaction tx(conn_);
   tx.exec0("BEGIN");
+  bool at_commit = false;
   try {
     run(tx, all, changes, tables);
-    result.lag_seconds = record(tx, changes, changes.size());
+    result.lag_seconds = record(tx, changes, changes.size(), false);
+    at_commit = true;
     tx.exec0("COMMIT");
     return result;
   } catch (const pqxx::broken_connection&) {
@@ -108,10 +128,37 @@ ApplyResult BatchApplier::apply(const std::vector<const ParsedChange*>& changes,
     if (is_transient_error(e)) throw;
   }
   tx.exec0("ROLLBACK");
-  tx.exec0("BEGIN");
-  isolate(tx, all, changes, tables, result.rejected);
-  result.lag_seconds = record(tx, changes, changes.size() - result.rejected.size());
-  tx.exec0("COMMIT");
+  // A failure at COMMIT comes from a deferred check (a deferred constraint trigger, foreign
+  // key or unique index): savepoints cannot isolate it while it waits for the COMMIT, so
+  // such a pass checks everything at once with its statement (SET CONSTRAINTS ALL
+  // IMMEDIATE). The first pass after a failed statement keeps the replica's own deferral
+  // (a deferred foreign key may need a later change of the batch); if its COMMIT fails,
+  // the next pass is immediate.
+  std::vector<bool> passes{true};
+  if (!at_commit) passes.insert(passes.begin(), false);
+  std::string error;
+  for (bool immediate : passes) {
+    result.rejected.clear();
+    tx.exec0("BEGIN");
+    try {
+      if (immediate) tx.exec0("SET CONSTRAINTS ALL IMMEDIATE");
+      isolate(tx, all, changes, tables, result.rejected);
+      result.lag_seconds = record(tx, changes, changes.size() - result.rejected.size(), true);
+      tx.exec0("COMMIT");
+      return result;
+    } catch (const pqxx::broken_connection&) {
+      throw;
+    } catch (const pqxx::sql_error& e) {
+      if (is_transient_error(e)) throw;
+      error = one_line(e.what());
+    }
+    tx.exec0("ROLLBACK");
+  }
+  // Nothing isolated the failure: the batch goes to the dead letters whole rather than
+  // being delivered again forever.
+  result.rejected.clear();
+  result.lag_seconds = 0;
+  for (auto i : all) result.rejected.push_back({i, "the replica refused the batch at COMMIT: " + error});
   return result;
 }
 

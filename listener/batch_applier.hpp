@@ -25,7 +25,9 @@ struct ApplyResult {
 /// Applies a batch of changes to the replica in one transaction, as set-based statements
 /// in message order. If the replica refuses the batch, it is applied again with each half
 /// in a savepoint, recursively, until the refused changes are isolated; every other change
-/// is applied and committed. Transient errors (connection lost, deadlock, timeouts, out
+/// is applied and committed. A COMMIT that fails (a deferred check) is isolated the same
+/// way with every check immediate; if even that does not commit, the whole batch is
+/// rejected. Transient errors (connection lost, deadlock, timeouts, out
 /// of resources) propagate instead of condemning a change (nothing is committed, the caller
 /// must not ack). The listener's bookkeeping row is written in the same transaction.
 /// Transaction control (BEGIN, SAVEPOINT, ROLLBACK TO) is explicit SQL on a
@@ -45,8 +47,10 @@ class BatchApplier {
   void isolate(pqxx::nontransaction& tx, const std::vector<std::size_t>& subset,
                const std::vector<const ParsedChange*>& changes,
                const std::vector<const TableInfo*>& tables, std::vector<RejectedChange>& rejected);
+  /// Writes the bookkeeping row; `careful` keeps a `ts` the replica cannot read from
+  /// failing the transaction (it is then left out).
   double record(pqxx::nontransaction& tx, const std::vector<const ParsedChange*>& changes,
-                std::size_t applied);
+                std::size_t applied, bool careful);
 
   pqxx::connection& conn_;
   std::string queue_;

@@ -1,6 +1,7 @@
 #include "listener.hpp"
 
 #include <algorithm>
+#include <future>
 #include <map>
 #include <set>
 #include <thread>
@@ -40,13 +41,30 @@ CREATE TABLE IF NOT EXISTS pgfanout.listener_bindings (
   PRIMARY KEY (queue, exchange, pattern));
 )";
 
-std::int64_t header_count(const Delivery& d) {
+// How many changes a delivery adds to a batch being gathered, before its body is parsed:
+// the packing publisher's count header, within [1, limit]. Only an estimate that ends a
+// batch sooner or later: process() takes the count from the body and checks the header.
+std::size_t estimated_changes(const Delivery& d, std::size_t limit) {
   for (const auto& [k, v] : d.headers) {
-    if (k == "x-pgfanout-count") {
-      if (const auto* n = std::get_if<std::int64_t>(&v)) return std::max<std::int64_t>(*n, 1);
+    if (k != kChangeCountHeader) continue;
+    if (const auto* n = std::get_if<std::int64_t>(&v)) {
+      return static_cast<std::size_t>(std::clamp<std::int64_t>(*n, 1, static_cast<std::int64_t>(limit)));
     }
   }
   return 1;
+}
+
+// Dead-letter headers and log lines carry at most this much of an error: a message's
+// names and PostgreSQL's errors (which quote values) may be megabytes, and an AMQP
+// header table must fit in one frame.
+constexpr std::size_t kMaxErrorBytes = 1024;
+
+std::string bounded_error(std::string text) {
+  if (text.size() <= kMaxErrorBytes) return text;
+  std::size_t cut = kMaxErrorBytes;
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;  // UTF-8
+  text.resize(cut);
+  return text + "...";
 }
 
 // Whether a message may hold a TRUNCATE change; a false "yes" only makes a batch wait a
@@ -78,10 +96,38 @@ std::string change_body(const ParsedChange& c) {
 
 }  // namespace
 
+// How often the broker connections are serviced while replica work runs: well within
+// the shortest heartbeat a URL can ask for (1 s).
+constexpr std::chrono::milliseconds kServiceInterval{100};
+
 struct Listener::Batch {
   std::vector<Delivery> deliveries;
   std::size_t changes = 0;
+  std::size_t bytes = 0;
+  void add(Delivery d, std::size_t limit) {
+    changes += estimated_changes(d, limit);
+    bytes += d.body.size();
+    deliveries.push_back(std::move(d));
+  }
 };
+
+// rabbitmq-c sends heartbeats only inside its own calls, and a broker that hears nothing
+// for two heartbeat intervals drops the connection and delivers the batch again, to be
+// applied again, forever if the work always takes that long. So `work` (which uses the
+// replica connection, never a broker one: rabbitmq-c is not thread-safe) runs on a thread
+// of its own while this thread services both broker connections. If one fails, the
+// future's destructor still waits for `work` before the connections are torn down.
+template <class Work>
+auto Listener::keeping_connections(Work work) -> decltype(work()) {
+  auto done = std::async(std::launch::async, std::move(work));
+  while (done.wait_for(kServiceInterval) != std::future_status::ready) service_connections();
+  return done.get();
+}
+
+void Listener::service_connections() {
+  if (consumer_) consumer_->tick();
+  if (dead_letters_) dead_letters_->tick();
+}
 
 Listener::Listener(ListenerConfig config, MetricsRegistry& metrics)
     : config_(std::move(config)), metrics_(metrics) {
@@ -230,8 +276,10 @@ void Listener::session() {
   spdlog::info("connected to RabbitMQ {}; queue '{}' bound to exchange '{}' for {}; dead letters to '{}.dead'",
                config_.amqp.masked(), config_.queue, config_.exchange, bound, config_.queue);
   if (!snapshot_done_) {
-    copy_snapshot(config_.source, *pg_, catalog_, config_.patterns,
-                  config_.snapshot == ListenerConfig::Snapshot::Truncate);
+    keeping_connections([&] {
+      copy_snapshot(config_.source, *pg_, catalog_, config_.patterns,
+                    config_.snapshot == ListenerConfig::Snapshot::Truncate);
+    });
     snapshot_done_ = true;
   }
   consumer_->set_prefetch(config_.prefetch);
@@ -255,8 +303,7 @@ Listener::Batch Listener::gather() {
   Batch batch;
   auto first = consumer_->next_delivery(500ms);
   if (!first) return batch;
-  batch.changes += static_cast<std::size_t>(header_count(*first));
-  batch.deliveries.push_back(std::move(*first));
+  batch.add(std::move(*first), config_.batch_changes);
   auto started = std::chrono::steady_clock::now();
   auto deadline = started + config_.batch_age;
   auto merge_until = started + kMergeWindow;
@@ -272,7 +319,8 @@ Listener::Batch Listener::gather() {
   // a backlog still forms big batches.
   bool flowing = started - last_batch_end_ < 10ms;
   auto quiet = flowing ? 10ms : 2ms;
-  while (batch.changes < config_.batch_changes && batch.deliveries.size() < config_.prefetch) {
+  while (batch.changes < config_.batch_changes && batch.bytes < config_.batch_bytes &&
+         batch.deliveries.size() < config_.prefetch) {
     auto now = std::chrono::steady_clock::now();
     if (now >= deadline) break;
     auto wait = 0ms;
@@ -282,8 +330,7 @@ Listener::Batch Listener::gather() {
     }
     auto next = consumer_->next_delivery(wait);
     if (!next) break;
-    batch.changes += static_cast<std::size_t>(header_count(*next));
-    batch.deliveries.push_back(std::move(*next));
+    batch.add(std::move(*next), config_.batch_changes);
   }
   // `TRUNCATE a, b` on the primary (tables linked by a foreign key must be truncated
   // together) arrives as consecutive TRUNCATE changes, and the replica can only apply them
@@ -292,8 +339,7 @@ Listener::Batch Listener::gather() {
   while (batch.deliveries.size() < config_.prefetch && may_truncate(batch.deliveries.back())) {
     auto next = consumer_->next_delivery(consumer_->has_buffered_input() ? 0ms : kTruncateFollowUp);
     if (!next) break;
-    batch.changes += static_cast<std::size_t>(header_count(*next));
-    batch.deliveries.push_back(std::move(*next));
+    batch.add(std::move(*next), config_.batch_changes);
   }
   return batch;
 }
@@ -309,18 +355,21 @@ void Listener::process(Batch& batch) {
   std::vector<ParsedChange> changes;
   std::vector<std::size_t> owner;            // delivery index of each change
   std::vector<std::size_t> delivery_changes(batch.deliveries.size(), 0);
+  // The batch owns its tables: the catalog may forget an entry (TTL, a new column) while
+  // the batch is planned and applied.
+  std::vector<std::shared_ptr<const TableInfo>> held;
   std::vector<const TableInfo*> tables;
-  changes.reserve(batch.changes);
 
   for (std::size_t i = 0; i < batch.deliveries.size(); ++i) {
     const Delivery& d = batch.deliveries[i];
     try {
       std::vector<ParsedChange> parsed = parse_message(d.body);
-      std::vector<const TableInfo*> resolved;
+      check_change_count(d.headers, parsed.size());
+      std::vector<std::shared_ptr<const TableInfo>> resolved;
       for (const auto& c : parsed) {
         std::string key = routing_key(c.schema, c.name);
         if (!topic_matches_any(config_.patterns, key)) throw BadMessage("not-replicated", "table " + key + " is not in --tables of this listener");
-        const TableInfo* t = catalog_.resolve_for(*pg_, c.schema, c.name, c.new_row);
+        std::shared_ptr<const TableInfo> t = catalog_.resolve_for(*pg_, c.schema, c.name, c.new_row);
         if (!t) throw BadMessage("unknown-table", "the replica has no table " + quote_ident(c.schema) + "." + quote_ident(c.name));
         if (t->key_columns.empty()) throw BadMessage("no-primary-key", "replica table " + t->qualified() + " has no primary key");
         resolved.push_back(t);
@@ -328,11 +377,12 @@ void Listener::process(Batch& batch) {
       for (std::size_t k = 0; k < parsed.size(); ++k) {
         changes.push_back(std::move(parsed[k]));
         owner.push_back(i);
-        tables.push_back(resolved[k]);
+        tables.push_back(resolved[k].get());
+        held.push_back(std::move(resolved[k]));
       }
       delivery_changes[i] = parsed.size();
     } catch (const BadMessage& e) {
-      dead.push_back({i, d.body, e.reason(), e.what()});
+      dead.push_back({i, d.body, e.reason(), bounded_error(e.what())});
     }
   }
 
@@ -342,7 +392,7 @@ void Listener::process(Batch& batch) {
 
   auto started = std::chrono::steady_clock::now();
   ApplyResult result;
-  if (!pointers.empty()) result = applier_->apply(pointers, tables);
+  if (!pointers.empty()) result = keeping_connections([&] { return applier_->apply(pointers, tables); });
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
 
   if (!result.rejected.empty()) catalog_.clear();  // the replica's tables may have changed
@@ -350,7 +400,7 @@ void Listener::process(Batch& batch) {
     const ParsedChange& c = changes[r.index];
     std::size_t d = owner[r.index];
     std::string body = delivery_changes[d] == 1 ? batch.deliveries[d].body : change_body(c);
-    dead.push_back({d, std::move(body), "apply-failed", r.error});
+    dead.push_back({d, std::move(body), "apply-failed", bounded_error(r.error)});
   }
 
   // Dead letters are confirmed by the broker before the batch is acked, so a crash in
@@ -371,7 +421,8 @@ void Listener::process(Batch& batch) {
     while (!pending.empty()) {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
       if (left.count() <= 0) throw AmqpError("the broker did not confirm the dead letters");
-      auto event = dead_letters_->next_event(left);
+      auto event = dead_letters_->next_event(std::min<std::chrono::milliseconds>(left, kServiceInterval));
+      consumer_->tick();  // its heartbeats, while the broker takes its time to confirm
       if (!event) continue;
       if (const auto* ack = std::get_if<ConfirmAck>(&*event)) {
         if (ack->multiple) {

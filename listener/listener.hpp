@@ -29,6 +29,8 @@ struct ListenerConfig {
   std::string source;
   std::uint16_t prefetch = 2000;
   std::size_t batch_changes = 5000;
+  /// Most message body bytes per batch; a single bigger message is a batch of its own.
+  std::size_t batch_bytes = std::size_t{64} << 20;
   std::chrono::milliseconds batch_age{50};
   std::chrono::seconds summary_interval{10};
 };
@@ -38,7 +40,8 @@ struct ListenerConfig {
 /// on the connection that delivered them only after the commit (and after any dead letters
 /// are confirmed by the broker). Any connection failure drops both connections without
 /// acking, so the broker redelivers the unacked messages in order; applying them again is
-/// harmless (upserts, deletes of missing rows).
+/// harmless (upserts, deletes of missing rows). Replica work (a batch, the snapshot) runs
+/// on a thread of its own while this one keeps the broker connections alive.
 class Listener {
  public:
   Listener(ListenerConfig config, MetricsRegistry& metrics);
@@ -56,6 +59,9 @@ class Listener {
   Batch gather();
   void process(Batch& batch);
   void pause(std::chrono::milliseconds delay);
+  template <class Work>
+  auto keeping_connections(Work work) -> decltype(work());
+  void service_connections();
   void disconnect();
   void maybe_log_summary();
 

@@ -102,7 +102,7 @@ AmqpConnection::AmqpConnection(const AmqpUrl& url, std::string_view connection_n
   amqp_rpc_reply_t login = amqp_login_with_properties(
       state_.get(), url.vhost.c_str(), 0, 131072, static_cast<int>(url.heartbeat.count()),
       &client_props, AMQP_SASL_METHOD_PLAIN, url.user.c_str(), url.password.c_str());
-  if (login.reply_type != AMQP_RESPONSE_NORMAL) check_reply("logging in");
+  if (login.reply_type != AMQP_RESPONSE_NORMAL) check_reply(login, "logging in");
   heartbeat_ = std::chrono::seconds(amqp_get_heartbeat(state_.get()));
   amqp_channel_open(state_.get(), kChannel);
   check_reply("opening a channel");
@@ -123,8 +123,14 @@ void AmqpConnection::close() noexcept {
   amqp_connection_close(state_.get(), AMQP_REPLY_SUCCESS);
 }
 
+// Only the library's RPCs (declare, bind, qos, ...) leave their reply for
+// amqp_get_rpc_reply; login, amqp_read_message and amqp_consume_message return theirs and
+// leave an older one there, which must not stand for their outcome.
 void AmqpConnection::check_reply(const char* what) {
-  amqp_rpc_reply_t r = amqp_get_rpc_reply(state_.get());
+  check_reply(amqp_get_rpc_reply(state_.get()), what);
+}
+
+void AmqpConnection::check_reply(const amqp_rpc_reply_t_& r, const char* what) {
   switch (r.reply_type) {
     case AMQP_RESPONSE_NORMAL: return;
     case AMQP_RESPONSE_NONE: open_ = false; throw AmqpError(std::string(what) + ": no reply");
@@ -231,7 +237,7 @@ ReturnedMessage AmqpConnection::read_returned(const amqp_frame_t_& frame) {
   ReturnedMessage out{to_string(r->routing_key), to_string(r->reply_text), {}};
   amqp_message_t message;
   amqp_rpc_reply_t reply = amqp_read_message(state_.get(), frame.channel, &message, 0);
-  if (reply.reply_type != AMQP_RESPONSE_NORMAL) check_reply("reading a returned message");
+  check_reply(reply, "reading a returned message");
   if (message.properties._flags & AMQP_BASIC_MESSAGE_ID_FLAG) {
     out.message_id = to_string(message.properties.message_id);
   }
@@ -304,6 +310,12 @@ std::optional<BrokerEvent> AmqpConnection::next_event(std::chrono::milliseconds 
 }
 
 void AmqpConnection::tick() {
+  if (consuming_) {
+    // Deliveries are read whole and kept for next_delivery(): the frame loop below would
+    // drop their content frames.
+    while (auto d = read_delivery(std::chrono::milliseconds(0))) buffered_.push_back(std::move(*d));
+    return;
+  }
   for (;;) {
     timeval zero{0, 0};
     amqp_frame_t frame;
@@ -324,9 +336,19 @@ void AmqpConnection::consume(std::string_view queue) {
   amqp_basic_consume(state_.get(), kChannel, bytes(queue), amqp_empty_bytes, 0, 0, 0,
                      amqp_empty_table);
   check_reply(("consuming from " + std::string(queue)).c_str());
+  consuming_ = true;
 }
 
 std::optional<Delivery> AmqpConnection::next_delivery(std::chrono::milliseconds timeout) {
+  if (!buffered_.empty()) {
+    Delivery d = std::move(buffered_.front());
+    buffered_.pop_front();
+    return d;
+  }
+  return read_delivery(timeout);
+}
+
+std::optional<Delivery> AmqpConnection::read_delivery(std::chrono::milliseconds timeout) {
   amqp_maybe_release_buffers(state_.get());
   amqp_envelope_t envelope;
   timeval tv = to_timeval(timeout);
@@ -362,12 +384,12 @@ std::optional<Delivery> AmqpConnection::next_delivery(std::chrono::milliseconds 
     open_ = false;
     throw AmqpError(std::string("consuming: ") + amqp_error_string2(r.library_error));
   }
-  check_reply("consuming");
+  check_reply(r, "consuming");
   return std::nullopt;
 }
 
 bool AmqpConnection::has_buffered_input() const {
-  return amqp_frames_enqueued(state_.get()) || amqp_data_in_buffer(state_.get());
+  return !buffered_.empty() || amqp_frames_enqueued(state_.get()) || amqp_data_in_buffer(state_.get());
 }
 
 void AmqpConnection::ack(std::uint64_t delivery_tag, bool multiple) {

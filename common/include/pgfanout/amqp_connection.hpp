@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -16,6 +17,7 @@
 // rabbitmq-c types, declared here so that its headers stay out of ours.
 struct amqp_connection_state_t_;
 struct amqp_frame_t_;
+struct amqp_rpc_reply_t_;
 
 namespace pgfanout {
 
@@ -114,7 +116,9 @@ class AmqpConnection {
   void ack(std::uint64_t delivery_tag, bool multiple);
 
   /// Services heartbeats (send ours, notice a silent broker) without blocking; throws
-  /// AmqpError when the connection is dead. Frames that arrive meanwhile are queued.
+  /// AmqpError when the connection is dead. Confirms and returns that arrive meanwhile
+  /// are queued for next_event(), deliveries (after consume()) for next_delivery(). An
+  /// owner busy with other work calls it at least every heartbeat/2.
   void tick();
   /// Sends connection.close and waits (bounded) for the broker's reply.
   void close() noexcept;
@@ -123,9 +127,13 @@ class AmqpConnection {
   std::chrono::seconds heartbeat() const { return heartbeat_; }
 
  private:
+  /// Checks the reply of the library's last RPC (amqp_get_rpc_reply).
   void check_reply(const char* what);
+  /// Throws AmqpError for a reply that is not AMQP_RESPONSE_NORMAL; returns otherwise.
+  void check_reply(const ::amqp_rpc_reply_t_& reply, const char* what);
   void handle_method_frame(const ::amqp_frame_t_& frame, std::vector<BrokerEvent>* events);
   ReturnedMessage read_returned(const ::amqp_frame_t_& frame);
+  std::optional<Delivery> read_delivery(std::chrono::milliseconds timeout);
 
   std::unique_ptr<::amqp_connection_state_t_, detail::ConnectionDeleter> state_;
   std::chrono::seconds heartbeat_;
@@ -133,6 +141,8 @@ class AmqpConnection {
   bool confirms_ = false;
   bool open_ = false;
   std::vector<BrokerEvent> pending_events_;
+  bool consuming_ = false;
+  std::deque<Delivery> buffered_;  // read by tick() while the owner was busy
 };
 
 }  // namespace pgfanout
