@@ -355,6 +355,7 @@ void Listener::process(Batch& batch) {
   std::vector<ParsedChange> changes;
   std::vector<std::size_t> owner;            // delivery index of each change
   std::vector<std::size_t> delivery_changes(batch.deliveries.size(), 0);
+  catalog_.forget_missing();
   // The batch owns its tables: the catalog may forget an entry (TTL, a new column) while
   // the batch is planned and applied.
   std::vector<std::shared_ptr<const TableInfo>> held;

@@ -37,15 +37,12 @@ std::shared_ptr<const TableInfo> TableCatalog::resolve(pqxx::connection& conn, c
     loaded_at_ = now;
   }
   auto key = std::make_pair(schema, name);
-  if (auto it = tables_.find(key); it != tables_.end()) {
-    if (it->second.table || now - it->second.loaded_at < missing_ttl_) return it->second.table;
-    tables_.erase(it);
-  }
+  if (auto it = tables_.find(key); it != tables_.end()) return it->second;
 
   pqxx::nontransaction tx(conn);
   pqxx::result r = tx.exec_params(kResolveSql, schema, name);
   if (r.empty()) {
-    tables_[key] = Entry{nullptr, now};
+    tables_[key] = nullptr;
     return nullptr;
   }
   auto info = std::make_shared<TableInfo>();
@@ -61,7 +58,7 @@ std::shared_ptr<const TableInfo> TableCatalog::resolve(pqxx::connection& conn, c
     if (!row[2].is_null()) keys.emplace(row[2].as<int>(), column);
   }
   for (auto& [pos, column] : keys) info->key_columns.push_back(column);
-  tables_[key] = Entry{info, now};
+  tables_[key] = info;
   return info;
 }
 

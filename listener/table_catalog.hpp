@@ -14,21 +14,21 @@ namespace pgfanout {
 
 /// Resolves `schema.name` from a message against the replica's catalog (pg_class,
 /// pg_attribute, pg_index), never by pasting the names into SQL. Results are cached and
-/// forgotten after `ttl` or on clear(), so DDL on the replica is picked up; a table the
-/// replica lacks is looked up again after `missing_ttl`, so one created after its first
-/// changes were dead-lettered is found within seconds. Entries are shared: a batch that
-/// holds one keeps it valid whatever the cache forgets meanwhile.
+/// forgotten after `ttl` or on clear(), so DDL on the replica is picked up. Entries are
+/// shared: a batch that holds one keeps it valid whatever the cache forgets meanwhile.
 class TableCatalog {
  public:
-  explicit TableCatalog(std::chrono::seconds ttl = std::chrono::seconds(60),
-                        std::chrono::milliseconds missing_ttl = std::chrono::seconds(2))
-      : ttl_(ttl), missing_ttl_(missing_ttl) {}
+  explicit TableCatalog(std::chrono::seconds ttl = std::chrono::seconds(60)) : ttl_(ttl) {}
 
   /// The table, or nullptr when the replica has no such ordinary or partitioned table.
   /// Throws pqxx errors (connection lost, ...).
   std::shared_ptr<const TableInfo> resolve(pqxx::connection& conn, const std::string& schema,
                                            const std::string& name);
   void clear() { tables_.clear(); }
+  /// Forgets which tables the replica lacked. The listener calls it before each batch: a
+  /// table created after its first changes were dead-lettered is found by the next change
+  /// that names it, while a batch full of changes of a missing table costs one query.
+  void forget_missing() { std::erase_if(tables_, [](const auto& e) { return !e.second; }); }
 
   /// Like resolve(), but reads the catalog again when `row` carries a member the cached
   /// table has no column for (a column added on the replica, then on the primary), at
@@ -39,14 +39,10 @@ class TableCatalog {
                                                std::chrono::milliseconds recheck = std::chrono::seconds(5));
 
  private:
-  struct Entry {
-    std::shared_ptr<const TableInfo> table;  // nullptr: the replica has no such table
-    std::chrono::steady_clock::time_point loaded_at;
-  };
   std::chrono::seconds ttl_;
-  std::chrono::milliseconds missing_ttl_;
   std::chrono::steady_clock::time_point loaded_at_{};
-  std::map<std::pair<std::string, std::string>, Entry> tables_;
+  // nullptr: the replica has no such table
+  std::map<std::pair<std::string, std::string>, std::shared_ptr<const TableInfo>> tables_;
   std::map<std::pair<std::string, std::string>, std::chrono::steady_clock::time_point> rechecked_;
 };
 
