@@ -65,7 +65,7 @@ if [[ "$sanitize_stage" == 1 ]]; then
   export ASAN_OPTIONS="${ASAN_OPTIONS:-halt_on_error=1:abort_on_error=1:detect_leaks=0}"
   export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}"
   set +e
-  cmake -S "$ROOT" -B "$SAN_BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPGFANOUT_SANITIZE=ON >/dev/null &&
+  cmake -S "$ROOT" -B "$SAN_BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DPGFANOUT_SANITIZE=ON >/dev/null &&
     cmake --build "$SAN_BUILD" --parallel "${PGFANOUT_BUILD_JOBS:-$(nproc)}"
   sanitize_rc=$?
   if ((sanitize_rc == 0)); then
