@@ -10,6 +10,7 @@ PACKAGES=(
   libspdlog-dev libcli11-dev googletest libgtest-dev libgmock-dev
   postgresql-15 postgresql-client-15 rabbitmq-server
   python3 python3-yaml procps curl
+  clang libclang-rt-14-dev
 )
 
 missing=()
