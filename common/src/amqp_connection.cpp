@@ -6,6 +6,7 @@
 #include <sys/time.h>
 
 #include <filesystem>
+#include <limits>
 
 namespace pgfanout {
 
@@ -54,9 +55,18 @@ Headers read_headers(const amqp_basic_properties_t& props) {
       case AMQP_FIELD_KIND_U32: out.emplace_back(key, std::int64_t{e.value.value.u32}); break;
       case AMQP_FIELD_KIND_I64: out.emplace_back(key, std::int64_t{e.value.value.i64}); break;
       case AMQP_FIELD_KIND_U64:
-        out.emplace_back(key, static_cast<std::int64_t>(e.value.value.u64));
+        if (e.value.value.u64 > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
+          out.emplace_back(key, std::string("(an unsigned integer beyond int64)"));
+        } else {
+          out.emplace_back(key, static_cast<std::int64_t>(e.value.value.u64));
+        }
         break;
-      default: break;
+      default:
+        // Kept as a placeholder rather than dropped: a header of an unexpected type (a
+        // float x-pgfanout-count, say) must read as wrong, not as absent.
+        out.emplace_back(key, std::string("(an AMQP field of kind '") +
+                                  static_cast<char>(e.value.kind) + "')");
+        break;
     }
   }
   return out;

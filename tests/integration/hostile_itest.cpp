@@ -2,9 +2,12 @@
 // listener never crashes, stalls or loops on it, and long or failing replica work does
 // not make it loop either.
 
+#include <amqp.h>
+#include <amqp_tcp_socket.h>
 #include <gtest/gtest.h>
 
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <variant>
@@ -33,6 +36,39 @@ std::string header_text(const Delivery& d, const std::string& key) {
     }
   }
   return "(no " + key + " header)";
+}
+
+// Publishes `body` to `queue` with one header `key` of a type AmqpConnection never sends
+// (through rabbitmq-c directly), and waits for the broker's confirm.
+void publish_with_odd_header(const std::string& queue, const std::string& body, const char* key,
+                             amqp_field_value_t value) {
+  AmqpUrl url = AmqpUrl::parse(amqp_url());
+  std::unique_ptr<amqp_connection_state_t_, decltype(&amqp_destroy_connection)> conn(
+      amqp_new_connection(), &amqp_destroy_connection);
+  amqp_socket_t* socket = amqp_tcp_socket_new(conn.get());
+  ASSERT_EQ(amqp_socket_open(socket, url.host.c_str(), url.port), AMQP_STATUS_OK);
+  ASSERT_EQ(amqp_login(conn.get(), url.vhost.c_str(), 0, 131072, 0, AMQP_SASL_METHOD_PLAIN,
+                       url.user.c_str(), url.password.c_str()).reply_type,
+            AMQP_RESPONSE_NORMAL);
+  amqp_channel_open(conn.get(), 1);
+  ASSERT_EQ(amqp_get_rpc_reply(conn.get()).reply_type, AMQP_RESPONSE_NORMAL);
+  amqp_confirm_select(conn.get(), 1);
+  ASSERT_EQ(amqp_get_rpc_reply(conn.get()).reply_type, AMQP_RESPONSE_NORMAL);
+  amqp_table_entry_t entry{amqp_cstring_bytes(key), value};
+  amqp_basic_properties_t props{};
+  props._flags = AMQP_BASIC_HEADERS_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG;
+  props.delivery_mode = 2;
+  props.message_id = amqp_cstring_bytes("odd-header");
+  props.headers = amqp_table_t{1, &entry};
+  ASSERT_EQ(amqp_basic_publish(conn.get(), 1, amqp_empty_bytes, amqp_cstring_bytes(queue.c_str()), 0, 0,
+                               &props, amqp_bytes_t{body.size(), const_cast<char*>(body.data())}),
+            AMQP_STATUS_OK);
+  amqp_frame_t frame;
+  timeval timeout{30, 0};
+  ASSERT_EQ(amqp_simple_wait_frame_noblock(conn.get(), &frame, &timeout), AMQP_STATUS_OK);
+  ASSERT_EQ(frame.payload.method.id, AMQP_BASIC_ACK_METHOD);
+  amqp_channel_close(conn.get(), 1, AMQP_REPLY_SUCCESS);
+  amqp_connection_close(conn.get(), AMQP_REPLY_SUCCESS);
 }
 
 struct ListenerQueues {
@@ -134,6 +170,31 @@ TEST(HostileMessages, AreAppliedOrDeadLetteredNeverObeyed) {
   EXPECT_EQ(replica.integer("SELECT count(*) FROM public.items WHERE id BETWEEN 10 AND 19"), 0);
   EXPECT_TRUE(listener.running());
   EXPECT_EQ(listener.log().find("reconnecting"), std::string::npos);
+  EXPECT_EQ(listener.stop(), 0);
+}
+
+// A count header of a type pgfanout never sends (here a double, as another producer may)
+// reads as wrong, not as absent.
+TEST(HostileMessages, ACountHeaderOfAnotherTypeIsABadShape) {
+  ScratchDatabase replica_db("pgft_hostile_r");
+  PgSession replica = replica_db.session();
+  replica.exec("CREATE TABLE public.items (id int PRIMARY KEY)");
+  TestExchange exchange("pgft_hostile_x");
+  ListenerQueues queues(exchange.name());
+  std::string pack = json::array({change(1, "items", "INSERT", {{"id", 1}}),
+                                  change(2, "items", "INSERT", {{"id", 2}})}).dump();
+  amqp_field_value_t two{};
+  two.kind = AMQP_FIELD_KIND_F64;
+  two.value.f64 = 2.0;
+  publish_with_odd_header(queues.queue.name(), pack, "x-pgfanout-count", two);
+  publish_message("", queues.queue.name(), change(3, "items", "INSERT", {{"id", 3}}).dump(), {}, "after");
+  Process listener = start_listener(replica_db.conninfo(), queues.queue.name(), exchange.name());
+  auto dead = queues.dead.take(1);
+  EXPECT_EQ(dead[0].message_id, "odd-header");
+  EXPECT_EQ(header_text(dead[0], "x-pgfanout-reason"), "bad-shape");
+  eventually([&] { return replica.integer("SELECT count(*) FROM public.items WHERE id = 3") == 1; }, kPatience,
+             "the message behind it to be applied");
+  EXPECT_EQ(replica.integer("SELECT count(*) FROM public.items"), 1);
   EXPECT_EQ(listener.stop(), 0);
 }
 

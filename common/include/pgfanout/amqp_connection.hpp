@@ -29,6 +29,8 @@ class AmqpError : public std::runtime_error {
 };
 
 /// A message header value: rabbitmq-c tables hold more types, pgfanout needs these two.
+/// A received header of another type (float, boolean, table ...) or an unsigned integer
+/// beyond int64 arrives as a string in parentheses that names it.
 using HeaderValue = std::variant<std::string, std::int64_t>;
 using Headers = std::vector<std::pair<std::string, HeaderValue>>;
 
