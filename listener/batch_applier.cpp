@@ -114,12 +114,33 @@ std::vector<std::size_t> BatchApplier::fence(pqxx::nontransaction& tx,
 }
 
 void BatchApplier::record(pqxx::nontransaction& tx, const std::vector<const ParsedChange*>& changes,
-                          const std::vector<std::size_t>& live, std::size_t rejected,
+                          const std::vector<std::size_t>& live, std::size_t rejected, bool careful,
                           ApplyResult& result) {
   if (live.empty()) return;
   const ParsedChange& last = *changes[live.back()];
   auto applied = static_cast<std::int64_t>(live.size() - rejected);
-  result.lag_seconds = tx.exec_params1(kRecordSql, queue_, last.id, last.ts, applied)[0].as<double>();
+  auto write = [&](const std::string& ts) {
+    return tx.exec_params1(kRecordSql, queue_, last.id, ts, applied)[0].as<double>();
+  };
+  if (!careful) {
+    result.lag_seconds = write(last.ts);
+    return;
+  }
+  // `ts` comes from the message: one the replica cannot read as a timestamp must not fail
+  // a batch whose changes are fine, or it would be delivered again forever.
+  tx.exec0("SAVEPOINT pgfanout_record");
+  try {
+    result.lag_seconds = write(last.ts);
+    tx.exec0("RELEASE SAVEPOINT pgfanout_record");
+    return;
+  } catch (const pqxx::broken_connection&) {
+    throw;
+  } catch (const pqxx::sql_error& e) {
+    if (is_transient_error(e)) throw;
+  }
+  tx.exec0("ROLLBACK TO SAVEPOINT pgfanout_record");
+  tx.exec0("RELEASE SAVEPOINT pgfanout_record");
+  result.lag_seconds = write("");
 }
 
 ApplyResult BatchApplier::apply(const std::vector<const ParsedChange*>& changes,
@@ -129,10 +150,12 @@ ApplyResult BatchApplier::apply(const std::vector<const ParsedChange*>& changes,
   if (changes.empty()) return result;
   pqxx::nontransaction tx(conn_);
   tx.exec0("BEGIN");
+  bool at_commit = false;
   try {
     std::vector<std::size_t> live = fence(tx, epochs, result);
     run(tx, live, changes, tables);
-    record(tx, changes, live, 0, result);
+    record(tx, changes, live, 0, false, result);
+    at_commit = true;
     tx.exec0("COMMIT");
     return result;
   } catch (const pqxx::broken_connection&) {
@@ -141,11 +164,44 @@ ApplyResult BatchApplier::apply(const std::vector<const ParsedChange*>& changes,
     if (is_transient_error(e)) throw;
   }
   tx.exec0("ROLLBACK");
-  tx.exec0("BEGIN");
-  std::vector<std::size_t> live = fence(tx, epochs, result);
-  if (!live.empty()) isolate(tx, live, changes, tables, result.rejected);
-  record(tx, changes, live, result.rejected.size(), result);
-  tx.exec0("COMMIT");
+  // A failure at COMMIT comes from a deferred check (a deferred constraint trigger, foreign
+  // key or unique index): savepoints cannot isolate it while it waits for the COMMIT, so
+  // such a pass checks everything at once with its statement (SET CONSTRAINTS ALL
+  // IMMEDIATE). The first pass after a failed statement keeps the replica's own deferral
+  // (a deferred foreign key may need a later change of the batch); if its COMMIT fails,
+  // the next pass is immediate.
+  std::vector<bool> passes{true};
+  if (!at_commit) passes.insert(passes.begin(), false);
+  std::string error;
+  for (bool immediate : passes) {
+    result.rejected.clear();
+    tx.exec0("BEGIN");
+    try {
+      if (immediate) tx.exec0("SET CONSTRAINTS ALL IMMEDIATE");
+      std::vector<std::size_t> live = fence(tx, epochs, result);
+      if (!live.empty()) isolate(tx, live, changes, tables, result.rejected);
+      record(tx, changes, live, result.rejected.size(), true, result);
+      tx.exec0("COMMIT");
+      return result;
+    } catch (const pqxx::broken_connection&) {
+      throw;
+    } catch (const pqxx::sql_error& e) {
+      if (is_transient_error(e)) throw;
+      error = one_line(e.what());
+    }
+    tx.exec0("ROLLBACK");
+  }
+  // Nothing isolated the failure: the batch goes to the dead letters whole rather than
+  // being delivered again forever (its stale changes, as judged by the last pass, are
+  // still dropped, not dead-lettered).
+  result.rejected.clear();
+  result.lag_seconds = 0;
+  result.epoch.reset();
+  std::vector<bool> stale(changes.size(), false);
+  for (auto i : result.stale) stale[i] = true;
+  for (std::size_t i = 0; i < changes.size(); ++i) {
+    if (!stale[i]) result.rejected.push_back({i, "the replica refused the batch at COMMIT: " + error});
+  }
   return result;
 }
 

@@ -31,7 +31,9 @@ struct ApplyResult {
 /// Applies a batch of changes to the replica in one transaction, as set-based statements
 /// in message order. If the replica refuses the batch, it is applied again with each half
 /// in a savepoint, recursively, until the refused changes are isolated; every other change
-/// is applied and committed. Transient errors (connection lost, deadlock, timeouts, out
+/// is applied and committed. A COMMIT that fails (a deferred check) is isolated the same
+/// way with every check immediate; if even that does not commit, the whole batch is
+/// rejected. Transient errors (connection lost, deadlock, timeouts, out
 /// of resources) propagate instead of condemning a change (nothing is committed, the caller
 /// must not ack). The listener's bookkeeping row is written in the same transaction, and
 /// so is the largest publisher epoch applied on the queue: changes whose message carries
@@ -59,8 +61,11 @@ class BatchApplier {
   std::vector<std::size_t> fence(pqxx::nontransaction& tx,
                                  const std::vector<std::optional<std::int64_t>>& epochs,
                                  ApplyResult& result);
+  /// Writes the bookkeeping row (result.lag_seconds); `careful` keeps a `ts` the replica
+  /// cannot read from failing the transaction (it is then left out).
   void record(pqxx::nontransaction& tx, const std::vector<const ParsedChange*>& changes,
-              const std::vector<std::size_t>& live, std::size_t rejected, ApplyResult& result);
+              const std::vector<std::size_t>& live, std::size_t rejected, bool careful,
+              ApplyResult& result);
 
   pqxx::connection& conn_;
   std::string queue_;

@@ -5,9 +5,9 @@
 namespace pgfanout {
 namespace {
 
-// A message is validated once (nlohmann::json::accept, no document built) and then read
-// straight from its text: building a DOM and scanning the text again cost most of the
-// listener's CPU.
+// A message is validated once (validate_json, no document built) and then read straight
+// from its text: building a DOM and scanning the text again cost most of the listener's
+// CPU.
 
 using Members = std::vector<std::pair<std::string, std::string>>;
 
@@ -82,6 +82,10 @@ ParsedChange parse_raw_change(std::string_view raw) {
   c.schema = string_field(m, "schema");
   c.name = string_field(m, "name");
   if (c.schema.empty() || c.name.empty()) throw BadMessage("bad-shape", "empty schema or name");
+  // libpq passes values as C strings: a name cut at a NUL could resolve another table.
+  if (c.schema.find('\0') != std::string::npos || c.name.find('\0') != std::string::npos) {
+    throw BadMessage("bad-shape", "a schema or table name holds a NUL character");
+  }
   if (member(m, "table")) {
     const std::string& t = *member(m, "table");
     if (t.empty() || t.front() != '"' || string_field(m, "table") != routing_key(c.schema, c.name)) {
@@ -115,7 +119,12 @@ ParsedChange parse_change(const nlohmann::json& o, std::string_view raw) {
 }
 
 std::vector<ParsedChange> parse_message(std::string_view body) {
-  if (!nlohmann::json::accept(body)) throw BadMessage("not-json", "the body is not valid JSON");
+  if (body.empty()) throw BadMessage("not-json", "the body is empty");
+  try {
+    validate_json(body);
+  } catch (const std::invalid_argument& e) {
+    throw BadMessage("not-json", std::string("the body is not valid JSON: ") + e.what());
+  }
   std::size_t start = body.find_first_not_of(" \t\r\n");
   char first = start == std::string_view::npos ? '\0' : body[start];
   std::vector<ParsedChange> out;
@@ -129,6 +138,18 @@ std::vector<ParsedChange> parse_message(std::string_view body) {
   if (first != '{') throw BadMessage("bad-shape", "the body is neither a change nor an array");
   out.push_back(parse_raw_change(body.substr(start)));
   return out;
+}
+
+void check_change_count(const Headers& headers, std::size_t changes) {
+  for (const auto& [key, value] : headers) {
+    if (key != kChangeCountHeader) continue;
+    const auto* n = std::get_if<std::int64_t>(&value);
+    if (!n) throw BadMessage("bad-shape", std::string(kChangeCountHeader) + " is not an integer");
+    if (*n < 1 || static_cast<std::uint64_t>(*n) != changes) {
+      throw BadMessage("bad-shape", std::string(kChangeCountHeader) + " says " + std::to_string(*n) +
+                                        " changes, the body holds " + std::to_string(changes));
+    }
+  }
 }
 
 }  // namespace pgfanout

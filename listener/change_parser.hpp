@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "pgfanout/amqp_connection.hpp"
 #include "pgfanout/change.hpp"
 #include "raw_json.hpp"
 
@@ -39,8 +40,17 @@ struct ParsedChange {
 };
 
 /// Parses a message body in either form of INTERFACE.md (one change object, or a packed
-/// array of them). Throws BadMessage("not-json" | "bad-shape", ...) on anything else.
+/// array of them). Throws BadMessage("not-json" | "bad-shape", ...) on anything else,
+/// whatever the bytes: no other exception, no crash, memory and time linear in the body.
 std::vector<ParsedChange> parse_message(std::string_view body);
+
+/// The header in which a packing publisher says how many changes a message holds.
+inline constexpr const char* kChangeCountHeader = "x-pgfanout-count";
+
+/// The body decides how many changes a message holds; the header is only checked against
+/// it. Throws BadMessage("bad-shape", ...) when `x-pgfanout-count` is present but not an
+/// integer, or not `changes`. A message without the header is fine.
+void check_change_count(const Headers& headers, std::size_t changes);
 
 /// Parses one change object whose JSON text is `raw`; row values are taken from the text
 /// as they are. Throws BadMessage("bad-shape", ...).

@@ -1,6 +1,7 @@
 #include "listener.hpp"
 
 #include <algorithm>
+#include <future>
 #include <map>
 #include <set>
 #include <thread>
@@ -60,13 +61,30 @@ CREATE TABLE IF NOT EXISTS pgfanout.listener_epoch (
   updated_at timestamptz NOT NULL);
 )";
 
-std::int64_t header_count(const Delivery& d) {
+// How many changes a delivery adds to a batch being gathered, before its body is parsed:
+// the packing publisher's count header, within [1, limit]. Only an estimate that ends a
+// batch sooner or later: process() takes the count from the body and checks the header.
+std::size_t estimated_changes(const Delivery& d, std::size_t limit) {
   for (const auto& [k, v] : d.headers) {
-    if (k == "x-pgfanout-count") {
-      if (const auto* n = std::get_if<std::int64_t>(&v)) return std::max<std::int64_t>(*n, 1);
+    if (k != kChangeCountHeader) continue;
+    if (const auto* n = std::get_if<std::int64_t>(&v)) {
+      return static_cast<std::size_t>(std::clamp<std::int64_t>(*n, 1, static_cast<std::int64_t>(limit)));
     }
   }
   return 1;
+}
+
+// Dead-letter headers and log lines carry at most this much of an error: a message's
+// names and PostgreSQL's errors (which quote values) may be megabytes, and an AMQP
+// header table must fit in one frame.
+constexpr std::size_t kMaxErrorBytes = 1024;
+
+std::string bounded_error(std::string text) {
+  if (text.size() <= kMaxErrorBytes) return text;
+  std::size_t cut = kMaxErrorBytes;
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;  // UTF-8
+  text.resize(cut);
+  return text + "...";
 }
 
 // Whether a message may hold a TRUNCATE change; a false "yes" only makes a batch wait a
@@ -98,6 +116,10 @@ std::string change_body(const ParsedChange& c) {
 
 }  // namespace
 
+// How often the broker connections are serviced while replica work runs: well within
+// the shortest heartbeat a URL can ask for (1 s).
+constexpr std::chrono::milliseconds kServiceInterval{100};
+
 struct Listener::Batch {
   std::vector<Delivery> deliveries;
   std::size_t changes = 0;
@@ -107,6 +129,24 @@ struct Listener::Batch {
   std::vector<std::size_t> chunk_bytes;
   std::vector<std::optional<std::string>> refused;
 };
+
+// rabbitmq-c sends heartbeats only inside its own calls, and a broker that hears nothing
+// for two heartbeat intervals drops the connection and delivers the batch again, to be
+// applied again, forever if the work always takes that long. So `work` (which uses the
+// replica connection, never a broker one: rabbitmq-c is not thread-safe) runs on a thread
+// of its own while this thread services both broker connections. If one fails, the
+// future's destructor still waits for `work` before the connections are torn down.
+template <class Work>
+auto Listener::keeping_connections(Work work) -> decltype(work()) {
+  auto done = std::async(std::launch::async, std::move(work));
+  while (done.wait_for(kServiceInterval) != std::future_status::ready) service_connections();
+  return done.get();
+}
+
+void Listener::service_connections() {
+  if (consumer_) consumer_->tick();
+  if (dead_letters_) dead_letters_->tick();
+}
 
 Listener::Listener(ListenerConfig config, MetricsRegistry& metrics)
     : config_(std::move(config)), metrics_(metrics), brokers_(config_.brokers) {
@@ -273,8 +313,10 @@ void Listener::session() {
   spdlog::info("connected to RabbitMQ {}; queue '{}' bound to exchange '{}' for {}; dead letters to '{}.dead'",
                brokers_.current().masked(), config_.queue, config_.exchange, bound, config_.queue);
   if (!snapshot_done_) {
-    copy_snapshot(config_.source, *pg_, catalog_, config_.patterns, config_.queue,
-                  config_.snapshot == ListenerConfig::Snapshot::Truncate);
+    keeping_connections([&] {
+      copy_snapshot(config_.source, *pg_, catalog_, config_.patterns, config_.queue,
+                    config_.snapshot == ListenerConfig::Snapshot::Truncate);
+    });
     snapshot_done_ = true;
   }
   consumer_->set_prefetch(config_.prefetch);
@@ -345,7 +387,7 @@ Listener::Batch Listener::gather() {
 // a later batch takes the change.
 void Listener::take(Batch& batch, Delivery&& delivery) {
   for (ChunkAssembler::Output& out : chunks_.add(std::move(delivery))) {
-    batch.changes += static_cast<std::size_t>(header_count(out.delivery));
+    batch.changes += estimated_changes(out.delivery, config_.batch_changes);
     batch.bytes += out.delivery.body.size();
     batch.chunk_bytes.push_back(out.chunk_bytes);
     batch.refused.push_back(std::move(out.refused));
@@ -364,9 +406,12 @@ void Listener::process(Batch& batch) {
   std::vector<ParsedChange> changes;
   std::vector<std::size_t> owner;            // delivery index of each change
   std::vector<std::size_t> delivery_changes(batch.deliveries.size(), 0);
+  catalog_.forget_missing();
+  // The batch owns its tables: the catalog may forget an entry (TTL, a new column) while
+  // the batch is planned and applied.
+  std::vector<std::shared_ptr<const TableInfo>> held;
   std::vector<const TableInfo*> tables;
   std::vector<std::optional<std::int64_t>> epochs;  // of each change's message
-  changes.reserve(batch.changes);
 
   for (std::size_t i = 0; i < batch.deliveries.size(); ++i) {
     const Delivery& d = batch.deliveries[i];
@@ -377,11 +422,12 @@ void Listener::process(Batch& batch) {
     try {
       std::optional<std::int64_t> epoch = message_epoch(d.headers);
       std::vector<ParsedChange> parsed = parse_message(d.body);
-      std::vector<const TableInfo*> resolved;
+      check_change_count(d.headers, parsed.size());
+      std::vector<std::shared_ptr<const TableInfo>> resolved;
       for (const auto& c : parsed) {
         std::string key = routing_key(c.schema, c.name);
         if (!topic_matches_any(config_.patterns, key)) throw BadMessage("not-replicated", "table " + key + " is not in --tables of this listener");
-        const TableInfo* t = catalog_.resolve_for(*pg_, c.schema, c.name, c.new_row);
+        std::shared_ptr<const TableInfo> t = catalog_.resolve_for(*pg_, c.schema, c.name, c.new_row);
         if (!t) throw BadMessage("unknown-table", "the replica has no table " + quote_ident(c.schema) + "." + quote_ident(c.name));
         if (t->key_columns.empty()) throw BadMessage("no-primary-key", "replica table " + t->qualified() + " has no primary key");
         resolved.push_back(t);
@@ -389,12 +435,13 @@ void Listener::process(Batch& batch) {
       for (std::size_t k = 0; k < parsed.size(); ++k) {
         changes.push_back(std::move(parsed[k]));
         owner.push_back(i);
-        tables.push_back(resolved[k]);
+        tables.push_back(resolved[k].get());
+        held.push_back(std::move(resolved[k]));
         epochs.push_back(epoch);
       }
       delivery_changes[i] = parsed.size();
     } catch (const BadMessage& e) {
-      dead.push_back({i, d.body, e.reason(), e.what()});
+      dead.push_back({i, d.body, e.reason(), bounded_error(e.what())});
     }
   }
 
@@ -404,7 +451,9 @@ void Listener::process(Batch& batch) {
 
   auto started = std::chrono::steady_clock::now();
   ApplyResult result;
-  if (!pointers.empty()) result = applier_->apply(pointers, tables, epochs);
+  if (!pointers.empty()) {
+    result = keeping_connections([&] { return applier_->apply(pointers, tables, epochs); });
+  }
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
 
   if (!result.rejected.empty()) catalog_.clear();  // the replica's tables may have changed
@@ -412,7 +461,7 @@ void Listener::process(Batch& batch) {
     const ParsedChange& c = changes[r.index];
     std::size_t d = owner[r.index];
     std::string body = delivery_changes[d] == 1 ? batch.deliveries[d].body : change_body(c);
-    dead.push_back({d, std::move(body), "apply-failed", r.error});
+    dead.push_back({d, std::move(body), "apply-failed", bounded_error(r.error)});
   }
 
   // Dead letters are confirmed by the broker before the batch is acked, so a crash in
@@ -436,7 +485,8 @@ void Listener::process(Batch& batch) {
     while (!pending.empty()) {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
       if (left.count() <= 0) throw AmqpError("the broker did not confirm the dead letters");
-      auto event = dead_letters_->next_event(left);
+      auto event = dead_letters_->next_event(std::min<std::chrono::milliseconds>(left, kServiceInterval));
+      consumer_->tick();  // its heartbeats, while the broker takes its time to confirm
       if (!event) continue;
       if (const auto* ack = std::get_if<ConfirmAck>(&*event)) {
         if (ack->multiple) {

@@ -45,7 +45,8 @@ struct ListenerConfig {
 /// on the connection that delivered them only after the commit (and after any dead letters
 /// are confirmed by the broker). Any connection failure drops both connections without
 /// acking, so the broker redelivers the unacked messages in order; applying them again is
-/// harmless (upserts, deletes of missing rows).
+/// harmless (upserts, deletes of missing rows). Replica work (a batch, the snapshot) runs
+/// on a thread of its own while this one keeps the broker connections alive.
 class Listener {
  public:
   Listener(ListenerConfig config, MetricsRegistry& metrics);
@@ -66,6 +67,9 @@ class Listener {
   void take(Batch& batch, Delivery&& delivery);
   void process(Batch& batch);
   void pause(std::chrono::milliseconds delay);
+  template <class Work>
+  auto keeping_connections(Work work) -> decltype(work());
+  void service_connections();
   void disconnect();
   void maybe_log_summary();
 

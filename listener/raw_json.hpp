@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -37,6 +38,17 @@ class RawObject {
   std::string text_ = "null";
   std::vector<std::pair<std::string, std::string>> members_;
 };
+
+/// The deepest nesting of arrays and objects a message may have. PostgreSQL parses jsonb
+/// recursively, so a value nested much deeper fails there; the listener refuses it first.
+inline constexpr std::size_t kMaxJsonDepth = 1000;
+
+/// Checks that `text` is exactly one JSON value (RFC 8259) in valid UTF-8, nested at most
+/// `max_depth` deep. No number is converted, so a number of any length or precision is
+/// valid (PostgreSQL's numeric holds them; a double-based parser would refuse 1e400).
+/// Iterative: no input can exhaust the stack. Throws std::invalid_argument saying what is
+/// wrong and at which byte.
+void validate_json(std::string_view text, std::size_t max_depth = kMaxJsonDepth);
 
 /// The raw texts of the members of a JSON object text (names decoded). The text must be
 /// valid JSON; throws std::invalid_argument when it is not an object.

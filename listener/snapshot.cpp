@@ -1,5 +1,6 @@
 #include "snapshot.hpp"
 
+#include <algorithm>
 #include <set>
 
 #include <pqxx/pqxx>
@@ -11,11 +12,11 @@
 #include "pgfanout/topic_pattern.hpp"
 
 namespace pgfanout {
-namespace {
-
-constexpr int kFetchRows = 5000;
-
-}  // namespace
+std::size_t next_fetch_rows(std::size_t previous, std::size_t widest_row, std::size_t budget) {
+  std::size_t rows = std::min(kSnapshotFetchRows, std::max<std::size_t>(1, previous * 2));
+  if (widest_row > 0) rows = std::min(rows, std::max<std::size_t>(1, budget / widest_row));
+  return rows;
+}
 
 void copy_snapshot(const std::string& source_conninfo, pqxx::connection& target,
                    TableCatalog& catalog, const std::vector<std::string>& patterns,
@@ -49,14 +50,17 @@ void copy_snapshot(const std::string& source_conninfo, pqxx::connection& target,
                    before - wanted.size(), before, queue, wanted.size());
     }
   }
+  // Owned here: resolving a later table may make the catalog forget an earlier one.
+  std::vector<std::shared_ptr<const TableInfo>> held;
   std::vector<const TableInfo*> tables;
   for (const auto& [schema, name] : wanted) {
-    const TableInfo* info = catalog.resolve(target, schema, name);
+    std::shared_ptr<const TableInfo> info = catalog.resolve(target, schema, name);
     if (!info) throw SnapshotRefused("--snapshot: the replica has no table " + routing_key(schema, name));
     if (info->key_columns.empty()) {
       throw SnapshotRefused("--snapshot: replica table " + info->qualified() + " has no primary key");
     }
-    tables.push_back(info);
+    tables.push_back(info.get());
+    held.push_back(std::move(info));
   }
 
   pqxx::work dst(target);
@@ -97,8 +101,10 @@ void copy_snapshot(const std::string& source_conninfo, pqxx::connection& target,
     src.exec0("DECLARE pgfanout_snapshot NO SCROLL CURSOR FOR SELECT to_jsonb(t.*)::text" + flags +
               " FROM " + (partitioned ? "" : "ONLY ") + t->qualified() + " t");
     std::int64_t copied = 0;
+    std::size_t fetch = 0, widest = 0;
     for (;;) {
-      pqxx::result r = src.exec("FETCH " + std::to_string(kFetchRows) + " FROM pgfanout_snapshot");
+      fetch = next_fetch_rows(fetch, widest);
+      pqxx::result r = src.exec("FETCH " + std::to_string(fetch) + " FROM pgfanout_snapshot");
       if (r.empty()) break;
       std::vector<RawObject> rows;
       std::vector<std::vector<std::string>> nulls(r.size());
@@ -106,6 +112,7 @@ void copy_snapshot(const std::string& source_conninfo, pqxx::connection& target,
       for (std::size_t i = 0; i < r.size(); ++i) {
         const auto& row = r[static_cast<pqxx::result::size_type>(i)];
         rows.push_back(RawObject::from_text(std::string_view(row[0].c_str(), row[0].size())));
+        widest = std::max(widest, row[0].size());
         for (std::size_t k = 0; k < json_columns.size(); ++k) {
           const auto& flag = row[static_cast<pqxx::row::size_type>(k + 1)];
           if (!flag.is_null() && flag.as<bool>()) nulls[i].push_back(json_columns[k]);

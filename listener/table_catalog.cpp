@@ -22,25 +22,30 @@ LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary
 WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')
 ORDER BY a.attnum)";
 
+// PostgreSQL's longest name (NAMEDATALEN - 1): it cuts a longer one when casting to
+// `name`, so a longer name from a message could otherwise resolve to another table.
+constexpr std::size_t kMaxNameBytes = 63;
+
 }  // namespace
 
-const TableInfo* TableCatalog::resolve(pqxx::connection& conn, const std::string& schema,
-                                       const std::string& name) {
+std::shared_ptr<const TableInfo> TableCatalog::resolve(pqxx::connection& conn, const std::string& schema,
+                                                       const std::string& name) {
+  if (schema.size() > kMaxNameBytes || name.size() > kMaxNameBytes) return nullptr;
   auto now = std::chrono::steady_clock::now();
   if (now - loaded_at_ > ttl_) {
     tables_.clear();
     loaded_at_ = now;
   }
   auto key = std::make_pair(schema, name);
-  if (auto it = tables_.find(key); it != tables_.end()) return it->second.get();
+  if (auto it = tables_.find(key); it != tables_.end()) return it->second;
 
   pqxx::nontransaction tx(conn);
   pqxx::result r = tx.exec_params(kResolveSql, schema, name);
   if (r.empty()) {
-    tables_.emplace(key, nullptr);
+    tables_[key] = nullptr;
     return nullptr;
   }
-  auto info = std::make_unique<TableInfo>();
+  auto info = std::make_shared<TableInfo>();
   info->schema = schema;
   info->name = name;
   info->partitioned = r[0][4].as<bool>();
@@ -53,13 +58,14 @@ const TableInfo* TableCatalog::resolve(pqxx::connection& conn, const std::string
     if (!row[2].is_null()) keys.emplace(row[2].as<int>(), column);
   }
   for (auto& [pos, column] : keys) info->key_columns.push_back(column);
-  return tables_.emplace(key, std::move(info)).first->second.get();
+  tables_[key] = info;
+  return info;
 }
 
-const TableInfo* TableCatalog::resolve_for(pqxx::connection& conn, const std::string& schema,
+std::shared_ptr<const TableInfo> TableCatalog::resolve_for(pqxx::connection& conn, const std::string& schema,
                                            const std::string& name, const RawObject& row,
                                            std::chrono::milliseconds recheck) {
-  const TableInfo* t = resolve(conn, schema, name);
+  std::shared_ptr<const TableInfo> t = resolve(conn, schema, name);
   if (!t || !row.is_object()) return t;
   bool unknown = false;
   for (const auto& member : row.members()) {

@@ -11,6 +11,7 @@ PACKAGES=(
   postgresql-15 postgresql-client-15 rabbitmq-server
   python3 python3-yaml procps curl
   dpkg-dev systemd
+  clang libclang-rt-14-dev
 )
 
 missing=()

@@ -6,6 +6,13 @@
 # it started them. Exits non-zero if anything failed.
 #
 # PGFANOUT_RUN_DIR and PGFANOUT_BUILD_DIR choose other server and build directories.
+#
+# PGFANOUT_SANITIZE_STAGE=1 (the default when CI is set) adds the sanitizer stage: the
+# unit and integration tests again in a tree built with -DPGFANOUT_SANITIZE=ON (ASan and
+# UBSan, stopping at the first report; $PGFANOUT_BUILD_DIR-sanitize), then the message
+# fuzzer (clang, -DPGFANOUT_FUZZ=ON, $PGFANOUT_BUILD_DIR-fuzz) for PGFANOUT_FUZZ_SECONDS
+# (default 60) over tests/fuzz/corpus. PGFANOUT_SANITIZE_LABELS picks what ctest runs
+# there (default "unit|integration").
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -53,9 +60,53 @@ python3 tests/compose/check_compose.py
 compose_rc=$?
 set -e
 
+sanitize_rc=0
+fuzz_rc=0
+sanitize_stage="${PGFANOUT_SANITIZE_STAGE:-${CI:+1}}"
+if [[ "$sanitize_stage" == 1 ]]; then
+  SAN_BUILD="$BUILD-sanitize"
+  FUZZ_BUILD="$BUILD-fuzz"
+  san_log="$SAN_BUILD/ctest.log"
+  echo
+  echo "== sanitizer stage: ASan + UBSan build in $SAN_BUILD"
+  export ASAN_OPTIONS="${ASAN_OPTIONS:-halt_on_error=1:abort_on_error=1:detect_leaks=0}"
+  export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}"
+  set +e
+  cmake -S "$ROOT" -B "$SAN_BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DPGFANOUT_SANITIZE=ON >/dev/null &&
+    cmake --build "$SAN_BUILD" --parallel "${PGFANOUT_BUILD_JOBS:-$(nproc)}"
+  sanitize_rc=$?
+  if ((sanitize_rc == 0)); then
+    ctest --test-dir "$SAN_BUILD" --output-on-failure --no-tests=error --timeout "$TEST_TIMEOUT" \
+      -L "${PGFANOUT_SANITIZE_LABELS:-unit|integration}" 2>&1 | tee "$san_log"
+    sanitize_rc=${PIPESTATUS[0]}
+  else
+    echo "test.sh: the sanitizer build failed (see above)" >&2
+  fi
+  echo
+  echo "== fuzz stage: ${PGFANOUT_FUZZ_SECONDS:-60} s of tests/fuzz over its corpus"
+  cmake -S "$ROOT" -B "$FUZZ_BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+      -DCMAKE_CXX_COMPILER=clang++ -DPGFANOUT_FUZZ=ON -DPGFANOUT_BUILD_TESTS=OFF >/dev/null &&
+    cmake --build "$FUZZ_BUILD" --target pgfanout_fuzz_message
+  fuzz_rc=$?
+  if ((fuzz_rc == 0)); then
+    # New inputs go to a scratch directory; findings (crash-*) to the fuzz build tree.
+    mkdir -p "$FUZZ_BUILD/corpus-work"
+    (cd "$FUZZ_BUILD" && ./bin/pgfanout_fuzz_message -max_total_time="${PGFANOUT_FUZZ_SECONDS:-60}" \
+        -max_len=65536 -rss_limit_mb=2048 -print_final_stats=1 corpus-work "$ROOT/tests/fuzz/corpus")
+    fuzz_rc=$?
+  fi
+  set -e
+fi
+
 echo
 echo "== summary"
 grep -E '^[0-9]+% tests passed' "$log" || echo "ctest: no summary (exit $ctest_rc)"
 if ((compose_rc == 0)); then echo "compose check: passed"; else echo "compose check: FAILED"; fi
+if [[ "$sanitize_stage" == 1 ]]; then
+  echo "sanitizer build: $(grep -E '^[0-9]+% tests passed' "$san_log" 2>/dev/null || echo "FAILED (exit $sanitize_rc)")"
+  if ((fuzz_rc == 0)); then echo "fuzz: passed"; else echo "fuzz: FAILED (exit $fuzz_rc; inputs in $FUZZ_BUILD)"; fi
+fi
 ((ctest_rc == 0)) || exit "$ctest_rc"
-exit "$compose_rc"
+((compose_rc == 0)) || exit "$compose_rc"
+((sanitize_rc == 0)) || exit "$sanitize_rc"
+exit "$fuzz_rc"

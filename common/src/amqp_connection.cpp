@@ -9,6 +9,7 @@
 #include <sys/time.h>
 
 #include <filesystem>
+#include <limits>
 
 namespace pgfanout {
 
@@ -117,9 +118,18 @@ Headers read_headers(const amqp_basic_properties_t& props) {
       case AMQP_FIELD_KIND_U32: out.emplace_back(key, std::int64_t{e.value.value.u32}); break;
       case AMQP_FIELD_KIND_I64: out.emplace_back(key, std::int64_t{e.value.value.i64}); break;
       case AMQP_FIELD_KIND_U64:
-        out.emplace_back(key, static_cast<std::int64_t>(e.value.value.u64));
+        if (e.value.value.u64 > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
+          out.emplace_back(key, std::string("(an unsigned integer beyond int64)"));
+        } else {
+          out.emplace_back(key, static_cast<std::int64_t>(e.value.value.u64));
+        }
         break;
-      default: break;
+      default:
+        // Kept as a placeholder rather than dropped: a header of an unexpected type (a
+        // float x-pgfanout-count, say) must read as wrong, not as absent.
+        out.emplace_back(key, std::string("(an AMQP field of kind '") +
+                                  static_cast<char>(e.value.kind) + "')");
+        break;
     }
   }
   return out;
@@ -210,6 +220,9 @@ void AmqpConnection::close() noexcept {
   amqp_connection_close(state_.get(), AMQP_REPLY_SUCCESS);
 }
 
+// Only the library's RPCs (declare, bind, qos, ...) leave their reply for
+// amqp_get_rpc_reply; login, amqp_read_message and amqp_consume_message return theirs and
+// leave an older one there, which must not stand for their outcome.
 void AmqpConnection::check_reply(const char* what) {
   check_reply(amqp_get_rpc_reply(state_.get()), what);
 }
@@ -337,7 +350,7 @@ ReturnedMessage AmqpConnection::read_returned(const amqp_frame_t_& frame) {
   ReturnedMessage out{to_string(r->routing_key), to_string(r->reply_text), {}};
   amqp_message_t message;
   amqp_rpc_reply_t reply = amqp_read_message(state_.get(), frame.channel, &message, 0);
-  if (reply.reply_type != AMQP_RESPONSE_NORMAL) check_reply("reading a returned message");
+  check_reply(reply, "reading a returned message");
   if (message.properties._flags & AMQP_BASIC_MESSAGE_ID_FLAG) {
     out.message_id = to_string(message.properties.message_id);
   }
@@ -410,6 +423,12 @@ std::optional<BrokerEvent> AmqpConnection::next_event(std::chrono::milliseconds 
 }
 
 void AmqpConnection::tick() {
+  if (consuming_) {
+    // Deliveries are read whole and kept for next_delivery(): the frame loop below would
+    // drop their content frames.
+    while (auto d = read_delivery(std::chrono::milliseconds(0))) buffered_.push_back(std::move(*d));
+    return;
+  }
   for (;;) {
     timeval zero{0, 0};
     amqp_frame_t frame;
@@ -430,9 +449,19 @@ void AmqpConnection::consume(std::string_view queue) {
   amqp_basic_consume(state_.get(), kChannel, bytes(queue), amqp_empty_bytes, 0, 0, 0,
                      amqp_empty_table);
   check_reply(("consuming from " + std::string(queue)).c_str());
+  consuming_ = true;
 }
 
 std::optional<Delivery> AmqpConnection::next_delivery(std::chrono::milliseconds timeout) {
+  if (!buffered_.empty()) {
+    Delivery d = std::move(buffered_.front());
+    buffered_.pop_front();
+    return d;
+  }
+  return read_delivery(timeout);
+}
+
+std::optional<Delivery> AmqpConnection::read_delivery(std::chrono::milliseconds timeout) {
   amqp_maybe_release_buffers(state_.get());
   amqp_envelope_t envelope;
   timeval tv = to_timeval(timeout);
@@ -468,12 +497,12 @@ std::optional<Delivery> AmqpConnection::next_delivery(std::chrono::milliseconds 
     open_ = false;
     throw AmqpError(std::string("consuming: ") + amqp_error_string2(r.library_error));
   }
-  check_reply("consuming");
+  check_reply(r, "consuming");
   return std::nullopt;
 }
 
 bool AmqpConnection::has_buffered_input() const {
-  return amqp_frames_enqueued(state_.get()) || amqp_data_in_buffer(state_.get());
+  return !buffered_.empty() || amqp_frames_enqueued(state_.get()) || amqp_data_in_buffer(state_.get());
 }
 
 void AmqpConnection::ack(std::uint64_t delivery_tag, bool multiple) {

@@ -240,5 +240,108 @@ TEST(ChangeParser, ParseChangeRejectsANonObject) {
   }
 }
 
+// Hostile input (issue 12): whatever a broker can carry is parsed or refused with a
+// BadMessage, never another exception, a crash or a stall.
+
+std::string insert_body(const std::string& new_row_text, const std::string& name = "\"users\"") {
+  return R"({"id": 1, "schema": "public", "name": )" + name + R"(, "op": "INSERT", "new": )" +
+         new_row_text + "}";
+}
+
+TEST(ChangeParserHostile, NumbersOfAnyLengthAreValuesNotErrors) {
+  // PostgreSQL's numeric holds them; a double-based parser calls them an overflow.
+  const std::string huge = "1" + std::string(400, '0');
+  auto c = parse_message(insert_body(R"({"id": 1, "n": )" + huge + R"(, "e": 1e400, "m": -1E-400})"))[0];
+  EXPECT_EQ(*c.new_row.find("n"), huge);
+  EXPECT_EQ(*c.new_row.find("e"), "1e400");
+  EXPECT_EQ(*c.new_row.find("m"), "-1E-400");
+  // An id out of range is a bad shape, not a wrapped number.
+  EXPECT_EQ(reason_of(std::string(R"({"id": 99999999999999999999, "schema": "public", "name": "u", "op": "TRUNCATE"})")),
+            "bad-shape");
+  EXPECT_EQ(reason_of(std::string(R"({"id": 1e3, "schema": "public", "name": "u", "op": "TRUNCATE"})")),
+            "bad-shape");
+}
+
+TEST(ChangeParserHostile, MalformedNumbersAndLiteralsAreNotJson) {
+  for (const char* v : {"01", "-", "1.", ".5", "1e", "1e+", "+1", "0x10", "NaN", "Infinity", "tru",
+                        "nulll", "1 2", "\"a\" \"b\""}) {
+    EXPECT_EQ(reason_of(insert_body(std::string(R"({"id": 1, "v": )") + v + "}")), "not-json") << v;
+  }
+}
+
+TEST(ChangeParserHostile, DeepNestingIsRefusedWithoutRecursion) {
+  const std::size_t deep = 1'000'000;
+  EXPECT_EQ(reason_of(std::string(deep, '[') + std::string(deep, ']')), "not-json");
+  EXPECT_EQ(reason_of(std::string(deep, '[')), "not-json");
+  std::string nested;
+  for (std::size_t i = 0; i < 100'000; ++i) nested += "{\"a\":";
+  nested += "1" + std::string(100'000, '}');
+  EXPECT_EQ(reason_of(insert_body(R"({"id": 1, "doc": )" + nested + "}")), "not-json");
+  // Within the limit, a deep value is a value.
+  std::string ok = std::string(900, '[') + std::string(900, ']');
+  EXPECT_EQ(reason_of(insert_body(R"({"id": 1, "doc": )" + ok + "}")), "(parsed)");
+}
+
+TEST(ChangeParserHostile, InvalidUtf8AndBadEscapesAreNotJson) {
+  for (const std::string& bad : {std::string("\"\xff\""), std::string("\"\xc0\xaf\""),
+                                std::string("\"\xed\xa0\x80\""), std::string("\"\xf4\x90\x80\x80\""),
+                                std::string("\"\xe2\x82\""), std::string("\"a\x01\""),
+                                std::string(R"("\ud800")"), std::string(R"("\udc00x")"),
+                                std::string(R"("\ud800\u0041")"), std::string(R"("\x41")"),
+                                std::string(R"("\u12")")}) {
+    EXPECT_EQ(reason_of(insert_body(R"({"id": 1, "t": )" + bad + "}")), "not-json") << bad;
+    EXPECT_EQ(reason_of(insert_body(R"({"id": 1})", bad)), "not-json") << bad;
+  }
+  EXPECT_EQ(reason_of(insert_body(R"({"id": 1, "t": "\ud83d\ude00 \u00e9 é 😀"})")), "(parsed)");
+}
+
+TEST(ChangeParserHostile, ANulInANameIsABadShapeAndAValueIsLeftToTheReplica) {
+  EXPECT_EQ(reason_of(insert_body(R"({"id": 1})", R"("users\u0000evil")")), "bad-shape");
+  EXPECT_EQ(reason_of(std::string(R"({"id": 1, "schema": "pub\u0000lic", "name": "u", "op": "TRUNCATE"})")),
+            "bad-shape");
+  // PostgreSQL refuses \u0000 in a jsonb value: the replica's error isolates that change.
+  EXPECT_EQ(reason_of(insert_body(R"({"id": 1, "t": "a\u0000b", "c\u0000": 1})")), "(parsed)");
+}
+
+TEST(ChangeParserHostile, EmptyAndWhitespaceBodiesAreNotJson) {
+  EXPECT_EQ(reason_of(std::string()), "not-json");
+  EXPECT_EQ(reason_of(std::string(" \n\t")), "not-json");
+  EXPECT_EQ(reason_of(std::string(1, '\0')), "not-json");
+}
+
+TEST(ChangeParserHostile, ThousandsOfUnknownColumnsAreKeptAsReceived) {
+  std::string row = R"({"id": 1)";
+  for (int i = 0; i < 5000; ++i) row += ",\"c" + std::to_string(i) + "\": " + std::to_string(i);
+  row += "}";
+  auto c = parse_message(insert_body(row))[0];
+  EXPECT_EQ(c.new_row.members().size(), 5001u);
+}
+
+TEST(ChangeParserHostile, DuplicateMembersKeepTheLastAsJsonbDoes) {
+  auto c = parse_message(insert_body(R"({"id": 1, "id": 2})"))[0];
+  EXPECT_EQ(*c.new_row.find("id"), "2");
+}
+
+TEST(ChangeParserHostile, TheBodyDecidesThePackSizeAndTheHeaderMustAgree) {
+  EXPECT_NO_THROW(check_change_count({}, 3));
+  EXPECT_NO_THROW(check_change_count({{"x-pgfanout-count", std::int64_t{3}}}, 3));
+  EXPECT_NO_THROW(check_change_count({{"other", std::string("x")}}, 1));
+  auto reason = [](const Headers& h, std::size_t n) -> std::string {
+    try {
+      check_change_count(h, n);
+    } catch (const BadMessage& e) {
+      return e.reason();
+    }
+    return "(accepted)";
+  };
+  EXPECT_EQ(reason({{"x-pgfanout-count", std::int64_t{2}}}, 3), "bad-shape");
+  EXPECT_EQ(reason({{"x-pgfanout-count", std::int64_t{4'000'000'000'000'000'000}}}, 1), "bad-shape");
+  EXPECT_EQ(reason({{"x-pgfanout-count", std::int64_t{-1}}}, 1), "bad-shape");
+  EXPECT_EQ(reason({{"x-pgfanout-count", std::int64_t{0}}}, 1), "bad-shape");
+  EXPECT_EQ(reason({{"x-pgfanout-count", std::string("3")}}, 3), "bad-shape");
+  EXPECT_EQ(reason({{"x-pgfanout-count", std::int64_t{3}}, {"x-pgfanout-count", std::int64_t{2}}}, 3),
+            "bad-shape");
+}
+
 }  // namespace
 }  // namespace pgfanout

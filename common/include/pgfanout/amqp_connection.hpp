@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -40,6 +41,8 @@ class AmqpPreconditionFailed : public AmqpError {
 enum class QueueType { Classic, Quorum };
 
 /// A message header value: rabbitmq-c tables hold more types, pgfanout needs these two.
+/// A received header of another type (float, boolean, table ...) or an unsigned integer
+/// beyond int64 arrives as a string in parentheses that names it.
 using HeaderValue = std::variant<std::string, std::int64_t>;
 using Headers = std::vector<std::pair<std::string, HeaderValue>>;
 
@@ -129,7 +132,9 @@ class AmqpConnection {
   void ack(std::uint64_t delivery_tag, bool multiple);
 
   /// Services heartbeats (send ours, notice a silent broker) without blocking; throws
-  /// AmqpError when the connection is dead. Frames that arrive meanwhile are queued.
+  /// AmqpError when the connection is dead. Confirms and returns that arrive meanwhile
+  /// are queued for next_event(), deliveries (after consume()) for next_delivery(). An
+  /// owner busy with other work calls it at least every heartbeat/2.
   void tick();
   /// Sends connection.close and waits (bounded) for the broker's reply.
   void close() noexcept;
@@ -138,10 +143,13 @@ class AmqpConnection {
   std::chrono::seconds heartbeat() const { return heartbeat_; }
 
  private:
+  /// Checks the reply of the library's last RPC (amqp_get_rpc_reply).
   void check_reply(const char* what);
+  /// Throws AmqpError for a reply that is not AMQP_RESPONSE_NORMAL; returns otherwise.
   void check_reply(const ::amqp_rpc_reply_t_& reply, const char* what);
   void handle_method_frame(const ::amqp_frame_t_& frame, std::vector<BrokerEvent>* events);
   ReturnedMessage read_returned(const ::amqp_frame_t_& frame);
+  std::optional<Delivery> read_delivery(std::chrono::milliseconds timeout);
 
   std::unique_ptr<::amqp_connection_state_t_, detail::ConnectionDeleter> state_;
   std::chrono::seconds heartbeat_;
@@ -149,6 +157,8 @@ class AmqpConnection {
   bool confirms_ = false;
   bool open_ = false;
   std::vector<BrokerEvent> pending_events_;
+  bool consuming_ = false;
+  std::deque<Delivery> buffered_;  // read by tick() while the owner was busy
 };
 
 }  // namespace pgfanout
