@@ -7,12 +7,12 @@
 #
 # PGFANOUT_RUN_DIR and PGFANOUT_BUILD_DIR choose other server and build directories.
 #
-# PGFANOUT_SANITIZE_STAGE=1 (the default when CI is set) adds the sanitizer stage: the
-# unit and integration tests again in a tree built with -DPGFANOUT_SANITIZE=ON (ASan and
-# UBSan, stopping at the first report; $PGFANOUT_BUILD_DIR-sanitize), then the message
-# fuzzer (clang, -DPGFANOUT_FUZZ=ON, $PGFANOUT_BUILD_DIR-fuzz) for PGFANOUT_FUZZ_SECONDS
-# (default 60) over tests/fuzz/corpus. PGFANOUT_SANITIZE_LABELS picks what ctest runs
-# there (default "unit|integration").
+# Then the sanitizer stage (PGFANOUT_SANITIZE_STAGE=0 leaves it out): the unit and
+# integration tests again in a tree built with -DPGFANOUT_SANITIZE=ON (ASan and UBSan,
+# stopping at the first report; $PGFANOUT_BUILD_DIR-sanitize), then the message fuzzer
+# (clang, -DPGFANOUT_FUZZ=ON, $PGFANOUT_BUILD_DIR-fuzz) for PGFANOUT_FUZZ_SECONDS (default
+# 60) over tests/fuzz/corpus. PGFANOUT_SANITIZE_LABELS picks what ctest runs there
+# (default "unit|integration").
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -62,7 +62,7 @@ set -e
 
 sanitize_rc=0
 fuzz_rc=0
-sanitize_stage="${PGFANOUT_SANITIZE_STAGE:-${CI:+1}}"
+sanitize_stage="${PGFANOUT_SANITIZE_STAGE:-1}"
 if [[ "$sanitize_stage" == 1 ]]; then
   SAN_BUILD="$BUILD-sanitize"
   FUZZ_BUILD="$BUILD-fuzz"
