@@ -1138,10 +1138,14 @@ void FreezableRelay::run() {
       char buffer[65536];
       ssize_t n = ::recv(from, buffer, sizeof buffer, 0);
       bool ok = n > 0;
-      for (ssize_t sent = 0; ok && sent < n;) {
-        ssize_t m = ::send(to, buffer + sent, static_cast<std::size_t>(n - sent), MSG_NOSIGNAL);
-        ok = m > 0;
-        sent += std::max<ssize_t>(m, 0);
+      if (ok && from == pair.second) {
+        ok = forward_frames(from, to, buffer, static_cast<std::size_t>(n));
+      } else {
+        for (ssize_t sent = 0; ok && sent < n;) {
+          ssize_t m = ::send(to, buffer + sent, static_cast<std::size_t>(n - sent), MSG_NOSIGNAL);
+          ok = m > 0;
+          sent += std::max<ssize_t>(m, 0);
+        }
       }
       if (!ok) dead.push_back(from);
     }
@@ -1151,10 +1155,43 @@ void FreezableRelay::run() {
       if (gone) {
         ::close(p.first);
         ::close(p.second);
+        downstream_.erase(p.second);
       }
       return gone;
     });
   }
+}
+
+bool FreezableRelay::forward_frames(int broker, int client, const char* data, std::size_t size) {
+  // AMQP 0-9-1 frames: type (1 byte), channel (2), payload size (4, big-endian), payload,
+  // 0xCE. A method frame's payload starts with its class and method ids (2 bytes each);
+  // basic.return is 60/50, followed by the returned message's content header (type 2).
+  Downstream& d = downstream_[broker];
+  d.pending.append(data, size);
+  std::size_t complete = 0;
+  for (;;) {
+    if (d.pending.size() - complete < 7) break;
+    const auto* f = reinterpret_cast<const unsigned char*>(d.pending.data() + complete);
+    std::size_t payload = (std::size_t{f[3]} << 24) | (std::size_t{f[4]} << 16) | (std::size_t{f[5]} << 8) | f[6];
+    if (d.pending.size() - complete < 8 + payload) break;
+    if (f[0] == 1 && payload >= 4) {
+      d.after_return = f[7] == 0 && f[8] == 60 && f[9] == 0 && f[10] == 50;
+    } else if (f[0] == 2 && d.after_return) {
+      d.after_return = false;
+      if (mangle_returns_) {
+        d.pending[complete] = 3;
+        ++mangled_;
+      }
+    }
+    complete += 8 + payload;
+  }
+  for (std::size_t sent = 0; sent < complete;) {
+    ssize_t m = ::send(client, d.pending.data() + sent, complete - sent, MSG_NOSIGNAL);
+    if (m <= 0) return false;
+    sent += static_cast<std::size_t>(m);
+  }
+  d.pending.erase(0, complete);
+  return true;
 }
 
 void FreezableRelay::accept_one() {

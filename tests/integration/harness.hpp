@@ -27,6 +27,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <ostream>
@@ -533,6 +534,11 @@ class FreezableRelay {
   }
   /// Bytes that clients sent and the relay holds (while frozen or holding uploads).
   std::size_t held_upload_bytes() const { return held_; }
+  /// While on, the content header of every message the broker returns (basic.return) is
+  /// mangled on its way to the client (sent as a body frame), so that the client's read
+  /// of the returned message fails while its connection stays up. Counts the ones mangled.
+  void mangle_returns(bool on) { mangle_returns_ = on; }
+  std::size_t returns_mangled() const { return mangled_; }
 
  private:
   void run();
@@ -546,7 +552,19 @@ class FreezableRelay {
   std::atomic<bool> holding_{false};
   std::atomic<std::size_t> held_{0};
   std::atomic<bool> stop_{false};
+  std::atomic<bool> mangle_returns_{false};
+  std::atomic<std::size_t> mangled_{0};
   std::vector<std::pair<int, int>> pairs_;  // (client, broker), touched by the relay thread only
+  /// Per broker socket: bytes received but not yet forwarded (an incomplete frame), and
+  /// whether the next content header is a returned message's.
+  struct Downstream {
+    std::string pending;
+    bool after_return = false;
+  };
+  std::map<int, Downstream> downstream_;
+  /// Forwards what `broker` sent, frame by frame (mangling returns when asked); false when
+  /// the client is gone.
+  bool forward_frames(int broker, int client, const char* data, std::size_t size);
   std::thread thread_;
 };
 

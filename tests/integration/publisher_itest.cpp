@@ -353,6 +353,34 @@ TEST_F(PublisherTest, ChangesOfATableNoQueueIsBoundForWaitInTheOutboxUntilOneIs)
   EXPECT_EQ(pub.stop(), 0);
 }
 
+// A returned message (no queue bound for its table) whose content the publisher cannot
+// read: the broker's confirm of the message follows anyway, and a publisher that took the
+// failed read for an empty return deleted the change as shipped, although no queue had
+// it. The relay mangles the returned message's content header, so the read fails on a
+// connection that stays up.
+TEST_F(PublisherTest, AReturnedMessageWhoseReadFailsKeepsItsChangeInTheOutbox) {
+  sql().exec(R"(
+    CREATE TABLE public.t (id int PRIMARY KEY, v text);
+    SELECT pgfanout.track('public.t');)");
+  FreezableRelay relay;
+  relay.mangle_returns(true);
+  Process pub(publisher_binary(), {"--source", db_->conninfo(), "--amqp", relay.url(15), "--exchange",
+                                   exchange(), "--log-level", "debug"});
+  sql().exec("INSERT INTO public.t VALUES (1, 'unroutable')");
+  eventually([&] { return relay.returns_mangled() >= 2; }, kPatience,
+             "the broker to return the change, and the publisher to try again after a failed read");
+  EXPECT_EQ(outbox_count(sql()), 1) << "a change whose return could not be read left the outbox";
+  EXPECT_NE(pub.log().find("reading a returned message"), std::string::npos) << pub.log();
+
+  // Once a queue is bound and returns are read whole again, the change reaches it.
+  relay.mangle_returns(false);
+  TestQueue late(exchange(), {"public.t"});
+  auto messages = late.take(1);
+  EXPECT_EQ(body_of(messages[0])["new"]["v"], "unroutable");
+  wait_outbox_empty(sql());
+  EXPECT_EQ(pub.stop(), 0);
+}
+
 TEST_F(PublisherTest, OutboxKeepsEveryChangeWhileTheBrokerIsDown) {
   sql().exec(R"(
     CREATE TABLE public.t (id int PRIMARY KEY, v text);
