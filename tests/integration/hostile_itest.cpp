@@ -302,3 +302,46 @@ ALTER TABLE public.slow ENABLE ALWAYS TRIGGER slow_apply;
 
 }  // namespace
 }  // namespace pgfanout::test
+
+namespace pgfanout::test {
+namespace {
+
+// A backlog of big messages is applied in batches of a bounded size: without the byte
+// budget, a batch took whatever arrived within its 50 ms, tens of megabytes of bodies
+// (and their parsed copies) at once.
+TEST(HostileMessages, ABacklogOfBigMessagesIsAppliedInBatchesOfBoundedBytes) {
+  ScratchDatabase replica_db("pgft_hostile_r");
+  PgSession replica = replica_db.session();
+  replica.exec("CREATE TABLE public.big (id int PRIMARY KEY, payload text)");
+  TestExchange exchange("pgft_hostile_x");
+  ListenerQueues queues(exchange.name());
+  const std::size_t kMessages = 40;
+  const std::string payload(2 << 20, 'x');  // 2 MiB: 16 MiB of bodies is 8 of them
+  for (std::size_t i = 0; i < kMessages; ++i) {
+    publish_message("", queues.queue.name(),
+                    change(static_cast<std::int64_t>(i + 1), "big", "INSERT",
+                           {{"id", i + 1}, {"payload", payload}})
+                        .dump(),
+                    {}, "big-" + std::to_string(i));
+  }
+  Process listener = start_listener(replica_db.conninfo(), queues.queue.name(), exchange.name());
+  eventually([&] { return replica.integer("SELECT count(*) FROM public.big") == static_cast<std::int64_t>(kMessages); },
+             std::chrono::seconds(120), "the backlog to be applied");
+  // "applied N changes from M messages in ..." at debug level, one line per batch.
+  std::size_t largest = 0, batches = 0;
+  std::string log = listener.log();
+  for (std::size_t at = log.find("applied "); at != std::string::npos; at = log.find("applied ", at + 1)) {
+    std::size_t from = log.find(" changes from ", at);
+    if (from == std::string::npos || from > log.find('\n', at)) continue;
+    largest = std::max<std::size_t>(largest, std::stoul(log.substr(from + 14)));
+    ++batches;
+  }
+  EXPECT_GT(batches, 1u);
+  // 16 MiB of bodies: the batch that reaches it takes one message more, at most.
+  EXPECT_LE(largest, 9u) << "a batch held " << largest << " messages of 2 MiB";
+  EXPECT_EQ(queues.dead.remaining(), 0u);
+  EXPECT_EQ(listener.stop(), 0);
+}
+
+}  // namespace
+}  // namespace pgfanout::test
