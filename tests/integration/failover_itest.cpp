@@ -1,7 +1,7 @@
 // The primary fails under load and its synchronous streaming standby (pg_basebackup -R)
 // is promoted: the publisher, given both hosts in one multi-host conninfo with
-// target_session_attrs=read-write, follows to the new primary by itself, and the replica
-// converges to it. Trigger capture only: the outbox travels in the WAL, so the standby has
+// target_session_attrs=read-write, follows to the new primary by itself, with a larger
+// fencing epoch, and the replica converges to it. Trigger capture only: the outbox travels in the WAL, so the standby has
 // every committed change that was not yet shipped (a PostgreSQL 15 replication slot would
 // not survive this).
 
@@ -93,6 +93,8 @@ TEST(Failover, ThePublisherFollowsAPromotedSynchronousStandbyAndTheReplicaConver
   Writer writer(both);
   eventually([&] { return writer.commits() >= 300; }, kPatience, "300 commits on the primary");
 
+  // The epoch of the publisher's lease on the old primary; the lease table is replicated.
+  std::int64_t epoch_before = app.integer("SELECT epoch FROM pgfanout.publisher_lease");
   primary.stop("immediate");
   standby.promote();
   std::int64_t at_failover = writer.commits();
@@ -111,6 +113,11 @@ TEST(Failover, ThePublisherFollowsAPromotedSynchronousStandbyAndTheReplicaConver
             new_primary.integer("SELECT count(*) FROM public.accounts"));
   EXPECT_EQ(queue_depth(queue.name() + ".dead"), 0u);
   EXPECT_TRUE(publisher.running()) << "the publisher must ride over the failover, not exit";
+  // Leadership on the new primary is a new lease with a larger epoch, and the listener
+  // has applied messages of it (so a message of the old leader would now be stale).
+  std::int64_t epoch_after = new_primary.integer("SELECT epoch FROM pgfanout.publisher_lease");
+  EXPECT_GT(epoch_after, epoch_before);
+  EXPECT_EQ(replica.integer("SELECT max(epoch) FROM pgfanout.listener_epoch"), epoch_after);
 }
 
 }  // namespace
