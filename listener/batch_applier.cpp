@@ -1,5 +1,8 @@
 #include "batch_applier.hpp"
 
+#include <optional>
+#include <string>
+
 #include <pqxx/pqxx>
 
 #include "epoch_fence.hpp"
@@ -25,6 +28,22 @@ constexpr const char* kRecordEpochSql = R"(
 INSERT INTO pgfanout.listener_epoch AS e (queue, epoch, updated_at) VALUES ($1, $2, clock_timestamp())
 ON CONFLICT (queue) DO UPDATE SET epoch = EXCLUDED.epoch, updated_at = EXCLUDED.updated_at
 WHERE e.epoch < EXCLUDED.epoch)";
+
+// Runs `work` and returns the replica's refusal of it (a non-transient SQL error, as one
+// line), or nullopt when it went through. A lost connection or a transient error (nothing
+// to blame on the changes) propagates.
+template <class Work>
+std::optional<std::string> refusal_of(Work&& work) {
+  try {
+    work();
+    return std::nullopt;
+  } catch (const pqxx::broken_connection&) {
+    throw;
+  } catch (const pqxx::sql_error& e) {
+    if (is_transient_error(e)) throw;
+    return one_line(e.what());
+  }
+}
 
 }  // namespace
 
@@ -55,17 +74,11 @@ void BatchApplier::isolate(pqxx::nontransaction& tx, const std::vector<std::size
                            const std::vector<const ParsedChange*>& changes,
                            const std::vector<const TableInfo*>& tables,
                            std::vector<RejectedChange>& rejected) {
-  std::string error;
   tx.exec0("SAVEPOINT pgfanout_isolate");
-  try {
-    run(tx, subset, changes, tables);
+  std::optional<std::string> error = refusal_of([&] { run(tx, subset, changes, tables); });
+  if (!error) {
     tx.exec0("RELEASE SAVEPOINT pgfanout_isolate");
     return;
-  } catch (const pqxx::broken_connection&) {
-    throw;
-  } catch (const pqxx::sql_error& e) {
-    if (is_transient_error(e)) throw;
-    error = one_line(e.what());
   }
   tx.exec0("ROLLBACK TO SAVEPOINT pgfanout_isolate");
   tx.exec0("RELEASE SAVEPOINT pgfanout_isolate");
@@ -82,7 +95,7 @@ void BatchApplier::isolate(pqxx::nontransaction& tx, const std::vector<std::size
     while (middle > 0 && truncate_pair(middle)) --middle;
   }
   if (middle == 0) {
-    for (auto i : subset) rejected.push_back({i, error});
+    for (auto i : subset) rejected.push_back({i, *error});
     return;
   }
   auto split = subset.begin() + static_cast<std::ptrdiff_t>(middle);
@@ -129,14 +142,9 @@ void BatchApplier::record(pqxx::nontransaction& tx, const std::vector<const Pars
   // `ts` comes from the message: one the replica cannot read as a timestamp must not fail
   // a batch whose changes are fine, or it would be delivered again forever.
   tx.exec0("SAVEPOINT pgfanout_record");
-  try {
-    result.lag_seconds = write(last.ts);
+  if (!refusal_of([&] { result.lag_seconds = write(last.ts); })) {
     tx.exec0("RELEASE SAVEPOINT pgfanout_record");
     return;
-  } catch (const pqxx::broken_connection&) {
-    throw;
-  } catch (const pqxx::sql_error& e) {
-    if (is_transient_error(e)) throw;
   }
   tx.exec0("ROLLBACK TO SAVEPOINT pgfanout_record");
   tx.exec0("RELEASE SAVEPOINT pgfanout_record");
@@ -151,18 +159,14 @@ ApplyResult BatchApplier::apply(const std::vector<const ParsedChange*>& changes,
   pqxx::nontransaction tx(conn_);
   tx.exec0("BEGIN");
   bool at_commit = false;
-  try {
+  auto first = refusal_of([&] {
     std::vector<std::size_t> live = fence(tx, epochs, result);
     run(tx, live, changes, tables);
     record(tx, changes, live, 0, false, result);
     at_commit = true;
     tx.exec0("COMMIT");
-    return result;
-  } catch (const pqxx::broken_connection&) {
-    throw;
-  } catch (const pqxx::sql_error& e) {
-    if (is_transient_error(e)) throw;
-  }
+  });
+  if (!first) return result;
   tx.exec0("ROLLBACK");
   // A failure at COMMIT comes from a deferred check (a deferred constraint trigger, foreign
   // key or unique index): savepoints cannot isolate it while it waits for the COMMIT, so
@@ -176,19 +180,15 @@ ApplyResult BatchApplier::apply(const std::vector<const ParsedChange*>& changes,
   for (bool immediate : passes) {
     result.rejected.clear();
     tx.exec0("BEGIN");
-    try {
+    auto refused = refusal_of([&] {
       if (immediate) tx.exec0("SET CONSTRAINTS ALL IMMEDIATE");
       std::vector<std::size_t> live = fence(tx, epochs, result);
       if (!live.empty()) isolate(tx, live, changes, tables, result.rejected);
       record(tx, changes, live, result.rejected.size(), true, result);
       tx.exec0("COMMIT");
-      return result;
-    } catch (const pqxx::broken_connection&) {
-      throw;
-    } catch (const pqxx::sql_error& e) {
-      if (is_transient_error(e)) throw;
-      error = one_line(e.what());
-    }
+    });
+    if (!refused) return result;
+    error = *refused;
     tx.exec0("ROLLBACK");
   }
   // Nothing isolated the failure: the batch goes to the dead letters whole rather than

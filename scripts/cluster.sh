@@ -21,12 +21,7 @@ WAIT_SECONDS="${PGFANOUT_SERVER_WAIT:-120}"
 NODES=(1 2 3)
 
 log() { echo "cluster: $*" >&2; }
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-pick_port() {
-  local p=$1
-  while ! port_free "$p"; do p=$((p + 1)); done
-  echo "$p"
-}
+. "$ROOT/scripts/ports.sh"
 
 node_env() { echo "$RUN/node$1/env"; }
 ctl() {

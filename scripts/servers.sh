@@ -24,13 +24,7 @@ WAIT_SECONDS="${PGFANOUT_SERVER_WAIT:-90}"
 
 log() { echo "servers: $*" >&2; }
 
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-pick_port() {
-  local p=$1
-  while ! port_free "$p"; do p=$((p + 1)); done
-  echo "$p"
-}
+. "$ROOT/scripts/ports.sh"
 
 write_tools() {
   # Wrappers that carry the node's environment, for tests and people alike.

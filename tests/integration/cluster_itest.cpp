@@ -11,9 +11,7 @@
 
 #include <gtest/gtest.h>
 
-#include <atomic>
 #include <sstream>
-#include <thread>
 
 #include "harness.hpp"
 
@@ -62,32 +60,11 @@ int leader_of(const std::string& queue) {
   throw HarnessError("no leader found for queue " + queue + " in: " + seen);
 }
 
-// Bumps the version of random rows, one transaction at a time, until stopped.
-class Writer {
- public:
-  explicit Writer(std::string conninfo) : db_(std::move(conninfo)), thread_([this] { run(); }) {}
-  ~Writer() { stop(); }
-  void stop() {
-    stopping_ = true;
-    if (thread_.joinable()) thread_.join();
-  }
-  std::int64_t commits() const { return commits_; }
-
- private:
-  void run() {
-    for (std::int64_t i = 0; !stopping_; ++i) {
-      int id = static_cast<int>((i * 37) % 200) + 1;
-      db_.exec("INSERT INTO public.counters VALUES (" + std::to_string(id) +
-               ", 1, 'new') ON CONFLICT (id) DO UPDATE SET version = counters.version + 1, note = 'v' || counters.version + 1");
-      ++commits_;
-      std::this_thread::sleep_for(2ms);
-    }
-  }
-  PgSession db_;
-  std::atomic<bool> stopping_{false};
-  std::atomic<std::int64_t> commits_{0};
-  std::thread thread_;
-};
+// Bumps the version of one of 200 rows (inserting it the first time), the i-th.
+std::string bump(std::int64_t i) {
+  return "INSERT INTO public.counters VALUES (" + std::to_string((i * 37) % 200 + 1) +
+         ", 1, 'new') ON CONFLICT (id) DO UPDATE SET version = counters.version + 1, note = 'v' || counters.version + 1";
+}
 
 TEST(Cluster, QuorumQueuesKeepEveryChangeInOrderWhenTheLeaderNodeStopsAndComesBack) {
   const std::string brokers = required_env("PGFANOUT_TEST_CLUSTER_AMQP");
@@ -125,7 +102,7 @@ TEST(Cluster, QuorumQueuesKeepEveryChangeInOrderWhenTheLeaderNodeStopsAndComesBa
   publisher_args.insert(publisher_args.end(), {"--source", primary_db.conninfo(), "--pack", "10"});
   Process publisher(publisher_binary(), publisher_args);
 
-  Writer writer(primary_db.conninfo());
+  BackgroundWriter writer(primary_db.conninfo(), bump, 2ms);
   eventually([&] { return writer.commits() >= 500; }, kPatience, "500 commits before the node stops");
   int leader = leader_of(queue);
   CommandResult stop = cluster_ctl(leader, {"stop_app"});

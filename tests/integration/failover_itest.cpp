@@ -7,9 +7,6 @@
 
 #include <gtest/gtest.h>
 
-#include <atomic>
-#include <thread>
-
 #include "harness.hpp"
 #include "pg_cluster.hpp"
 
@@ -21,45 +18,15 @@ using namespace std::chrono_literals;
 constexpr const char* kTables =
     "CREATE TABLE public.accounts (id int PRIMARY KEY, balance bigint NOT NULL, note text);";
 
-// Writes transactions of inserts, updates and deletes through `conninfo` until stopped,
-// riding over the failover: a failed transaction is simply tried again later (whether a
-// commit in flight at the crash survived is for the new primary to say).
-class Writer {
- public:
-  explicit Writer(std::string conninfo) : conninfo_(std::move(conninfo)), thread_([this] { run(); }) {}
-  ~Writer() { stop(); }
-  void stop() {
-    stopping_ = true;
-    if (thread_.joinable()) thread_.join();
-  }
-  std::int64_t commits() const { return commits_; }
-
- private:
-  void run() {
-    std::optional<PgSession> db;
-    for (std::int64_t i = 0; !stopping_; ++i) {
-      try {
-        if (!db) db.emplace(conninfo_);
-        int id = static_cast<int>(i % 300) + 1;
-        db->exec("BEGIN;"
-                 "INSERT INTO public.accounts VALUES (" + std::to_string(id) + ", " + std::to_string(i) +
-                 ", 'w') ON CONFLICT (id) DO UPDATE SET balance = EXCLUDED.balance, note = 'u';"
-                 "UPDATE public.accounts SET balance = balance + 1 WHERE id = " + std::to_string((i * 7) % 300 + 1) + ";"
-                 "DELETE FROM public.accounts WHERE id = " + std::to_string((i * 13) % 300 + 1) + " AND balance % 5 = 0;"
-                 "COMMIT");
-        ++commits_;
-      } catch (const std::exception&) {
-        db.reset();
-        std::this_thread::sleep_for(100ms);
-      }
-    }
-  }
-
-  std::string conninfo_;
-  std::atomic<bool> stopping_{false};
-  std::atomic<std::int64_t> commits_{0};
-  std::thread thread_;
-};
+// A transaction of an upsert, an update and a delete of the 300 rows, the i-th.
+std::string write_transaction(std::int64_t i) {
+  return "BEGIN;"
+         "INSERT INTO public.accounts VALUES (" + std::to_string(i % 300 + 1) + ", " + std::to_string(i) +
+         ", 'w') ON CONFLICT (id) DO UPDATE SET balance = EXCLUDED.balance, note = 'u';"
+         "UPDATE public.accounts SET balance = balance + 1 WHERE id = " + std::to_string((i * 7) % 300 + 1) + ";"
+         "DELETE FROM public.accounts WHERE id = " + std::to_string((i * 13) % 300 + 1) + " AND balance % 5 = 0;"
+         "COMMIT";
+}
 
 TEST(Failover, ThePublisherFollowsAPromotedSynchronousStandbyAndTheReplicaConverges) {
   PgCluster primary;
@@ -90,7 +57,9 @@ TEST(Failover, ThePublisherFollowsAPromotedSynchronousStandbyAndTheReplicaConver
                      std::to_string(standby.port()) +
                      " user=postgres dbname=app target_session_attrs=read-write connect_timeout=5";
   Process publisher = start_publisher(both, exchange.name(), {"--pack", "20"});
-  Writer writer(both);
+  // A transaction in flight at the crash is simply tried again later: whether it
+  // committed is for the new primary to say.
+  BackgroundWriter writer(both, write_transaction);
   eventually([&] { return writer.commits() >= 300; }, kPatience, "300 commits on the primary");
 
   // The epoch of the publisher's lease on the old primary; the lease table is replicated.

@@ -1210,6 +1210,33 @@ void FreezableRelay::accept_one() {
   pairs_.emplace_back(client, server);
 }
 
+BackgroundWriter::BackgroundWriter(std::string conninfo,
+                                   std::function<std::string(std::int64_t)> statement,
+                                   std::chrono::milliseconds pause)
+    : conninfo_(std::move(conninfo)), statement_(std::move(statement)), pause_(pause) {
+  thread_ = std::thread([this] {
+    std::optional<PgSession> db;
+    for (std::int64_t i = 0; !stopping_; ++i) {
+      try {
+        if (!db) db.emplace(conninfo_);
+        db->exec(statement_(i));
+        ++commits_;
+        if (pause_.count() > 0) std::this_thread::sleep_for(pause_);
+      } catch (const std::exception&) {
+        db.reset();
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    }
+  });
+}
+
+BackgroundWriter::~BackgroundWriter() { stop(); }
+
+void BackgroundWriter::stop() {
+  stopping_ = true;
+  if (thread_.joinable()) thread_.join();
+}
+
 SmallChain::SmallChain(const std::string& tables_sql, const std::vector<std::string>& tracked) {
   primary.exec(tables_sql);
   replica.exec(tables_sql);

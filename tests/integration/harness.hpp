@@ -26,6 +26,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
@@ -293,6 +294,31 @@ class PgSession {
   struct Impl;
   std::string conninfo_;
   std::unique_ptr<Impl> impl_;
+};
+
+/// A write load: runs `statement(i)` for i = 0, 1, 2, ... on `conninfo`, one round trip
+/// each, from a thread of its own until stopped, with `pause` between statements. It rides
+/// over servers that go away (a failover, a restart): after a failed statement it waits
+/// 100 ms, connects again and goes on with the next i. commits() counts the statements
+/// that succeeded.
+class BackgroundWriter {
+ public:
+  BackgroundWriter(std::string conninfo, std::function<std::string(std::int64_t)> statement,
+                   std::chrono::milliseconds pause = std::chrono::milliseconds(0));
+  ~BackgroundWriter();
+  BackgroundWriter(const BackgroundWriter&) = delete;
+  BackgroundWriter& operator=(const BackgroundWriter&) = delete;
+  /// Stops after the statement in flight; idempotent.
+  void stop();
+  std::int64_t commits() const { return commits_; }
+
+ private:
+  std::string conninfo_;
+  std::function<std::string(std::int64_t)> statement_;
+  std::chrono::milliseconds pause_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<std::int64_t> commits_{0};
+  std::thread thread_;
 };
 
 /// `text` as a SQL string literal ('it''s'), for building test SQL.
