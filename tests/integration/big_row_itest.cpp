@@ -49,14 +49,6 @@ std::int64_t header_int(const Delivery& d, std::string_view key) {
   return -1;
 }
 
-std::string header_text(const Delivery& d, std::string_view key) {
-  for (const auto& [k, v] : d.headers) {
-    if (k == key) {
-      if (const auto* s = std::get_if<std::string>(&v)) return *s;
-    }
-  }
-  return "(no " + std::string(key) + ")";
-}
 
 class SixteenMiBBroker : public ::testing::Test {
  protected:

@@ -25,15 +25,6 @@ json change(std::int64_t id, const std::string& schema, const std::string& name,
   return change_json(id, schema, name, op, std::move(new_row), std::move(old_key));
 }
 
-std::string header_text(const Delivery& d, const std::string& key) {
-  for (const auto& [k, v] : d.headers) {
-    if (k == key) {
-      if (const auto* s = std::get_if<std::string>(&v)) return *s;
-      return std::to_string(std::get<std::int64_t>(v));
-    }
-  }
-  return "(no " + key + " header)";
-}
 
 // The listener's queue and its QUEUE.dead, declared here so that the test owns (deletes)
 // them, the first bound to `patterns`.

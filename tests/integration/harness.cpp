@@ -1237,6 +1237,15 @@ void BackgroundWriter::stop() {
   if (thread_.joinable()) thread_.join();
 }
 
+std::string header_text(const Delivery& d, std::string_view key) {
+  for (const auto& [k, v] : d.headers) {
+    if (k != key) continue;
+    if (const auto* s = std::get_if<std::string>(&v)) return *s;
+    return std::to_string(std::get<std::int64_t>(v));
+  }
+  return "(no " + std::string(key) + " header)";
+}
+
 SmallChain::SmallChain(const std::string& tables_sql, const std::vector<std::string>& tracked) {
   primary.exec(tables_sql);
   replica.exec(tables_sql);

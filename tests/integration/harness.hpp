@@ -450,6 +450,10 @@ class TestQueue {
   std::unique_ptr<AmqpConnection> consumer_;
 };
 
+/// The value of header `key` of a delivery as text (a number in decimal), or
+/// "(no KEY header)" when it has none.
+std::string header_text(const Delivery& d, std::string_view key);
+
 /// Deletes a queue / an exchange if it exists (used by the destructors above; for names a
 /// program under test declared, e.g. a listener's queue and its QUEUE.dead).
 void delete_queue(const std::string& name);

@@ -28,15 +28,6 @@ json change(std::int64_t id, const std::string& name, const std::string& op, jso
   return change_json(id, "public", name, op, std::move(new_row), std::move(old_key));
 }
 
-std::string header_text(const Delivery& d, const std::string& key) {
-  for (const auto& [k, v] : d.headers) {
-    if (k == key) {
-      if (const auto* s = std::get_if<std::string>(&v)) return *s;
-      return std::to_string(std::get<std::int64_t>(v));
-    }
-  }
-  return "(no " + key + " header)";
-}
 
 // Publishes `body` to `queue` with one header `key` of a type AmqpConnection never sends
 // (through rabbitmq-c directly), and waits for the broker's confirm.
