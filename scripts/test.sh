@@ -33,8 +33,10 @@ servers_running() {
 started_servers=0
 servers_running || started_servers=1
 stop_servers() {
-  if ((started_servers)); then bash scripts/servers.sh stop || true; fi
+  # The cluster first: servers.sh stop deletes the whole run directory, the cluster's
+  # state (and the PIDs to stop it by) included.
   bash scripts/cluster.sh stop >/dev/null 2>&1 || true
+  if ((started_servers)); then bash scripts/servers.sh stop || true; fi
 }
 trap stop_servers EXIT
 trap 'exit 130' INT
