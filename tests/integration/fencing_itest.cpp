@@ -159,16 +159,23 @@ TEST(Leadership, NoOtherRoleCanStallThePublisher) {
   EXPECT_EQ(intruder.value("SELECT 'still connected'"), "still connected");
 }
 
+// A primary with public.t tracked, and a queue bound for it.
+class TrackedPrimary : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    primary.exec("CREATE TABLE public.t (id integer PRIMARY KEY, v text)");
+    install_schema(primary_db.conninfo());
+    primary.exec("SELECT pgfanout.track('public.t')");
+  }
+  ScratchDatabase primary_db{"pgft_lead_p"};
+  PgSession primary = primary_db.session();
+  TestExchange exchange{"pgft_lead_x"};
+  TestQueue queue{exchange.name(), {"public.t"}};
+};
+
 // Every new leader takes a larger epoch, sends it in every message, and keeps it larger
 // across a takeover and a reinstall (uninstall.sql drops the lease table).
-TEST(Leadership, EpochGrowsAcrossTakeoverAndReinstall) {
-  ScratchDatabase primary_db("pgft_lead_p");
-  PgSession primary = primary_db.session();
-  primary.exec("CREATE TABLE public.t (id integer PRIMARY KEY, v text)");
-  install_schema(primary_db.conninfo());
-  primary.exec("SELECT pgfanout.track('public.t')");
-  TestExchange exchange("pgft_lead_x");
-  TestQueue queue(exchange.name(), {"public.t"});
+TEST_F(TrackedPrimary, EpochGrowsAcrossTakeoverAndReinstall) {
 
   std::optional<Process> first(start_publisher(primary_db.conninfo(), exchange.name()));
   first->wait_for_log("leading with epoch");
@@ -237,14 +244,7 @@ TEST(Leadership, ContendersThatWaitedRecheckTheNewHolder) {
 // A leader whose lease was taken while its session lives (only an operator's UPDATE can
 // do that) deletes nothing from the outbox and steps down: what it shipped stays for the
 // holder, and it leads again, with a new epoch, once the holder is gone.
-TEST(Leadership, ALeaderThatLostItsLeaseDeletesNothing) {
-  ScratchDatabase primary_db("pgft_lead_p");
-  PgSession primary = primary_db.session();
-  primary.exec("CREATE TABLE public.t (id integer PRIMARY KEY, v text)");
-  install_schema(primary_db.conninfo());
-  primary.exec("SELECT pgfanout.track('public.t')");
-  TestExchange exchange("pgft_lead_x");
-  TestQueue queue(exchange.name(), {"public.t"});
+TEST_F(TrackedPrimary, ALeaderThatLostItsLeaseDeletesNothing) {
   Process publisher = start_publisher(primary_db.conninfo(), exchange.name());
   publisher.wait_for_log("leading with epoch");
   std::int64_t epoch1 = lease_epoch(primary);
