@@ -173,7 +173,9 @@ CREATE TABLE IF NOT EXISTS pgfanout.tracked (
     table_name  text NOT NULL,
     key_columns text[] NOT NULL,
     tracked_at  timestamptz NOT NULL DEFAULT now(),
-    json_columns text[] NOT NULL DEFAULT '{}'
+    json_columns text[] NOT NULL DEFAULT '{}',
+    prior_identity text    -- logical mode: the replica identity track() replaced with FULL
+                           -- ('d', 'n', or the identity index's name)
 );
 
 -- Upgrades of an install from before these columns: pending outbox rows get json_nulls
@@ -188,6 +190,10 @@ BEGIN
     IF NOT EXISTS (SELECT FROM pg_attribute WHERE attrelid = 'pgfanout.tracked'::regclass
                    AND attname = 'json_columns' AND NOT attisdropped) THEN
         ALTER TABLE pgfanout.tracked ADD COLUMN json_columns text[] NOT NULL DEFAULT '{}';
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_attribute WHERE attrelid = 'pgfanout.tracked'::regclass
+                   AND attname = 'prior_identity' AND NOT attisdropped) THEN
+        ALTER TABLE pgfanout.tracked ADD COLUMN prior_identity text;
     END IF;
     IF to_regprocedure('pgfanout.capture_row_change(oid, text, text, text, text[], jsonb, jsonb)') IS NOT NULL THEN
         DROP FUNCTION pgfanout.capture_row_change(oid, text, text, text, text[], jsonb, jsonb);
@@ -233,6 +239,70 @@ COMMENT ON TABLE pgfanout.publisher_lease IS
     'The active publisher: its session (pid, backend start) and its epoch; taken over by a standby once that session ends.';
 REVOKE ALL ON pgfanout.publisher_lease FROM PUBLIC;
 INSERT INTO pgfanout.publisher_lease DEFAULT VALUES ON CONFLICT DO NOTHING;
+
+-- Capture mode (README, "Capture modes"): 'trigger' (the triggers and the outbox above)
+-- or 'logical' (the WAL, through the logical replication slot slot_name and the
+-- publication pgfanout), switched by set_capture(). After a switch back to 'trigger',
+-- slot_name stays set until the publisher has shipped what the slot still holds and
+-- dropped it. slot_token makes the slot's name this install's own: a slot of that name
+-- can only be one an earlier set_capture() made (the token is not readable by PUBLIC).
+-- The table is in publication pgfanout, so that the publisher sees each switch at its
+-- place in the WAL.
+CREATE TABLE IF NOT EXISTS pgfanout.capture (
+    singleton   boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    mode        text NOT NULL DEFAULT 'trigger',
+    slot_name   name,
+    slot_token  text NOT NULL DEFAULT md5(random()::text || clock_timestamp()::text),
+    switched_at timestamptz
+);
+COMMENT ON TABLE pgfanout.capture IS
+    'The capture mode (trigger or logical) and the logical replication slot; changed by pgfanout.set_capture().';
+INSERT INTO pgfanout.capture DEFAULT VALUES ON CONFLICT DO NOTHING;
+
+-- Where the publisher is in the slot (logical mode): the end LSN of the last transaction
+-- it shipped completely, and the id it gave that transaction's last change. Ids of logical
+-- changes count on from there, so a transaction decoded again after a restart gets the
+-- same ids, and they stay above every outbox id (set_capture sets last_id when it
+-- switches to logical, and the outbox's sequence above every logical id when it
+-- switches back).
+CREATE TABLE IF NOT EXISTS pgfanout.logical_position (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    lsn       pg_lsn NOT NULL DEFAULT '0/0',
+    last_id   bigint NOT NULL DEFAULT 0
+);
+COMMENT ON TABLE pgfanout.logical_position IS
+    'Logical capture: end LSN of the last transaction the publisher shipped, and the id of its last change.';
+INSERT INTO pgfanout.logical_position DEFAULT VALUES ON CONFLICT DO NOTHING;
+REVOKE ALL ON pgfanout.capture, pgfanout.logical_position FROM PUBLIC;
+
+-- The publication of logical mode. It exists from the install on, holding at least
+-- pgfanout.capture: pgoutput reads it with the catalog as of each transaction it
+-- decodes, so it must exist before the slot does, or decoding stops at the first
+-- transaction older than it. Tracked tables are added by set_capture('logical') (and
+-- track() in that mode). Never one that another role made first (see the schema above).
+DO $$
+DECLARE
+    owner oid;
+BEGIN
+    SELECT pubowner INTO owner FROM pg_publication WHERE pubname = 'pgfanout';
+    IF owner IS NULL THEN
+        -- With wal_level below logical PostgreSQL warns at once; the trigger mode does
+        -- not need it, and set_capture('logical') says so clearly.
+        PERFORM set_config('client_min_messages', 'error', true);
+        CREATE PUBLICATION pgfanout FOR TABLE pgfanout.capture WITH (publish_via_partition_root = true);
+        PERFORM set_config('client_min_messages', 'notice', true);
+    ELSIF owner <> current_user::regrole::oid
+          AND NOT ((SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+                   AND (SELECT rolsuper FROM pg_roles WHERE oid = owner)) THEN
+        RAISE EXCEPTION 'pgfanout: publication pgfanout already exists and belongs to role %, not to %', owner::regrole, current_user
+            USING DETAIL = 'install.sql does not take over a publication another role created: that role could change what the logical capture publishes.',
+                  HINT = 'Drop that publication if pgfanout did not make it, or run install.sql as its owner.';
+    ELSIF NOT EXISTS (SELECT FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+                      WHERE p.pubname = 'pgfanout' AND pr.prrelid = 'pgfanout.capture'::regclass) THEN
+        ALTER PUBLICATION pgfanout ADD TABLE pgfanout.capture;
+    END IF;
+END
+$$;
 
 -- The primary-key columns of a table, in key order; NULL if it has no primary key.
 CREATE OR REPLACE FUNCTION pgfanout.primary_key(rel regclass) RETURNS text[]
@@ -806,6 +876,9 @@ DECLARE
     part regclass;
     added integer := 0;
 BEGIN
+    IF pgfanout.logical() THEN
+        RETURN 0;  -- no triggers in logical mode (README: TRUNCATE of a partition)
+    END IF;
     FOR part IN SELECT * FROM pgfanout.partitions_without_truncate_capture(rel) LOOP
         PERFORM pgfanout.drop_triggers(part);
         EXECUTE format('CREATE TRIGGER pgfanout_truncate_before BEFORE TRUNCATE ON %s '
@@ -817,6 +890,73 @@ BEGIN
     RETURN added;
 END
 $$;
+
+-- Whether the capture is logical (set_capture).
+CREATE OR REPLACE FUNCTION pgfanout.logical() RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce((SELECT mode = 'logical' FROM pgfanout.capture), false)
+$$;
+
+-- Logical mode: puts a table in publication pgfanout (a partitioned table with its
+-- partitions, published under its own name; an inheritance parent without its children,
+-- as the triggers capture it) with REPLICA IDENTITY FULL on it and on every partition,
+-- so that an UPDATE's old row carries every value: pgoutput sends an unchanged TOASTed
+-- value as "unchanged" without it, and the publisher takes it from the old row. Returns
+-- the table's replica identity before ('d', 'n', 'f', or its identity index's name).
+CREATE OR REPLACE FUNCTION pgfanout.publish_table(rel regclass) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    prior text;
+    part regclass;
+BEGIN
+    SELECT CASE c.relreplident WHEN 'i' THEN
+               (SELECT i.indexrelid::regclass::text FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident)
+           ELSE c.relreplident::text END
+    INTO prior FROM pg_class c WHERE c.oid = rel;
+    FOR part IN SELECT c.oid FROM pg_class c
+                WHERE (c.oid = rel OR c.oid IN (SELECT relid FROM pg_partition_tree(rel)))
+                  AND c.relkind IN ('r', 'p') AND c.relreplident <> 'f' LOOP
+        EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', part);
+    END LOOP;
+    IF NOT EXISTS (SELECT FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+                   WHERE p.pubname = 'pgfanout' AND pr.prrelid = rel) THEN
+        IF (SELECT relkind FROM pg_class WHERE oid = rel) = 'p' THEN
+            EXECUTE format('ALTER PUBLICATION pgfanout ADD TABLE %s', rel);
+        ELSE
+            EXECUTE format('ALTER PUBLICATION pgfanout ADD TABLE ONLY %s', rel);
+        END IF;
+    END IF;
+    RETURN prior;
+END
+$$;
+
+-- Takes a table out of publication pgfanout, and gives it back the replica identity it
+-- had before publish_table (prior; NULL keeps the present one). True if it was in it.
+CREATE OR REPLACE FUNCTION pgfanout.unpublish_table(rel regclass, prior text) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    part regclass;
+BEGIN
+    IF prior IS NOT NULL AND to_regclass(rel::text) IS NOT NULL THEN
+        FOR part IN SELECT c.oid FROM pg_class c
+                    WHERE (c.oid = rel OR c.oid IN (SELECT relid FROM pg_partition_tree(rel)))
+                      AND c.relkind IN ('r', 'p') AND c.relreplident = 'f' LOOP
+            EXECUTE format('ALTER TABLE %s REPLICA IDENTITY %s', part,
+                           CASE prior WHEN 'd' THEN 'DEFAULT' WHEN 'n' THEN 'NOTHING' WHEN 'f' THEN 'FULL'
+                                      ELSE CASE WHEN part = rel AND to_regclass(prior) IS NOT NULL
+                                                THEN format('USING INDEX %I', (SELECT relname FROM pg_class WHERE oid = to_regclass(prior)))
+                                                ELSE 'DEFAULT' END END);
+        END LOOP;
+    END IF;
+    IF EXISTS (SELECT FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+               WHERE p.pubname = 'pgfanout' AND pr.prrelid = rel) THEN
+        EXECUTE format('ALTER PUBLICATION pgfanout DROP TABLE %s', rel);
+        RETURN true;
+    END IF;
+    RETURN false;
+END
+$$;
+REVOKE ALL ON FUNCTION pgfanout.publish_table(regclass), pgfanout.unpublish_table(regclass, text) FROM PUBLIC;
 
 -- Starts capturing a table, or refreshes its capture (after its primary key, its name or
 -- its place in an inheritance tree changed). Refuses a table without a primary key.
@@ -830,6 +970,7 @@ DECLARE
     args text;
     capture text;
     row_level text;
+    prior text;
 BEGIN
     SELECT n.nspname, cl.relname, cl.relkind, cl.relispartition, cl.relpersistence INTO c
     FROM pg_class cl JOIN pg_namespace n ON n.oid = cl.relnamespace
@@ -872,6 +1013,22 @@ BEGIN
                 || (SELECT string_agg(', ' || quote_literal(jsonb_build_object(k, NULL)::text), '')
                     FROM unnest(json_cols) AS k);
     END IF;
+    IF pgfanout.logical() THEN
+        IF c.relpersistence = 'u' THEN
+            RAISE EXCEPTION 'pgfanout: cannot track % in logical capture: it is unlogged', qualified
+                USING DETAIL = 'The changes of an unlogged table are not in the WAL.',
+                      HINT = format('ALTER TABLE %s SET LOGGED, or capture with triggers: SELECT pgfanout.set_capture(''trigger'').', qualified);
+        END IF;
+        PERFORM pgfanout.drop_triggers(rel);
+        prior := pgfanout.publish_table(rel);
+        INSERT INTO pgfanout.tracked (relid, schema_name, table_name, key_columns, json_columns, prior_identity)
+        VALUES (rel, c.nspname, c.relname, keys, json_cols, prior)
+        ON CONFLICT (relid) DO UPDATE
+            SET schema_name = EXCLUDED.schema_name, table_name = EXCLUDED.table_name,
+                key_columns = EXCLUDED.key_columns, json_columns = EXCLUDED.json_columns,
+                prior_identity = coalesce(pgfanout.tracked.prior_identity, EXCLUDED.prior_identity);
+        RETURN;
+    END IF;
     capture := pgfanout.capture_function(rel);
     row_level := CASE WHEN capture = 'pgfanout.capture_partition_row'
                       THEN capture ELSE 'pgfanout.capture_row' END;
@@ -911,8 +1068,12 @@ CREATE OR REPLACE FUNCTION pgfanout.untrack(rel regclass) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     dropped integer := pgfanout.drop_triggers(rel);
+    prior text;
 BEGIN
-    DELETE FROM pgfanout.tracked WHERE relid = rel;
+    DELETE FROM pgfanout.tracked WHERE relid = rel RETURNING prior_identity INTO prior;
+    IF pgfanout.unpublish_table(rel, prior) THEN
+        dropped := dropped + 1;
+    END IF;
     IF dropped = 0 AND NOT FOUND THEN
         RAISE NOTICE 'pgfanout: % is not tracked', rel;
     END IF;
@@ -921,6 +1082,113 @@ $$;
 
 REVOKE ALL ON FUNCTION pgfanout.track(regclass), pgfanout.untrack(regclass) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgfanout.track_partitions(regclass) FROM PUBLIC;
+
+-- Switches the capture (README, "Capture modes"). set_capture('logical') creates the
+-- logical replication slot first: PostgreSQL allows that only before the transaction
+-- writes anything, and waits there for every transaction that is writing to end. From
+-- the slot's start on, the WAL is kept for the publisher. Then each tracked table moves
+-- from its triggers into publication pgfanout. Dropping a trigger waits for the table's
+-- writers, so every transaction that wrote the outbox ends before this one commits, and
+-- every later one is in the WAL only: pgoutput reads the publication as of each decoded
+-- transaction, so nothing is captured twice or missed. A failure after the slot was made
+-- drops it again; a slot left by a call whose transaction was rolled back has this
+-- install's name and is made anew. set_capture('trigger') puts the triggers back and
+-- takes the tables out of the publication in one transaction; the slot stays until the
+-- publisher has shipped what it holds up to this switch, then the publisher drops it.
+-- Calling it for the mode in force does nothing. Returns the mode.
+CREATE OR REPLACE FUNCTION pgfanout.set_capture(mode text) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    cur record;
+    slot name;
+    start_lsn pg_lsn;
+    t record;
+    seq text := pg_get_serial_sequence('pgfanout.changes', 'id');
+    bound numeric;
+    message text;
+    detail text;
+    hint text;
+    state text;
+    prior text;
+    installing text;
+BEGIN
+    IF mode IS NULL OR mode NOT IN ('trigger', 'logical') THEN
+        RAISE EXCEPTION 'pgfanout: unknown capture mode %', coalesce(quote_literal(mode), 'NULL')
+            USING HINT = 'Use set_capture(''logical'') or set_capture(''trigger'').';
+    END IF;
+    SELECT c.mode, c.slot_name, c.slot_token INTO cur FROM pgfanout.capture c;
+    IF cur.mode = set_capture.mode THEN
+        RETURN cur.mode;
+    END IF;
+    -- The DDL event trigger would put back, half-way, the capture this switch takes away.
+    installing := current_setting('pgfanout.installing', true);
+    PERFORM set_config('pgfanout.installing', 'on', true);
+
+    IF set_capture.mode = 'logical' THEN
+        IF current_setting('wal_level') <> 'logical' THEN
+            RAISE EXCEPTION 'pgfanout: logical capture needs wal_level = logical; it is %', current_setting('wal_level')
+                USING HINT = 'ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL (and check max_replication_slots and max_wal_senders).';
+        END IF;
+        IF cur.slot_name IS NOT NULL THEN
+            RAISE EXCEPTION 'pgfanout: replication slot % still holds changes from before the switch back to trigger capture', cur.slot_name
+                USING HINT = 'Start the publisher and let it ship them (it then drops the slot), and switch again.';
+        END IF;
+        slot := 'pgfanout_' || substr(cur.slot_token, 1, 16);
+        IF EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = slot AND active) THEN
+            RAISE EXCEPTION 'pgfanout: replication slot % is in use by process %', slot,
+                (SELECT active_pid FROM pg_replication_slots WHERE slot_name = slot);
+        END IF;
+        -- Left by a call that was rolled back (a slot survives that): nothing was shipped
+        -- from it.
+        IF EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = slot) THEN
+            PERFORM pg_drop_replication_slot(slot);
+        END IF;
+        SELECT lsn INTO start_lsn FROM pg_create_logical_replication_slot(slot, 'pgoutput');
+        BEGIN
+            FOR t IN SELECT k.relid FROM pgfanout.tracked k ORDER BY k.relid LOOP
+                PERFORM pgfanout.drop_triggers(t.relid);
+                prior := pgfanout.publish_table(t.relid);
+                UPDATE pgfanout.tracked k SET prior_identity = coalesce(k.prior_identity, prior)
+                WHERE k.relid = t.relid;
+            END LOOP;
+            -- Every writer of the outbox has ended (its table's lock was taken above).
+            EXECUTE format('SELECT greatest(last_value, 0) FROM %s', seq) INTO bound;
+            UPDATE pgfanout.logical_position
+               SET lsn = start_lsn, last_id = greatest(last_id, bound::bigint);
+            UPDATE pgfanout.capture SET mode = 'logical', slot_name = slot, switched_at = now();
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
+                                    hint = PG_EXCEPTION_HINT, state = RETURNED_SQLSTATE;
+            PERFORM pg_drop_replication_slot(slot);
+            RAISE EXCEPTION USING MESSAGE = message, DETAIL = detail, HINT = hint, ERRCODE = state;
+        END;
+        PERFORM set_config('pgfanout.installing', coalesce(installing, ''), true);
+        RETURN 'logical';
+    END IF;
+
+    FOR t IN SELECT k.relid, k.prior_identity FROM pgfanout.tracked k ORDER BY k.relid LOOP
+        PERFORM pgfanout.unpublish_table(t.relid, t.prior_identity);
+        UPDATE pgfanout.tracked k SET prior_identity = NULL WHERE k.relid = t.relid;
+    END LOOP;
+    UPDATE pgfanout.capture SET mode = 'trigger', switched_at = now();
+    FOR t IN SELECT k.relid FROM pgfanout.tracked k ORDER BY k.relid LOOP
+        PERFORM pgfanout.track(t.relid);
+    END LOOP;
+    -- Outbox ids from now on must be above every id the publisher gives the changes the
+    -- slot still holds. Those changes are of transactions that end after
+    -- logical_position.lsn, whose WAL lies after the slot's restart_lsn, and each change
+    -- takes at least one byte of it: so their ids are below last_id plus the WAL written
+    -- since restart_lsn. (The tables' locks, taken above, keep their writers out until
+    -- this commits.)
+    SELECT p.last_id + (pg_current_wal_insert_lsn() - coalesce(s.restart_lsn, p.lsn)) + 1
+    INTO bound
+    FROM pgfanout.logical_position p LEFT JOIN pg_replication_slots s ON s.slot_name = cur.slot_name;
+    EXECUTE format('SELECT setval(%L, greatest(%s, (SELECT last_value FROM %s)))', seq, bound, seq);
+    PERFORM set_config('pgfanout.installing', coalesce(installing, ''), true);
+    RETURN 'trigger';
+END
+$$;
+REVOKE ALL ON FUNCTION pgfanout.set_capture(text) FROM PUBLIC;
 
 -- Drops the TRUNCATE triggers of tables that are no longer partitions of a tracked table
 -- (detached, or their tracked table untracked without them). They would write nothing
@@ -966,14 +1234,22 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
                 OR pgfanout.primary_key(c.oid) IS DISTINCT FROM t.key_columns
                 OR pgfanout.json_columns(c.oid) IS DISTINCT FROM t.json_columns
                 OR pgfanout.primary_key_deferrable(c.oid)
-                OR pgfanout.capture_function(c.oid) IS DISTINCT FROM
+                OR (pgfanout.logical() AND (
+                       NOT EXISTS (SELECT FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+                                   WHERE p.pubname = 'pgfanout' AND pr.prrelid = c.oid)
+                       OR c.relreplident <> 'f'
+                       OR EXISTS (SELECT FROM pg_partition_tree(c.oid) pt JOIN pg_class pc ON pc.oid = pt.relid
+                                  WHERE pc.relkind IN ('r', 'p') AND pc.relreplident <> 'f')
+                       OR EXISTS (SELECT FROM pg_trigger tg JOIN pg_proc p ON p.oid = tg.tgfoid
+                                  WHERE tg.tgrelid = c.oid AND p.pronamespace = 'pgfanout'::regnamespace)))
+                OR NOT pgfanout.logical() AND (pgfanout.capture_function(c.oid) IS DISTINCT FROM
                    (SELECT tg.tgfoid::regproc::text FROM pg_trigger tg
                     WHERE tg.tgrelid = c.oid AND tg.tgname = 'pgfanout_insert')
                 OR (SELECT count(*) FROM pg_trigger tg JOIN pg_proc p ON p.oid = tg.tgfoid
                     WHERE tg.tgrelid = c.oid AND tg.tgparentid = 0
                       AND p.pronamespace = 'pgfanout'::regnamespace)
                    <> CASE WHEN c.relkind = 'p' THEN 5 ELSE 4 END
-                OR EXISTS (SELECT FROM pgfanout.partitions_without_truncate_capture(c.oid))))
+                OR EXISTS (SELECT FROM pgfanout.partitions_without_truncate_capture(c.oid)))))
 $$;
 
 -- Event trigger body: keeps the capture of tracked tables in step with DDL, so that a

@@ -17,6 +17,9 @@
 --   installer     a non-superuser owner of pgfanout       (default pgfanout_installer)
 --   schemas       replica: comma-separated schemas whose tables the listener applies
 --                 changes to, or * for every schema but the system ones (default public)
+--   logical       on: the publisher gets REPLICATION, which the logical capture needs
+--                 (set_capture('logical'); README "Security" says what it gives away).
+--                 Default off; off never takes it away again.
 --   login         on: new roles get LOGIN. Default off: they are created NOLOGIN and you
 --                 give LOGIN and a password (or certificate) yourself, e.g.
 --                 ALTER ROLE pgfanout_publisher LOGIN PASSWORD '...'. Existing roles keep
@@ -55,6 +58,10 @@
 \else
 \set login off
 \endif
+\if :{?logical}
+\else
+\set logical off
+\endif
 
 BEGIN;
 
@@ -65,7 +72,8 @@ SELECT set_config('pgfanout_roles.side', :'side', true) AS side,
        set_config('pgfanout_roles.listener', :'listener', true) AS listener,
        set_config('pgfanout_roles.installer', :'installer', true) AS installer,
        set_config('pgfanout_roles.schemas', :'schemas', true) AS schemas,
-       set_config('pgfanout_roles.login', :'login', true) AS login \gset roles_
+       set_config('pgfanout_roles.login', :'login', true) AS login,
+       set_config('pgfanout_roles.logical', :'logical', true) AS logical \gset roles_
 
 DO $$
 DECLARE
@@ -115,6 +123,16 @@ BEGIN
     EXECUTE format('GRANT SELECT, UPDATE (idle) ON pgfanout.publisher_state TO %I', publisher);
     IF to_regclass('pgfanout.publisher_lease') IS NOT NULL THEN
         EXECUTE format('GRANT SELECT, UPDATE ON pgfanout.publisher_lease TO %I', publisher);
+    END IF;
+    -- Logical capture: the mode, the slot still to drain after a switch back (cleared by
+    -- the publisher once it dropped it), and the position it shipped to.
+    IF to_regclass('pgfanout.capture') IS NOT NULL THEN
+        EXECUTE format('GRANT SELECT, UPDATE (slot_name) ON pgfanout.capture TO %I', publisher);
+        EXECUTE format('GRANT SELECT, UPDATE ON pgfanout.logical_position TO %I', publisher);
+    END IF;
+    -- Streaming a slot needs the REPLICATION attribute, which only a superuser gives.
+    IF current_setting('pgfanout_roles.logical')::boolean THEN
+        EXECUTE format('ALTER ROLE %I REPLICATION', publisher);
     END IF;
     -- Snapshot (listener --snapshot --source): the list of tracked tables and their rows.
     EXECUTE format('GRANT SELECT ON pgfanout.tracked TO %I', snapshot);
