@@ -33,11 +33,12 @@ WHERE (SELECT count(*) FROM pg_stat_activity a
 RETURNING l.epoch)";
 
 // Installed, and recent enough for this publisher (the outbox has json_nulls, the lease
-// table exists).
+// and capture tables exist).
 constexpr const char* kInstalledSql =
     "SELECT to_regclass('pgfanout.changes') IS NOT NULL "
     "AND to_regclass('pgfanout.publisher_state') IS NOT NULL "
     "AND to_regclass('pgfanout.publisher_lease') IS NOT NULL "
+    "AND to_regclass('pgfanout.capture') IS NOT NULL "
     "AND EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass('pgfanout.changes') "
     "            AND attname = 'json_nulls' AND NOT attisdropped)";
 
@@ -248,6 +249,40 @@ void OutboxReader::remove(std::span<const OutboxChange> changes) {
     throw LeaseLost("this publisher no longer holds the lease of epoch " + std::to_string(epoch_) +
                     "; its confirmed changes stay in the outbox for the new leader");
   }
+}
+
+OutboxReader::Capture OutboxReader::capture() {
+  pqxx::nontransaction tx(conn_);
+  auto row = tx.exec1("SELECT mode, coalesce(slot_name::text, '') FROM pgfanout.capture");
+  return Capture{row[0].c_str(), row[1].c_str()};
+}
+
+void OutboxReader::park(std::span<const OutboxChange> changes) {
+  if (changes.empty()) return;
+  pqxx::work tx(conn_);
+  for (const auto& c : changes) {
+    tx.exec_params0("SELECT pgfanout.park($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7::timestamptz, $8::jsonb)", c.id,
+                    c.schema, c.table, std::string(to_string(c.op)),
+                    c.new_row.empty() ? std::optional<std::string>() : std::optional<std::string>(c.new_row),
+                    c.old_key.empty() ? std::optional<std::string>() : std::optional<std::string>(c.old_key), c.ts,
+                    c.json_nulls.empty() ? std::optional<std::string>() : std::optional<std::string>(c.json_nulls));
+  }
+  tx.commit();
+}
+
+std::vector<OutboxReader::TableName> OutboxReader::tables() {
+  pqxx::nontransaction tx(conn_);
+  std::vector<TableName> out;
+  for (const auto& row : tx.exec("SELECT DISTINCT schema_name, table_name FROM pgfanout.changes")) {
+    out.emplace_back(row[0].c_str(), row[1].c_str());
+  }
+  return out;
+}
+
+void OutboxReader::drop_slot(const std::string& slot) {
+  pqxx::nontransaction tx(conn_);
+  tx.exec_params("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1", slot);
+  tx.exec_params("UPDATE pgfanout.capture SET slot_name = NULL WHERE slot_name = $1", slot);
 }
 
 void OutboxReader::set_idle(bool idle) {

@@ -59,6 +59,23 @@ class OutboxReader {
   /// Tells writers whether to wake the publisher with NOTIFY (only while it waits).
   void set_idle(bool idle);
 
+  /// The capture mode set_capture() chose, and the logical slot the publisher streams:
+  /// set in logical mode, and after a switch back to triggers until the publisher has
+  /// shipped what the slot held (empty otherwise).
+  struct Capture {
+    std::string mode;
+    std::string slot;
+  };
+  Capture capture();
+  /// Logical mode: puts changes into the outbox instead of publishing them (pgfanout.park),
+  /// with their ids: those of a table the broker had no queue for, and those of a table
+  /// that still has changes there (which must go out first).
+  void park(std::span<const OutboxChange> changes);
+  /// The tables that have changes in the outbox.
+  std::vector<TableName> tables();
+  /// Drops the logical slot left after a switch back to triggers, once it is shipped.
+  void drop_slot(const std::string& slot);
+
   struct Depth {
     std::int64_t rows = 0;
     double oldest_age_seconds = 0;

@@ -1190,6 +1190,22 @@ END
 $$;
 REVOKE ALL ON FUNCTION pgfanout.set_capture(text) FROM PUBLIC;
 
+-- Logical mode: the publisher puts a change here instead of publishing it when the
+-- broker had no queue for its table, or when its table still has changes here (they go
+-- first). It keeps the id the publisher gave it. Runs as the outbox's owner (row-level
+-- security would ask the publisher for rights on the table); only the publisher's role
+-- may call it (sql/roles.sql), and that role can publish any change to the broker anyway.
+CREATE OR REPLACE FUNCTION pgfanout.park(id bigint, schema_name text, table_name text, op text,
+                                         new_row jsonb, old_key jsonb, ts timestamptz, json_nulls jsonb)
+RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    INSERT INTO pgfanout.changes (id, schema_name, table_name, op, new_row, old_key, ts, json_nulls)
+    OVERRIDING SYSTEM VALUE
+    VALUES (id, schema_name, table_name, op, new_row, old_key, ts,
+            (SELECT array_agg(x) FROM jsonb_array_elements_text(json_nulls) AS x))
+$$;
+REVOKE ALL ON FUNCTION pgfanout.park(bigint, text, text, text, jsonb, jsonb, timestamptz, jsonb) FROM PUBLIC;
+
 -- Drops the TRUNCATE triggers of tables that are no longer partitions of a tracked table
 -- (detached, or their tracked table untracked without them). They would write nothing
 -- (capture_partition_truncate looks up the root at each firing), but should not stay.

@@ -1,0 +1,293 @@
+#include "slot_reader.hpp"
+
+#include <algorithm>
+#include <stdexcept>
+
+#include <pqxx/pqxx>
+#include <spdlog/spdlog.h>
+
+#include "row_json.hpp"
+
+namespace pgfanout {
+
+namespace {
+
+using namespace std::chrono_literals;
+
+// Status updates go out at least this often: wal_sender_timeout is 60 s by default, and
+// a quiet stream's keepalives then carry the position the slot may move to.
+constexpr auto kStatusInterval = 5s;
+
+// JSON text of json and jsonb columns that is the JSON null: listed in json_nulls, as the
+// trigger capture does, to tell it from SQL NULL.
+bool is_json_null(std::string_view text) {
+  while (!text.empty() && (text.front() == ' ' || text.front() == '\n' || text.front() == '\t' || text.front() == '\r'))
+    text.remove_prefix(1);
+  while (!text.empty() && (text.back() == ' ' || text.back() == '\n' || text.back() == '\t' || text.back() == '\r'))
+    text.remove_suffix(1);
+  return text == "null";
+}
+
+}  // namespace
+
+const char* SlotReader::session_options() { return kPinnedSettings; }
+
+SlotReader::SlotReader(const std::string& conninfo, pqxx::connection& sql, std::string slot)
+    : sql_(sql), slot_(std::move(slot)), stream_(conninfo, "pgfanout-publisher-stream", kPinnedSettings),
+      types_(sql) {
+  {
+    pqxx::nontransaction tx(sql_);
+    auto row = tx.exec1("SELECT lsn::text, last_id FROM pgfanout.logical_position");
+    auto lsn = pgoutput::parse_lsn(row[0].c_str());
+    if (!lsn) throw std::runtime_error("pgfanout.logical_position holds a bad LSN");
+    stored_lsn_ = *lsn;
+    last_id_ = row[1].as<std::int64_t>();
+  }
+  stream_.start_logical(slot_, "proto_version '1', publication_names '\"pgfanout\"'");
+  last_status_ = std::chrono::steady_clock::now();
+  spdlog::info("streaming replication slot {} (shipped up to {}, last id {})", slot_,
+               pgoutput::format_lsn(stored_lsn_), last_id_);
+}
+
+std::vector<OutboxChange> SlotReader::read(int max_rows, std::int64_t max_bytes) {
+  std::vector<OutboxChange> out;
+  std::int64_t bytes = 0;
+  while (!switched_back_ && static_cast<int>(out.size()) < max_rows && bytes < max_bytes) {
+    auto data = stream_.read();
+    if (!data) break;
+    handle(*data, out, bytes);
+  }
+  return out;
+}
+
+void SlotReader::handle(std::string_view copy_data, std::vector<OutboxChange>& out, std::int64_t& bytes) {
+  auto frame = pgoutput::parse_copy_data(copy_data);
+  if (const auto* keepalive = std::get_if<pgoutput::Keepalive>(&frame)) {
+    sent_lsn_ = std::max(sent_lsn_, keepalive->wal_end);
+    if (keepalive->reply_requested) reply_due_ = true;
+    return;
+  }
+  const auto& data = std::get<pgoutput::XLogData>(frame);
+  pgoutput::Message message = pgoutput::parse_message(data.payload);
+  std::size_t before = out.size();
+  if (auto* begin = std::get_if<pgoutput::Begin>(&message)) {
+    in_transaction_ = true;
+    // A transaction that committed before the shipped position was shipped before a
+    // restart whose status update did not reach the server.
+    skipping_ = begin->final_lsn < stored_lsn_;
+    switch_in_txn_ = false;
+    commit_time_ = begin->commit_time;
+    if (!skipping_) txns_.push_back(Txn{0, last_id_, 0, false});
+  } else if (auto* commit = std::get_if<pgoutput::Commit>(&message)) {
+    in_transaction_ = false;
+    last_commit_time_ = commit->commit_time;
+    sent_lsn_ = std::max(sent_lsn_, commit->end_lsn);
+    if (!skipping_) {
+      txns_.back().end_lsn = commit->end_lsn;
+      txns_.back().committed = true;
+      if (switch_in_txn_) switched_back_ = true;
+    }
+    skipping_ = false;
+    confirmed(0);
+  } else if (auto* rel = std::get_if<pgoutput::Relation>(&message)) {
+    on_relation(std::move(*rel));
+  } else if (std::holds_alternative<pgoutput::Type>(message)) {
+    types_.forget_all();
+  } else if (skipping_) {
+    return;
+  } else if (auto* insert = std::get_if<pgoutput::Insert>(&message)) {
+    const RelationInfo& r = relation(insert->relid);
+    if (r.is_capture_table) return;
+    OutboxChange c = change(r, Op::Insert);
+    append_row(c.new_row, c.json_nulls, r, insert->row, nullptr);
+    out.push_back(std::move(c));
+  } else if (auto* update = std::get_if<pgoutput::Update>(&message)) {
+    const RelationInfo& r = relation(update->relid);
+    if (r.is_capture_table) {
+      // set_capture() wrote the mode: a switch back to triggers ends what the slot holds.
+      for (std::size_t i = 0; i < r.relation.columns.size() && i < update->row.size(); ++i) {
+        if (r.relation.columns[i].name == "mode" && update->row[i].kind == pgoutput::ValueKind::Text &&
+            update->row[i].bytes == "trigger")
+          switch_in_txn_ = true;
+      }
+      return;
+    }
+    OutboxChange c = change(r, Op::Update);
+    const pgoutput::Tuple* old = update->old_kind == 'O' ? &update->old : nullptr;
+    append_row(c.new_row, c.json_nulls, r, update->row, old);
+    append_key(c.old_key, r, update->old_kind != 0 ? update->old : update->row);
+    out.push_back(std::move(c));
+  } else if (auto* del = std::get_if<pgoutput::Delete>(&message)) {
+    const RelationInfo& r = relation(del->relid);
+    if (r.is_capture_table) return;
+    OutboxChange c = change(r, Op::Delete);
+    append_key(c.old_key, r, del->old);
+    out.push_back(std::move(c));
+  } else if (auto* truncate = std::get_if<pgoutput::Truncate>(&message)) {
+    for (std::uint32_t relid : truncate->relids) {
+      const RelationInfo& r = relation(relid);
+      if (!r.is_capture_table) out.push_back(change(r, Op::Truncate));
+    }
+  }
+  for (std::size_t i = before; i < out.size(); ++i) {
+    OutboxChange& c = out[i];
+    c.id = ++last_id_;
+    txns_.back().last_id = c.id;
+    ++txns_.back().pending;
+    bytes += static_cast<std::int64_t>(c.new_row.size() + c.old_key.size());
+  }
+}
+
+void SlotReader::on_relation(pgoutput::Relation relation) {
+  types_.forget_all();
+  RelationInfo info;
+  info.is_capture_table = relation.schema == "pgfanout" && relation.name == "capture";
+  if (!info.is_capture_table) {
+    pqxx::nontransaction tx(sql_);
+    auto rows = tx.exec_params("SELECT key_columns FROM pgfanout.tracked WHERE relid = $1::oid",
+                               std::to_string(relation.oid));
+    if (rows.empty()) {
+      throw std::runtime_error("the slot sends table " + routing_key(relation.schema, relation.name) +
+                               ", which pgfanout.tracked does not list");
+    }
+    auto keys = rows[0][0].as_array();
+    for (auto item = keys.get_next(); item.first != pqxx::array_parser::done; item = keys.get_next()) {
+      if (item.first != pqxx::array_parser::string_value) continue;
+      auto it = std::find_if(relation.columns.begin(), relation.columns.end(),
+                             [&](const pgoutput::Column& c) { return c.name == item.second; });
+      if (it == relation.columns.end()) {
+        throw std::runtime_error("key column " + item.second + " of " +
+                                 routing_key(relation.schema, relation.name) + " is not in the stream");
+      }
+      info.key.push_back(static_cast<std::size_t>(it - relation.columns.begin()));
+    }
+  }
+  info.relation = std::move(relation);
+  relations_[info.relation.oid] = std::move(info);
+}
+
+const SlotReader::RelationInfo& SlotReader::relation(std::uint32_t oid) const {
+  auto it = relations_.find(oid);
+  if (it == relations_.end()) {
+    throw pgoutput::ProtocolError("a change of relation " + std::to_string(oid) + " came before its Relation message");
+  }
+  return it->second;
+}
+
+OutboxChange SlotReader::change(const RelationInfo& rel, Op op) {
+  OutboxChange c;
+  c.schema = rel.relation.schema;
+  c.table = rel.relation.name;
+  c.op = op;
+  c.ts = pgoutput::iso_utc(commit_time_);
+  return c;
+}
+
+void SlotReader::append_value(std::string& out, std::uint32_t type_oid, std::string_view text) {
+  append_value_json(out, *types_.shape(type_oid), text);
+}
+
+void SlotReader::append_row(std::string& out, std::string& json_nulls, const RelationInfo& rel,
+                            const pgoutput::Tuple& row, const pgoutput::Tuple* old) {
+  const auto& columns = rel.relation.columns;
+  if (row.size() != columns.size()) {
+    throw pgoutput::ProtocolError("a row of " + routing_key(rel.relation.schema, rel.relation.name) + " has " +
+                                  std::to_string(row.size()) + " columns, its relation " +
+                                  std::to_string(columns.size()));
+  }
+  out += '{';
+  for (std::size_t i = 0; i < columns.size(); ++i) {
+    if (i) out += ',';
+    append_json_string(out, columns[i].name);
+    out += ':';
+    const pgoutput::Value* value = &row[i];
+    if (value->kind == pgoutput::ValueKind::Unchanged) {
+      // An unchanged TOASTed value: REPLICA IDENTITY FULL (set by track()) puts it in the
+      // old row.
+      if (old == nullptr || i >= old->size() || (*old)[i].kind == pgoutput::ValueKind::Unchanged) {
+        throw std::runtime_error("column " + columns[i].name + " of " +
+                                 routing_key(rel.relation.schema, rel.relation.name) +
+                                 " came as an unchanged TOASTed value without the old row: its REPLICA "
+                                 "IDENTITY is not FULL; run SELECT pgfanout.track(...) on it again");
+      }
+      value = &(*old)[i];
+    }
+    switch (value->kind) {
+      case pgoutput::ValueKind::Null: out += "null"; break;
+      case pgoutput::ValueKind::Text: {
+        auto shape = types_.shape(columns[i].type_oid);
+        if ((shape->kind == TypeShape::Kind::Json || shape->kind == TypeShape::Kind::Jsonb) &&
+            is_json_null(value->bytes)) {
+          out += "null";
+          json_nulls += json_nulls.empty() ? '[' : ',';
+          append_json_string(json_nulls, columns[i].name);
+        } else {
+          append_value_json(out, *shape, value->bytes);
+        }
+        break;
+      }
+      default:
+        throw pgoutput::ProtocolError("column " + columns[i].name + " came in binary form, which was not asked for");
+    }
+  }
+  out += '}';
+  if (!json_nulls.empty()) json_nulls += ']';
+}
+
+void SlotReader::append_key(std::string& out, const RelationInfo& rel, const pgoutput::Tuple& row) {
+  out += '{';
+  bool first = true;
+  for (std::size_t i : rel.key) {
+    if (i >= row.size() || row[i].kind != pgoutput::ValueKind::Text) {
+      throw std::runtime_error("the old row of a change of " + routing_key(rel.relation.schema, rel.relation.name) +
+                               " lacks key column " + rel.relation.columns[i].name);
+    }
+    if (!first) out += ',';
+    first = false;
+    append_json_string(out, rel.relation.columns[i].name);
+    out += ':';
+    append_value(out, rel.relation.columns[i].type_oid, row[i].bytes);
+  }
+  out += '}';
+}
+
+void SlotReader::confirmed(std::size_t n) {
+  std::optional<Txn> done;
+  while (!txns_.empty()) {
+    Txn& front = txns_.front();
+    std::size_t take = std::min(n, front.pending);
+    front.pending -= take;
+    n -= take;
+    if (front.pending > 0 || !front.committed) break;
+    done = front;
+    txns_.pop_front();
+  }
+  if (!done || done->end_lsn <= flushed_) return;
+  // The position is stored before the server hears of it: a restart then skips what was
+  // shipped, and gives what follows the ids that follow.
+  if (done->end_lsn > stored_lsn_) {
+    pqxx::work tx(sql_);
+    tx.exec0("SET LOCAL synchronous_commit = on");
+    tx.exec_params0("UPDATE pgfanout.logical_position SET lsn = $1::pg_lsn, last_id = $2",
+                    pgoutput::format_lsn(done->end_lsn), done->last_id);
+    tx.commit();
+    stored_lsn_ = done->end_lsn;
+  }
+  flushed_ = done->end_lsn;
+  send_status(false);
+}
+
+void SlotReader::tick() {
+  // With nothing in flight, everything the server has sent is done with: the slot may
+  // move on even while no tracked table changes and other WAL is written.
+  if (idle() && sent_lsn_ > flushed_) flushed_ = sent_lsn_;
+  if (reply_due_ || std::chrono::steady_clock::now() - last_status_ >= kStatusInterval) send_status(false);
+}
+
+void SlotReader::send_status(bool reply_requested) {
+  stream_.send(pgoutput::standby_status_update(flushed_, flushed_, flushed_, pgoutput::pg_now_us(), reply_requested));
+  reply_due_ = false;
+  last_status_ = std::chrono::steady_clock::now();
+}
+
+}  // namespace pgfanout

@@ -1,0 +1,101 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <pqxx/connection>
+
+#include "pgfanout/change.hpp"
+#include "pgfanout/pg_replication.hpp"
+#include "pgoutput.hpp"
+#include "type_catalog.hpp"
+
+namespace pgfanout {
+
+/// The logical capture's source (README, "Capture modes"): streams the slot over a
+/// replication connection (pgoutput), turns each row change of a tracked table into the
+/// change the trigger capture would have written, and tells the server how far it may
+/// free the WAL: only to the end of transactions whose every change the broker confirmed.
+///
+/// Ids count on from pgfanout.logical_position (the last id of the last transaction
+/// shipped), so a transaction decoded again after a restart gets the same ids. That row
+/// is written (synchronously) before the slot's flush position moves past a transaction;
+/// a transaction the server sends again that ends before it was shipped and is skipped.
+/// The publisher's pqxx connection `sql` reads the catalog (types, key columns) and
+/// writes that position; it is used from the same thread only.
+class SlotReader {
+ public:
+  SlotReader(const std::string& conninfo, pqxx::connection& sql, std::string slot);
+
+  /// The settings the walsender session runs with: the text forms row_json.hpp reads.
+  static const char* session_options();
+
+  int socket() const { return stream_.socket(); }
+  /// Changes that have arrived, in commit order (never blocks): at most `max_rows`, and
+  /// no more once `max_bytes` of row JSON is reached. Nothing after a switch back to the
+  /// trigger capture (switched_back()).
+  std::vector<OutboxChange> read(int max_rows, std::int64_t max_bytes);
+  /// The broker confirmed (or the outbox took) the next `n` changes read, in order.
+  void confirmed(std::size_t n);
+  /// Whether the stream reached set_capture('trigger'): once everything read before it
+  /// is confirmed (idle()), the slot has nothing more for the publisher.
+  bool switched_back() const { return switched_back_; }
+  /// Nothing read is waiting for a confirmation.
+  bool idle() const { return txns_.empty() && !in_transaction_; }
+  /// Sends a status update when one is due (every few seconds, well within
+  /// wal_sender_timeout) or the server asked for one.
+  void tick();
+  /// How far the server may free the WAL: sent as the flush position.
+  pgoutput::Lsn flushed() const { return flushed_; }
+  /// Commit time of the last transaction read (microseconds since 2000), for slot lag.
+  std::int64_t last_commit_time() const { return last_commit_time_; }
+
+ private:
+  struct RelationInfo {
+    pgoutput::Relation relation;
+    std::vector<std::size_t> key;  ///< indexes of the primary-key columns, in key order
+    bool is_capture_table = false; ///< pgfanout.capture: a switch of the capture mode
+  };
+  struct Txn {
+    pgoutput::Lsn end_lsn = 0;
+    std::int64_t last_id = 0;
+    std::size_t pending = 0;  ///< changes read and not yet confirmed
+    bool committed = false;
+  };
+
+  void handle(std::string_view copy_data, std::vector<OutboxChange>& out, std::int64_t& bytes);
+  void on_relation(pgoutput::Relation relation);
+  const RelationInfo& relation(std::uint32_t oid) const;
+  OutboxChange change(const RelationInfo& rel, Op op);
+  void append_row(std::string& out, std::string& json_nulls, const RelationInfo& rel,
+                  const pgoutput::Tuple& row, const pgoutput::Tuple* old);
+  void append_key(std::string& out, const RelationInfo& rel, const pgoutput::Tuple& row);
+  void append_value(std::string& out, std::uint32_t type_oid, std::string_view text);
+  void send_status(bool reply_requested);
+
+  pqxx::connection& sql_;
+  std::string slot_;
+  ReplicationConnection stream_;
+  TypeCatalog types_;
+  std::map<std::uint32_t, RelationInfo> relations_;
+  std::deque<Txn> txns_;
+  bool in_transaction_ = false;
+  bool skipping_ = false;  ///< a transaction shipped before the last restart
+  bool switch_in_txn_ = false;
+  bool switched_back_ = false;
+  std::int64_t commit_time_ = 0;
+  std::int64_t last_commit_time_ = 0;
+  std::int64_t last_id_ = 0;
+  pgoutput::Lsn stored_lsn_ = 0;
+  pgoutput::Lsn flushed_ = 0;
+  pgoutput::Lsn sent_lsn_ = 0;  ///< the server's last reported position (keepalives)
+  bool reply_due_ = false;
+  std::chrono::steady_clock::time_point last_status_;
+};
+
+}  // namespace pgfanout
