@@ -22,6 +22,7 @@
 #include "pgfanout/message_chunks.hpp"
 #include "pgfanout/stop_signal.hpp"
 #include "pgfanout/pg_connection.hpp"
+#include "slot_reader.hpp"
 
 namespace pgfanout {
 
@@ -121,6 +122,8 @@ void Publisher::disconnect() {
   // that may be dead.
   if (pg_) pg_->disconnect();
   wake_.reset();
+  slot_.reset();
+  outbox_tables_.clear();
   outbox_.reset();
   pg_.reset();
   if (amqp_) amqp_->close();
@@ -145,6 +148,12 @@ asio::awaitable<void> Publisher::main_loop() {
     std::string server = "postgresql";
     try {
       co_await session();
+      if (switching_) {
+        // The capture mode changed: the next session follows it at once.
+        switching_ = false;
+        disconnect();
+        continue;
+      }
     } catch (const AmqpError& e) {
       server = "rabbitmq";
       spdlog::warn("RabbitMQ: {}", e.what());
@@ -164,6 +173,17 @@ asio::awaitable<void> Publisher::main_loop() {
     spdlog::info("reconnecting in {:.1f} s (attempt {})", delay.count() / 1000.0, backoff_.attempts());
     co_await pause(delay);
   }
+}
+
+void Publisher::connect_broker() {
+  amqp_ = brokers_.connect("pgfanout-publisher");
+  amqp_->enable_confirms();
+  amqp_->declare_exchange(config_.exchange);
+  spdlog::info("connected to RabbitMQ {} (heartbeat {} s); exchange '{}' declared",
+               brokers_.current().masked(), amqp_->heartbeat().count(), config_.exchange);
+  metrics_.set("pgfanout_publisher_active", {}, 1);
+  backoff_.reset();
+  last_summary_ = std::chrono::steady_clock::now();
 }
 
 asio::awaitable<void> Publisher::session() {
@@ -195,6 +215,12 @@ asio::awaitable<void> Publisher::session() {
   metrics_.set("pgfanout_publisher_epoch", {}, static_cast<double>(outbox_->epoch()));
   if (!vacuum_) vacuum_ = std::make_unique<OutboxVacuum>(config_.source, metrics_);
 
+  OutboxReader::Capture capture = outbox_->capture();
+  if (!capture.slot.empty()) {
+    co_await stream_slot(capture);
+    co_return;
+  }
+
   wake_ = std::make_unique<WakeReceiver>(*pg_, woken_);
   // Asio watches a dup() of libpq's socket, re-read after every (re)connect: libpq owns
   // its descriptor and may change it, and Asio must never close it.
@@ -203,14 +229,7 @@ asio::awaitable<void> Publisher::session() {
   pg_socket_ = std::make_unique<asio::posix::stream_descriptor>(io_, fd);
   spdlog::info("LISTENing on channel '{}'", kChannel);
 
-  amqp_ = brokers_.connect("pgfanout-publisher");
-  amqp_->enable_confirms();
-  amqp_->declare_exchange(config_.exchange);
-  spdlog::info("connected to RabbitMQ {} (heartbeat {} s); exchange '{}' declared",
-               brokers_.current().masked(), amqp_->heartbeat().count(), config_.exchange);
-  metrics_.set("pgfanout_publisher_active", {}, 1);
-  backoff_.reset();
-  last_summary_ = std::chrono::steady_clock::now();
+  connect_broker();
 
   auto outbox_depth = outbox_->depth(held_from());
   metrics_.set("pgfanout_publisher_outbox_depth", {}, static_cast<double>(outbox_depth.rows));
@@ -234,6 +253,11 @@ asio::awaitable<void> Publisher::session() {
     outbox_->set_idle(true);
     idle_ = true;
     if (outbox_->pending(held_now())) continue;
+    if (!outbox_->capture().slot.empty()) {
+      spdlog::info("the capture switched to logical; following it");
+      switching_ = true;
+      break;
+    }
     maybe_log_summary(false);
     co_await wait_for_wake(wait_limit);
     consume_notifications();
@@ -321,9 +345,113 @@ std::int64_t Publisher::held_from() const {
   return from;
 }
 
+asio::awaitable<void> Publisher::stream_slot(const OutboxReader::Capture& capture) {
+  spdlog::info("capture mode {}: streaming replication slot {}", capture.mode, capture.slot);
+  slot_ = std::make_unique<SlotReader>(config_.source, *pg_, capture.slot, outbox_->epoch());
+  int fd = ::dup(slot_->socket());
+  if (fd < 0) throw std::runtime_error("dup of the replication socket failed");
+  pg_socket_ = std::make_unique<asio::posix::stream_descriptor>(io_, fd);
+  connect_broker();
+  // Changes of a table that still has some in the outbox (left by the trigger capture, or
+  // parked) go there too, behind them.
+  for (auto& table : outbox_->tables()) outbox_tables_.insert(std::move(table));
+  auto wait_limit = std::chrono::milliseconds(1000);
+  if (amqp_->heartbeat().count() > 0) {
+    wait_limit = std::min<std::chrono::milliseconds>(
+        wait_limit, std::chrono::duration_cast<std::chrono::milliseconds>(amqp_->heartbeat()) / 2);
+  }
+  while (!stopping_) {
+    std::size_t read = 0;
+    if (!outbox_tables_.empty()) {
+      std::vector<OutboxChange> parked = outbox_->head(config_.batch_rows, config_.batch_bytes, held_now());
+      if (!parked.empty()) {
+        read += parked.size();
+        ship(parked, Source::Outbox);
+      }
+      outbox_tables_.clear();
+      for (auto& table : outbox_->tables()) outbox_tables_.insert(std::move(table));
+    }
+    std::vector<OutboxChange> changes = slot_->read(config_.batch_rows, config_.batch_bytes);
+    if (!changes.empty()) {
+      read += changes.size();
+      ship(changes, Source::Slot);
+    }
+    slot_->tick();
+    amqp_->tick();
+    maybe_log_summary(false);
+    if (slot_->switched_back() && slot_->idle()) {
+      spdlog::info("the capture switched back to triggers and replication slot {} is shipped; dropping it",
+                   capture.slot);
+      pg_socket_.reset();
+      slot_.reset();
+      outbox_->drop_slot(capture.slot);
+      switching_ = true;
+      co_return;
+    }
+    if (read >= static_cast<std::size_t>(config_.batch_rows)) {
+      co_await asio::post(io_, asio::use_awaitable);
+      continue;
+    }
+    if (read > 0 && !outbox_tables_.empty()) continue;
+    // Wait until the stream has more, or for the next status update or held-table retry.
+    timer_.expires_after(wait_limit);
+    timer_.async_wait([this](const boost::system::error_code& ec) {
+      if (!ec && pg_socket_) pg_socket_->cancel();
+    });
+    boost::system::error_code ec;
+    co_await pg_socket_->async_wait(asio::posix::stream_descriptor::wait_read,
+                                    asio::redirect_error(asio::use_awaitable, ec));
+    timer_.cancel();
+  }
+}
+
 std::size_t Publisher::ship_batch() {
   std::vector<OutboxChange> changes = outbox_->head(config_.batch_rows, config_.batch_bytes, held_now());
   if (changes.empty()) return 0;
+  ship(changes, Source::Outbox);
+  return changes.size();
+}
+
+void Publisher::ship(const std::vector<OutboxChange>& changes, Source source) {
+  std::vector<bool> settled(changes.size(), false);
+  // Logical mode: a change of a table that has changes in the outbox goes there too,
+  // behind them, and is done with as far as the slot is concerned.
+  if (source == Source::Slot && !outbox_tables_.empty()) {
+    std::vector<OutboxChange> parked;
+    for (std::size_t i = 0; i < changes.size(); ++i) {
+      if (outbox_tables_.contains(OutboxReader::TableName{changes[i].schema, changes[i].table})) {
+        parked.push_back(changes[i]);
+        settled[i] = true;
+      }
+    }
+    outbox_->park(parked);
+  }
+  std::vector<OutboxChange> to_publish;
+  std::vector<std::size_t> index;  // position in `changes` of each change to publish
+  for (std::size_t i = 0; i < changes.size(); ++i) {
+    if (settled[i]) continue;
+    index.push_back(i);
+    to_publish.push_back(changes[i]);
+  }
+  std::optional<std::uint64_t> nacked;
+  if (!to_publish.empty()) {
+    PublishResult result = publish(to_publish);
+    for (std::size_t i = 0; i < result.confirmed_changes; ++i) settled[index[i]] = true;
+    settle(to_publish, result, source);
+    nacked = result.nacked;
+  }
+  if (source == Source::Slot) {
+    std::size_t prefix = 0;
+    while (prefix < settled.size() && settled[prefix]) ++prefix;
+    slot_->confirmed(prefix);
+  }
+  if (nacked) {
+    throw AmqpError("the broker refused (nack) message " + std::to_string(*nacked) +
+                    "; publishing it and the rest of its batch again");
+  }
+}
+
+Publisher::PublishResult Publisher::publish(const std::vector<OutboxChange>& changes) {
   // Bodies stay kMessageMargin under the limit, which leaves room for the properties.
   const std::size_t max_body = config_.max_message_bytes - kMessageMargin;
   std::vector<PlannedMessage> plan = plan_messages(changes, config_.pack, max_body);
@@ -401,13 +529,24 @@ std::size_t Publisher::ship_batch() {
     }
   }
 
-  // Delete the confirmed prefix only: what follows a nacked message is published again,
+  // Only the confirmed prefix is done: what follows a nacked message is published again,
   // after it, so no replica sees a change before an older one of the same row.
   std::size_t first_unconfirmed = 0;
   while (first_unconfirmed < published.size() && acked[first_unconfirmed]) ++first_unconfirmed;
-  std::size_t confirmed_messages =
-      first_unconfirmed == published.size() ? plan.size() : published[first_unconfirmed];
-  std::size_t confirmed_changes = confirmed_messages == 0 ? 0 : plan[confirmed_messages - 1].end;
+  PublishResult result;
+  result.confirmed_messages = first_unconfirmed == published.size() ? plan.size() : published[first_unconfirmed];
+  result.confirmed_changes = result.confirmed_messages == 0 ? 0 : plan[result.confirmed_messages - 1].end;
+  result.returned_from = std::move(returned_from);
+  result.nacked = nacked;
+  result.started = started;
+  return result;
+}
+
+void Publisher::settle(const std::vector<OutboxChange>& changes, const PublishResult& result, Source source) {
+  const std::size_t confirmed_changes = result.confirmed_changes;
+  const std::size_t confirmed_messages = result.confirmed_messages;
+  const auto& returned_from = result.returned_from;
+  const auto started = result.started;
   // A change the broker returned had no queue to go to: it stays in the outbox, and so
   // does every later change of its table (a queue bound meanwhile may have received
   // those), until a queue is bound; then they are all shipped again in id order, so a
@@ -415,17 +554,26 @@ std::size_t Publisher::ship_batch() {
   std::vector<OutboxChange> done;
   done.reserve(confirmed_changes);
   std::map<OutboxReader::TableName, std::size_t> kept;
+  std::vector<OutboxChange> kept_changes;
   for (std::size_t i = 0; i < confirmed_changes; ++i) {
     const OutboxChange& c = changes[i];
     auto r = returned_from.find(OutboxReader::TableName{c.schema, c.table});
     if (r != returned_from.end() && c.id >= r->second) {
       ++kept[r->first];
+      if (source == Source::Slot) kept_changes.push_back(c);
     } else {
       done.push_back(c);
     }
   }
-  outbox_->remove(done);
-  vacuum_->deleted(done.size());
+  if (source == Source::Outbox) {
+    outbox_->remove(done);
+    vacuum_->deleted(done.size());
+  } else {
+    // Logical mode: what the broker returned goes into the outbox, where the held
+    // table's changes wait (and its later changes from the stream go behind them).
+    outbox_->park(kept_changes);
+    for (const auto& [table, n] : kept) outbox_tables_.insert(table);
+  }
   auto now = std::chrono::steady_clock::now();
   for (const auto& [table, n] : kept) {
     HeldTable& h = held_[table];
@@ -462,11 +610,6 @@ std::size_t Publisher::ship_batch() {
   shipped_since_summary_ += done.size();
   spdlog::debug("shipped {} changes in {} messages ({:.1f} ms to confirm)", done.size(),
                 confirmed_messages, seconds * 1000);
-  if (nacked) {
-    throw AmqpError("the broker refused (nack) message " + std::to_string(*nacked) +
-                    "; publishing it and the rest of its batch again");
-  }
-  return changes.size();
 }
 
 void Publisher::maybe_log_summary(bool force) {

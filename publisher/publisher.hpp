@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 
 #include <boost/asio/awaitable.hpp>
@@ -20,6 +21,7 @@
 
 #include "outbox_reader.hpp"
 #include "outbox_vacuum.hpp"
+#include "slot_reader.hpp"
 #include "pgfanout/amqp_connection.hpp"
 #include "pgfanout/amqp_url.hpp"
 #include "pgfanout/backoff.hpp"
@@ -71,8 +73,26 @@ class Publisher {
   boost::asio::awaitable<void> pause(std::chrono::milliseconds delay);
   boost::asio::awaitable<void> wait_for_wake(std::chrono::milliseconds timeout);
   boost::asio::awaitable<void> drain();
+  /// Logical mode: streams the slot (and ships what waits in the outbox) until the capture
+  /// switches back to triggers and the slot is shipped.
+  boost::asio::awaitable<void> stream_slot(const OutboxReader::Capture& capture);
   /// Ships one batch from the head of the outbox; returns how many changes it read.
   std::size_t ship_batch();
+  enum class Source { Outbox, Slot };
+  /// Publishes `changes` (read from `source`, in order), waits for the broker's confirms,
+  /// and settles them with their source: deleted from the outbox, or confirmed to the slot.
+  void ship(const std::vector<OutboxChange>& changes, Source source);
+  struct PublishResult {
+    std::size_t confirmed_messages = 0;
+    std::size_t confirmed_changes = 0;  ///< the prefix of the changes the broker confirmed
+    /// For each table the broker returned a message of: the first change id returned.
+    std::map<OutboxReader::TableName, std::int64_t> returned_from;
+    std::optional<std::uint64_t> nacked;
+    std::chrono::steady_clock::time_point started;
+  };
+  PublishResult publish(const std::vector<OutboxChange>& changes);
+  void settle(const std::vector<OutboxChange>& changes, const PublishResult& result, Source source);
+  void connect_broker();
   void consume_notifications();
   void maybe_log_summary(bool force);
   void disconnect();
@@ -85,6 +105,10 @@ class Publisher {
   std::unique_ptr<pqxx::connection> pg_;
   std::unique_ptr<pqxx::notification_receiver> wake_;
   std::unique_ptr<OutboxReader> outbox_;
+  /// Logical mode: the slot being streamed, and the tables with changes in the outbox.
+  std::unique_ptr<SlotReader> slot_;
+  std::set<OutboxReader::TableName> outbox_tables_;
+  bool switching_ = false;  ///< the session ended to follow a switch of capture mode
   /// Vacuums the outbox from a thread of its own; made when this publisher first leads.
   std::unique_ptr<OutboxVacuum> vacuum_;
   BrokerList brokers_;

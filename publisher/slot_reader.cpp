@@ -6,6 +6,7 @@
 #include <pqxx/pqxx>
 #include <spdlog/spdlog.h>
 
+#include "outbox_reader.hpp"
 #include "row_json.hpp"
 
 namespace pgfanout {
@@ -30,10 +31,8 @@ bool is_json_null(std::string_view text) {
 
 }  // namespace
 
-const char* SlotReader::session_options() { return kPinnedSettings; }
-
-SlotReader::SlotReader(const std::string& conninfo, pqxx::connection& sql, std::string slot)
-    : sql_(sql), slot_(std::move(slot)), stream_(conninfo, "pgfanout-publisher-stream", kPinnedSettings),
+SlotReader::SlotReader(const std::string& conninfo, pqxx::connection& sql, std::string slot, std::int64_t epoch)
+    : sql_(sql), slot_(std::move(slot)), epoch_(epoch), stream_(conninfo, "pgfanout-publisher-stream", kPinnedSettings),
       types_(sql) {
   {
     pqxx::nontransaction tx(sql_);
@@ -268,8 +267,14 @@ void SlotReader::confirmed(std::size_t n) {
   if (done->end_lsn > stored_lsn_) {
     pqxx::work tx(sql_);
     tx.exec0("SET LOCAL synchronous_commit = on");
-    tx.exec_params0("UPDATE pgfanout.logical_position SET lsn = $1::pg_lsn, last_id = $2",
-                    pgoutput::format_lsn(done->end_lsn), done->last_id);
+    auto updated = tx.exec_params(
+        "UPDATE pgfanout.logical_position SET lsn = $1::pg_lsn, last_id = $2 "
+        "WHERE EXISTS (SELECT FROM pgfanout.publisher_lease WHERE holder_pid = pg_backend_pid() AND epoch = $3)",
+        pgoutput::format_lsn(done->end_lsn), done->last_id, epoch_);
+    if (updated.affected_rows() != 1) {
+      throw LeaseLost("this publisher no longer holds the lease of epoch " + std::to_string(epoch_) +
+                      "; the slot stays where it was shipped to for the new leader");
+    }
     tx.commit();
     stored_lsn_ = done->end_lsn;
   }

@@ -30,10 +30,9 @@ namespace pgfanout {
 /// writes that position; it is used from the same thread only.
 class SlotReader {
  public:
-  SlotReader(const std::string& conninfo, pqxx::connection& sql, std::string slot);
-
-  /// The settings the walsender session runs with: the text forms row_json.hpp reads.
-  static const char* session_options();
+  /// `epoch`: the lease this publisher holds; the position is stored only while it does
+  /// (LeaseLost otherwise).
+  SlotReader(const std::string& conninfo, pqxx::connection& sql, std::string slot, std::int64_t epoch);
 
   int socket() const { return stream_.socket(); }
   /// Changes that have arrived, in commit order (never blocks): at most `max_rows`, and
@@ -80,6 +79,7 @@ class SlotReader {
 
   pqxx::connection& sql_;
   std::string slot_;
+  std::int64_t epoch_;
   ReplicationConnection stream_;
   TypeCatalog types_;
   std::map<std::uint32_t, RelationInfo> relations_;
