@@ -1,5 +1,6 @@
 #include "row_json.hpp"
 
+#include <algorithm>
 #include <cctype>
 #include <cstddef>
 #include <stdexcept>
@@ -235,6 +236,10 @@ class ArrayParser {
 
   void append(std::string& out) {
     if (!shape_.element) malformed("array (no element type)", text_);
+    if (shape_.bare) {
+      append_bare(out);
+      return;
+    }
     if (peek() == '[') skip_dimensions();
     level(out);
     if (pos_ != text_.size()) fail();
@@ -246,6 +251,19 @@ class ArrayParser {
   void expect(char c) {
     if (peek() != c || pos_ >= text_.size()) fail();
     ++pos_;
+  }
+
+  void append_bare(std::string& out) {
+    out += '[';
+    for (std::size_t start = 0; start < text_.size();) {
+      std::size_t end = std::min(text_.find(' ', start), text_.size());
+      if (end == start) fail();
+      if (start > 0) out += ',';
+      append_value_json(out, *shape_.element, text_.substr(start, end - start));
+      start = end + 1;
+      if (end + 1 == text_.size()) fail();  // a trailing space
+    }
+    out += ']';
   }
 
   void skip_dimensions() {

@@ -53,6 +53,9 @@ struct TypeShape {
   Kind kind = Kind::String;
   std::shared_ptr<const TypeShape> element;  ///< Array: the element type's shape
   char delimiter = ',';                      ///< Array: the element type's typdelim
+  /// Array: written without braces, elements split by single spaces, as int2vector and
+  /// oidvector are (to_jsonb still makes a JSON array of them).
+  bool bare = false;
   /// Composite: the attributes that are not dropped, in attnum order.
   std::vector<std::pair<std::string, std::shared_ptr<const TypeShape>>> fields;
 };

@@ -96,6 +96,7 @@ std::shared_ptr<const TypeShape> TypeCatalog::load(pqxx::transaction_base& tx, s
         if (delimiter.size() != 1) throw std::runtime_error("type_catalog: unusual delimiter of type " + std::to_string(element));
         shape->delimiter = delimiter[0];
         shape->element = load(tx, element, depth + 1);
+        shape->bare = base == 22 || base == 30;  // int2vector, oidvector
       } else if (row[0].as<std::string>() == "c") {
         shape->kind = Kind::Composite;
         for (const auto& attribute : tx.exec_params(kAttributesSql, row[4].as<std::uint32_t>())) {

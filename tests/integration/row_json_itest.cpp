@@ -164,12 +164,12 @@ TEST(RowJson, EveryKindOfColumnMeansWhatToJsonbGives) {
       ai int[], a2 int[], at text[], abox box[], aj json[], an numeric[], ats timestamptz[], ab bool[],
       amood owned.mood[], acol color[],
       c pair, ne nest, ac pair[],
-      h hstore, ah hstore[], wh withh, awh withh[], g geometry(Point, 4326), gg geography,
+      h hstore, ah hstore[], wh withh, awh withh[], g geometry(Point, 4326), gg geography, v2 int2vector, vo oidvector,
       di dint, ddi ddint, dt dtexts, dp dpair, dz dtz, dj djson, adi dint[], adp dpair[]
     );
     INSERT INTO t (id, b, i2, i4, i8, n, f4, f8, tx, vc, ch, nm, u, ip, m, iv, by, col, mood, r, tr, mr, nr,
                    j, jb, d, ts, tz, ai, a2, at, abox, aj, an, ats, ab, amood, acol, c, ne, ac,
-                   h, ah, wh, awh, g, gg, di, ddi, dt, dp, dz, dj, adi, adp) VALUES
+                   h, ah, wh, awh, g, gg, v2, vo, di, ddi, dt, dp, dz, dj, adi, adp) VALUES
     (1, true, -32768, 2147483647, -9223372036854775808, 1.50, 1.1, 0.1,
      'plain', 'v', 'a', 'name', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '10.0.0.0/8', 12.34,
      '1 year 2 mons -3 days 04:05:06.789', '\x00ff', 'red', 'happy', '[1,5)',
@@ -184,7 +184,7 @@ TEST(RowJson, EveryKindOfColumnMeansWhatToJsonbGives) {
                               ARRAY[ROW(2, '"', '')::pair, NULL]),
      ARRAY[ROW(1, 'a', NULL)::pair, NULL, ROW(NULL, NULL, NULL)::pair],
      '"a"=>"1", "b"=>NULL, "c\"q"=>"x y"', ARRAY['a=>1'::hstore, NULL, ''], ROW(1, 'k=>v, "q\"" => "(,)"'),
-     ARRAY[ROW(2, 'x=>"y,z"')::withh, NULL], 'SRID=4326;POINT(1 2)', 'POINT(3 4)',
+     ARRAY[ROW(2, 'x=>"y,z"')::withh, NULL], 'SRID=4326;POINT(1 2)', 'POINT(3 4)', '1 -2 3', '26 4294967295',
      5, 7, '{x,NULL}', ROW(3, 'd', ''), '2000-01-01 00:00+05', '[1, {"k": null}]', ARRAY[1, 2]::dint[],
      ARRAY[ROW(4, NULL, 'e')::dpair]),
     (2, false, 0, 0, 0, 'NaN', 'NaN', 'NaN',
@@ -193,7 +193,7 @@ TEST(RowJson, EveryKindOfColumnMeansWhatToJsonbGives) {
      '  "str\u00e9"  ', '[]', '0044-03-15 BC', '4713-01-01 00:00 BC', '0044-03-15 10:00:00.5+03 BC',
      '{}', '[-1:0][2:3]={{1,NULL},{NULL,4}}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}',
      ROW(NULL, '', '"'), ROW(NULL, NULL, NULL, '{}'), '{}',
-     '', '{}', ROW(NULL, NULL), '{}', 'SRID=4326;POINT(5 6)', 'SRID=4326;POINT(-1 -2)',
+     '', '{}', ROW(NULL, NULL), '{}', 'SRID=4326;POINT(5 6)', 'SRID=4326;POINT(-1 -2)', '', '',
      1, 99, '{}', ROW(NULL, NULL, NULL), '-infinity', '"s"', '{}', '{}');
     INSERT INTO t (id, i8, n, f4, f8, tx, j, jb, d, ts, tz, ai, c) VALUES
     (3, 9223372036854775807, 'Infinity', 'Infinity', 'Infinity', '(,)',
@@ -240,7 +240,7 @@ TEST(RowJson, EveryKindOfColumnMeansWhatToJsonbGives) {
        "'h', (awh[o]).h::text) END ORDER BY o) FROM generate_subscripts(awh, 1) AS o), '[]')"},
   };
   int compared = expect_values_match(conn, catalog, "public.t", reference);
-  EXPECT_EQ(compared, 145);  // every value that is not NULL, the ids included
+  EXPECT_EQ(compared, 149);  // every value that is not NULL, the ids included
 }
 
 TEST(RowJson, TimestamptzWrittenInAnotherZoneMeansTheSameInUtc) {

@@ -98,6 +98,19 @@ TEST(RowJson, ArraysDropTheirBoundsAndKeepNesting) {
   EXPECT_EQ(json(stores, R"({"\"a\"=>\"1\"",NULL})"), R"(["\"a\"=>\"1\"",null])");
 }
 
+TEST(RowJson, VectorsAreArraysWithoutBraces) {
+  auto vector = std::make_shared<TypeShape>();
+  vector->kind = Kind::Array;
+  vector->element = scalar(Kind::Number);
+  vector->bare = true;
+  EXPECT_EQ(json(vector, "1 -2 3"), "[1,-2,3]");
+  EXPECT_EQ(json(vector, ""), "[]");
+  std::string out;
+  EXPECT_THROW(append_value_json(out, *vector, "1  2"), std::runtime_error);
+  EXPECT_THROW(append_value_json(out, *vector, "1 "), std::runtime_error);
+  EXPECT_THROW(append_value_json(out, *vector, " 1"), std::runtime_error);
+}
+
 TEST(RowJson, CompositesTellEmptyFromNull) {
   auto pair = composite({{"n", scalar(Kind::Number)}, {"s", scalar(Kind::String)}, {"t", scalar(Kind::String)}});
   EXPECT_EQ(json(pair, R"x((1,"a,b",))x"), R"({"n":1,"s":"a,b","t":null})");
