@@ -24,10 +24,12 @@ namespace pgfanout {
 /// The settings the walsender session runs with, as libpq `options` text. The converter
 /// relies on them: ISO dates (to_jsonb's XSD form differs only by the 'T' and the offset's
 /// minutes), offsets in UTC, hex bytea, intervals in the `postgres` style, floats in their
-/// shortest exact form. A check of the result against to_jsonb must run with them too.
+/// shortest exact form, and text in UTF-8 whatever the database's encoding (pgoutput
+/// converts values to the client encoding; a message body is JSON, so UTF-8). A check of
+/// the result against to_jsonb must run with them too.
 inline constexpr std::string_view kPinnedSettings =
     "-c DateStyle=ISO,YMD -c IntervalStyle=postgres -c TimeZone=UTC -c bytea_output=hex "
-    "-c extra_float_digits=1";
+    "-c extra_float_digits=1 -c client_encoding=UTF8";
 
 /// What to_jsonb makes of a type, as PostgreSQL 15's jsonb_categorize_type decides it
 /// (domains already resolved to their base type).

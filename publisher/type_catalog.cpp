@@ -8,33 +8,40 @@
 namespace pgfanout {
 namespace {
 
+// Operators are written OPERATOR(pg_catalog.x): a search_path that puts pg_catalog after
+// a schema somebody else can create in (ALTER ROLE ... SET search_path) must not let
+// their operator run here.
+
 // One type: its kind (typtype), the base type of a domain, the element of a true array
 // (as get_element_type() decides: typsubscript is array_subscript_handler, so point,
 // name and box, which have typelem too, are not arrays) with its delimiter, and the
 // relation of a composite.
 constexpr const char* kTypeSql = R"sql(
 SELECT t.typtype, t.typbasetype,
-       CASE WHEN t.typelem <> 0
-             AND t.typsubscript = 'pg_catalog.array_subscript_handler'::pg_catalog.regproc
+       CASE WHEN t.typelem OPERATOR(pg_catalog.<>) 0
+             AND t.typsubscript OPERATOR(pg_catalog.=)
+                 'pg_catalog.array_subscript_handler'::pg_catalog.regproc
             THEN t.typelem ELSE 0 END AS array_element,
        e.typdelim, t.typrelid
   FROM pg_catalog.pg_type t
-  LEFT JOIN pg_catalog.pg_type e ON e.oid = t.typelem
- WHERE t.oid = $1
+  LEFT JOIN pg_catalog.pg_type e ON e.oid OPERATOR(pg_catalog.=) t.typelem
+ WHERE t.oid OPERATOR(pg_catalog.=) $1::pg_catalog.oid
 )sql";
 
 constexpr const char* kAttributesSql = R"sql(
 SELECT attname, atttypid
   FROM pg_catalog.pg_attribute
- WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped
+ WHERE attrelid OPERATOR(pg_catalog.=) $1::pg_catalog.oid
+   AND attnum OPERATOR(pg_catalog.>) 0 AND NOT attisdropped
  ORDER BY attnum
 )sql";
 
 // What find_coercion_pathway(json, type, COERCION_EXPLICIT) calls a function cast.
 constexpr const char* kCastToJsonSql = R"sql(
 SELECT EXISTS (SELECT FROM pg_catalog.pg_cast
-                WHERE castsource = $1 AND casttarget = 'pg_catalog.json'::pg_catalog.regtype
-                  AND castmethod = 'f')
+                WHERE castsource OPERATOR(pg_catalog.=) $1::pg_catalog.oid
+                  AND casttarget OPERATOR(pg_catalog.=) 'pg_catalog.json'::pg_catalog.regtype
+                  AND castmethod OPERATOR(pg_catalog.=) 'f'::pg_catalog."char")
 )sql";
 
 // Below this OID a type is built in, and jsonb_categorize_type looks for no cast.

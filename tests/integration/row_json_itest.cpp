@@ -165,7 +165,9 @@ TEST(RowJson, EveryKindOfColumnMeansWhatToJsonbGives) {
       amood owned.mood[], acol color[],
       c pair, ne nest, ac pair[],
       h hstore, ah hstore[], wh withh, awh withh[], g geometry(Point, 4326), gg geography, v2 int2vector, vo oidvector,
-      di dint, ddi ddint, dt dtexts, dp dpair, dz dtz, dj djson, adi dint[], adp dpair[]
+      di dint, ddi ddint, dt dtexts, dp dpair, dz dtz, dj djson, adi dint[], adp dpair[],
+      tm time, ttz timetz, bt bit(4), vb varbit, x xml, tv tsvector, tq tsquery, pt point, mac macaddr,
+      cc "char", o oid, ci circle, pa path, pg polygon, apt point[], atm timetz[]
     );
     INSERT INTO t (id, b, i2, i4, i8, n, f4, f8, tx, vc, ch, nm, u, ip, m, iv, by, col, mood, r, tr, mr, nr,
                    j, jb, d, ts, tz, ai, a2, at, abox, aj, an, ats, ab, amood, acol, c, ne, ac,
@@ -205,6 +207,10 @@ TEST(RowJson, EveryKindOfColumnMeansWhatToJsonbGives) {
     (5, 123456789012345678901234567890.123456789, 3.4e38, 1e308, '5874897-12-31', '-infinity',
      '1900-01-01 00:00:00+05:17:30');
     INSERT INTO t (id, n, f4, f8) VALUES (6, -0.0000001, 1e-45, 5e-324), (7, 0, '-0', '-0');
+    INSERT INTO t (id, tm, ttz, bt, vb, x, tv, tq, pt, mac, cc, o, ci, pa, pg, apt, atm) VALUES
+    (8, '23:59:59.999999', '12:00+05:30', B'1010', B'', '<a x="1">&amp;</a>', 'a:1 b''c:2,3',
+     'a & !(b | c)', '(1.5,-2)', '08:00:2b:01:02:03', '"', 4294967295, '<(0,0),1>', '[(0,0),(1,1)]',
+     '((0,0),(1,0),(0,1))', ARRAY['(1,2)'::point, NULL], '{24:00:00-15:59,00:00:00+01:02:03}');
   )sql");
 
   pqxx::connection conn(pinned(db.conninfo()));
@@ -240,7 +246,7 @@ TEST(RowJson, EveryKindOfColumnMeansWhatToJsonbGives) {
        "'h', (awh[o]).h::text) END ORDER BY o) FROM generate_subscripts(awh, 1) AS o), '[]')"},
   };
   int compared = expect_values_match(conn, catalog, "public.t", reference);
-  EXPECT_EQ(compared, 149);  // every value that is not NULL, the ids included
+  EXPECT_EQ(compared, 166);  // every value that is not NULL, the ids included
 }
 
 TEST(RowJson, TimestamptzWrittenInAnotherZoneMeansTheSameInUtc) {
