@@ -261,7 +261,7 @@ void OutboxReader::park(std::span<const OutboxChange> changes) {
   if (changes.empty()) return;
   pqxx::work tx(conn_);
   for (const auto& c : changes) {
-    tx.exec_params0("SELECT pgfanout.park($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7::timestamptz, $8::jsonb)", c.id,
+    tx.exec_params("SELECT pgfanout.park($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7::timestamptz, $8::jsonb)", c.id,
                     c.schema, c.table, std::string(to_string(c.op)),
                     c.new_row.empty() ? std::optional<std::string>() : std::optional<std::string>(c.new_row),
                     c.old_key.empty() ? std::optional<std::string>() : std::optional<std::string>(c.old_key), c.ts,
