@@ -354,6 +354,12 @@ class ArrayParser {
 // A composite's text as record_out writes it: "(" fields split by "," ")", a null field
 // empty, a field in double quotes when it would otherwise be ambiguous (an empty string is
 // ""), quotes and backslashes inside doubled. record_in's backslash escapes are read too.
+//
+// Text with fewer fields than the shape gives null for the missing last ones: the
+// walsender writes a value with the type as it was when the change was written, the shape
+// is the type as it is now, and ALTER TYPE ... ADD ATTRIBUTE (allowed while columns use
+// the type) appends attributes that a stored value lacks and reads as null. More fields
+// than the shape cannot be placed (an attribute was dropped since) and throw.
 void append_composite(std::string& out, const TypeShape& shape, std::string_view text) {
   auto fail = [&] { malformed("composite", text); };
   if (text.size() < 2 || text.front() != '(' || text.back() != ')') fail();
@@ -365,7 +371,15 @@ void append_composite(std::string& out, const TypeShape& shape, std::string_view
     out += '}';
     return;
   }
+  bool text_done = false;  // every field of the text was read
   for (std::size_t f = 0; f < shape.fields.size(); ++f) {
+    if (f > 0) out += ',';
+    append_json_string(out, shape.fields[f].first);
+    out += ':';
+    if (text_done) {
+      out += "null";
+      continue;
+    }
     std::string value;
     bool present = false;  // anything quoted or unquoted: not a null
     while (pos < end && text[pos] != ',') {
@@ -395,12 +409,8 @@ void append_composite(std::string& out, const TypeShape& shape, std::string_view
       }
       value += c;
     }
-    bool last = f + 1 == shape.fields.size();
-    if (last ? pos != end : (pos >= end || text[pos] != ',')) fail();
-    ++pos;
-    if (f > 0) out += ',';
-    append_json_string(out, shape.fields[f].first);
-    out += ':';
+    text_done = pos == end;
+    ++pos;  // past the ',' or the ')'
     if (!present) {
       out += "null";
     } else {
@@ -409,6 +419,7 @@ void append_composite(std::string& out, const TypeShape& shape, std::string_view
       append_value_json(out, *field, value);
     }
   }
+  if (!text_done) fail();
   out += '}';
 }
 

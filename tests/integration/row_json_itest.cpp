@@ -282,6 +282,77 @@ TEST(RowJson, TheCatalogKeepsAShapeUntilToldToForget) {
   EXPECT_THROW(catalog.shape(4294967295u), std::runtime_error);
 }
 
+// A logical replication slot of `db`, dropped on destruction (before the database is:
+// declare it after the ScratchDatabase).
+class DecodingSlot {
+ public:
+  explicit DecodingSlot(const ScratchDatabase& db) : session_(db.session()), name_(unique_name("rowjson_slot")) {
+    session_.exec("SELECT pg_create_logical_replication_slot('" + name_ + "', 'test_decoding')");
+  }
+  ~DecodingSlot() {
+    try {
+      session_.exec("SELECT pg_drop_replication_slot('" + name_ + "')");
+    } catch (const std::exception& e) {
+      std::cerr << "row_json_itest: could not drop slot " << name_ << ": " << e.what() << "\n";
+    }
+  }
+  DecodingSlot(const DecodingSlot&) = delete;
+  DecodingSlot& operator=(const DecodingSlot&) = delete;
+  /// The rows test_decoding wrote for the changes since the last call.
+  std::vector<std::string> changes() {
+    std::vector<std::string> out;
+    for (const auto& row : session_.query("SELECT data FROM pg_logical_slot_get_changes('" + name_ +
+                                          "', NULL, NULL) WHERE data LIKE 'table %'")) {
+      out.push_back(*row[0]);
+    }
+    return out;
+  }
+
+ private:
+  PgSession session_;
+  std::string name_;
+};
+
+// The text test_decoding gives for column `column` of type `type` in `line`, which holds no
+// single quote.
+std::string decoded_text(const std::string& line, const std::string& column, const std::string& type) {
+  const std::string marker = " " + column + "[" + type + "]:'";
+  auto start = line.find(marker);
+  if (start == std::string::npos) throw HarnessError("no " + column + " in " + line);
+  start += marker.size();
+  return line.substr(start, line.find('\'', start) - start);
+}
+
+// The walsender writes a value with its type as it was when the change was written; the
+// catalog is read later. An attribute added in between reads as null, as to_jsonb of the
+// stored value now gives it.
+TEST(RowJson, ACompositeDecodedAfterItsTypeGrewReadsTheNewAttributeAsNull) {
+  ScratchDatabase db("pgft_rowjson");
+  PgSession admin = db.session();
+  admin.exec("CREATE TYPE ptest AS (a int, c text); CREATE TABLE tt (id int PRIMARY KEY, x ptest, y ptest[])");
+  DecodingSlot slot(db);
+  admin.exec("INSERT INTO tt VALUES (1, ROW(1, 'q'), ARRAY[ROW(2, 'w')::ptest]);"
+             "ALTER TYPE ptest ADD ATTRIBUTE b text");
+  auto changes = slot.changes();
+  ASSERT_EQ(changes.size(), 1u);
+  const std::string x = decoded_text(changes[0], "x", "ptest");
+  const std::string y = decoded_text(changes[0], "y", "ptest[]");
+  EXPECT_EQ(x, "(1,q)");  // the type as it was
+
+  pqxx::connection conn(pinned(db.conninfo()));
+  TypeCatalog catalog(conn);
+  auto columns = columns_of(conn, "public.tt");
+  for (const auto& [column, text] : {std::pair{columns[1], x}, std::pair{columns[2], y}}) {
+    std::string json;
+    append_value_json(json, *catalog.shape(column.type_oid), text);
+    pqxx::nontransaction tx(conn);
+    auto check = tx.exec_params1("SELECT $1::jsonb = to_jsonb(" + quote_ident(column.name) + "), to_jsonb(" +
+                                     quote_ident(column.name) + ")::text FROM tt WHERE id = 1",
+                                 json);
+    EXPECT_TRUE(check[0].as<bool>()) << column.name << ": sent " << json << ", to_jsonb " << check[1].c_str();
+  }
+}
+
 TEST(RowJson, TimestamptzWrittenInAnotherZoneMeansTheSameInUtc) {
   ScratchDatabase db("pgft_rowjson");
   PgSession writer = db.session();
