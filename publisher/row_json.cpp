@@ -4,6 +4,7 @@
 #include <cctype>
 #include <cstddef>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "pgfanout/change.hpp"
@@ -11,11 +12,11 @@
 namespace pgfanout {
 namespace {
 
+// The message names the shape and the length, not the value: it ends up in logs, and a
+// row's contents are not the log's to keep.
 [[noreturn]] void malformed(std::string_view what, std::string_view text) {
-  constexpr std::size_t kShown = 80;  // enough to recognise it, without logging a whole value
-  std::string shown(text.substr(0, kShown));
-  if (text.size() > kShown) shown += "...";
-  throw std::runtime_error("row_json: malformed " + std::string(what) + " text: " + shown);
+  throw std::runtime_error("row_json: malformed " + std::string(what) + " text (" + std::to_string(text.size()) +
+                           " bytes)");
 }
 
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
@@ -235,7 +236,7 @@ class ArrayParser {
   ArrayParser(const TypeShape& shape, std::string_view text) : shape_(shape), text_(text) {}
 
   void append(std::string& out) {
-    if (!shape_.element) malformed("array (no element type)", text_);
+    if (!shape_.element) throw std::invalid_argument("row_json: an array shape without its element's");
     if (shape_.bare) {
       append_bare(out);
       return;
@@ -354,6 +355,12 @@ class ArrayParser {
 // A composite's text as record_out writes it: "(" fields split by "," ")", a null field
 // empty, a field in double quotes when it would otherwise be ambiguous (an empty string is
 // ""), quotes and backslashes inside doubled. record_in's backslash escapes are read too.
+//
+// Text with fewer fields than the shape gives null for the missing last ones: the
+// walsender writes a value with the type as it was when the change was written, the shape
+// is the type as it is now, and ALTER TYPE ... ADD ATTRIBUTE (allowed while columns use
+// the type) appends attributes that a stored value lacks and reads as null. More fields
+// than the shape cannot be placed (an attribute was dropped since) and throw.
 void append_composite(std::string& out, const TypeShape& shape, std::string_view text) {
   auto fail = [&] { malformed("composite", text); };
   if (text.size() < 2 || text.front() != '(' || text.back() != ')') fail();
@@ -365,7 +372,15 @@ void append_composite(std::string& out, const TypeShape& shape, std::string_view
     out += '}';
     return;
   }
+  bool text_done = false;  // every field of the text was read
   for (std::size_t f = 0; f < shape.fields.size(); ++f) {
+    if (f > 0) out += ',';
+    append_json_string(out, shape.fields[f].first);
+    out += ':';
+    if (text_done) {
+      out += "null";
+      continue;
+    }
     std::string value;
     bool present = false;  // anything quoted or unquoted: not a null
     while (pos < end && text[pos] != ',') {
@@ -395,20 +410,17 @@ void append_composite(std::string& out, const TypeShape& shape, std::string_view
       }
       value += c;
     }
-    bool last = f + 1 == shape.fields.size();
-    if (last ? pos != end : (pos >= end || text[pos] != ',')) fail();
-    ++pos;
-    if (f > 0) out += ',';
-    append_json_string(out, shape.fields[f].first);
-    out += ':';
+    text_done = pos == end;
+    ++pos;  // past the ',' or the ')'
     if (!present) {
       out += "null";
     } else {
       const auto& field = shape.fields[f].second;
-      if (!field) fail();
+      if (!field) throw std::invalid_argument("row_json: a composite shape without a field's");
       append_value_json(out, *field, value);
     }
   }
+  if (!text_done) fail();
   out += '}';
 }
 

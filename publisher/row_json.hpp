@@ -65,7 +65,9 @@ struct TypeShape {
 /// Appends to `out` the JSON to_jsonb gives for the value whose text output (under
 /// kPinnedSettings) is `text`. A null inside an array or a composite becomes JSON null; a
 /// whole value that is SQL NULL is the caller's to handle. Throws std::runtime_error when
-/// `text` does not parse as that shape (then `out` may hold part of the value).
+/// `text` does not parse as that shape (then `out` may hold part of the value); its
+/// message does not quote the value. Throws std::invalid_argument for an Array shape
+/// without `element` or a Composite field without a shape (TypeCatalog makes none).
 void append_value_json(std::string& out, const TypeShape& shape, std::string_view text);
 
 /// Whether any part of a value of this shape is TextForm (so the change must also carry

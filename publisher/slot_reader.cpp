@@ -285,8 +285,9 @@ void SlotReader::confirmed(std::size_t n) {
 void SlotReader::tick() {
   // With nothing in flight, everything the server has sent is done with: the slot may
   // move on even while no tracked table changes and other WAL is written.
-  if (idle() && sent_lsn_ > flushed_) flushed_ = sent_lsn_;
-  if (reply_due_ || std::chrono::steady_clock::now() - last_status_ >= kStatusInterval) send_status(false);
+  bool moved = idle() && sent_lsn_ > flushed_;
+  if (moved) flushed_ = sent_lsn_;
+  if (moved || reply_due_ || std::chrono::steady_clock::now() - last_status_ >= kStatusInterval) send_status(false);
 }
 
 void SlotReader::send_status(bool reply_requested) {

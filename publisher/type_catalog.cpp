@@ -58,8 +58,9 @@ TypeCatalog::TypeCatalog(pqxx::connection& conn) : conn_(conn) {}
 
 std::shared_ptr<const TypeShape> TypeCatalog::shape(std::uint32_t type_oid) {
   if (auto found = shapes_.find(type_oid); found != shapes_.end()) return found->second;
-  // One snapshot for every row a shape is made of.
-  pqxx::read_transaction tx(conn_);
+  // One snapshot for every row a shape is made of (a composite and its attributes' types
+  // as they were together).
+  pqxx::transaction<pqxx::repeatable_read, pqxx::read_only> tx(conn_);
   auto result = load(tx, type_oid, 0);
   tx.commit();
   return result;

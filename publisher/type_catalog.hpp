@@ -23,6 +23,13 @@ namespace pgfanout {
 ///
 /// A type changed after it was read (ALTER TYPE ... ADD ATTRIBUTE, a new cast) keeps its
 /// old shape until forget_all(): call it when the decoder sees a new Relation message.
+///
+/// The catalog is read as it is now, while the walsender writes each value with its type
+/// as it was when the change was written (its historic snapshot). For a composite altered
+/// in between (ALTER TYPE ADD/DROP ATTRIBUTE is allowed while columns use the type) the
+/// shape can be newer than the text: added attributes read as null (row_json), but after a
+/// DROP ATTRIBUTE a value with as many fields as the new type is read with the new names,
+/// which no catalog read can tell apart.
 class TypeCatalog {
  public:
   /// `conn` must outlive the catalog and have no transaction open when shape() runs.

@@ -11,8 +11,9 @@
 # integration tests again in a tree built with -DPGFANOUT_SANITIZE=ON (ASan and UBSan,
 # stopping at the first report; $PGFANOUT_BUILD_DIR-sanitize), then the fuzzers (clang,
 # -DPGFANOUT_FUZZ=ON, $PGFANOUT_BUILD_DIR-fuzz) for PGFANOUT_FUZZ_SECONDS (default 60) in
-# all, split between them: the message fuzzer over tests/fuzz/corpus and the pgoutput
-# decoder's over tests/fuzz/corpus-pgoutput. PGFANOUT_SANITIZE_LABELS picks what ctest runs
+# all, split between them: the message fuzzer over tests/fuzz/corpus, the pgoutput
+# decoder's over tests/fuzz/corpus-pgoutput and the value converter's over
+# tests/fuzz/row_json_corpus. PGFANOUT_SANITIZE_LABELS picks what ctest runs
 # there (default "unit|integration").
 set -euo pipefail
 
@@ -88,20 +89,20 @@ if [[ "$sanitize_stage" == 1 ]]; then
   echo
   fuzz_seconds="${PGFANOUT_FUZZ_SECONDS:-60}"
   # At least 1 s each: libFuzzer reads -max_total_time=0 as "no limit".
-  fuzz_half=$((fuzz_seconds > 1 ? fuzz_seconds / 2 : 1))
+  fuzz_share=$((fuzz_seconds > 2 ? fuzz_seconds / 3 : 1))
   echo "== fuzz stage: $fuzz_seconds s of tests/fuzz over their corpora"
   cmake -S "$ROOT" -B "$FUZZ_BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
       -DCMAKE_CXX_COMPILER=clang++ -DPGFANOUT_FUZZ=ON -DPGFANOUT_BUILD_TESTS=OFF >/dev/null &&
-    cmake --build "$FUZZ_BUILD" --target pgfanout_fuzz_message pgfanout_fuzz_pgoutput
+    cmake --build "$FUZZ_BUILD" --target pgfanout_fuzz_message pgfanout_fuzz_pgoutput pgfanout_fuzz_row_json
   fuzz_rc=$?
-  # Each target gets half the time; new inputs go to a scratch directory per target,
+  # Each target gets a third of the time; new inputs go to a scratch directory per target,
   # findings (crash-*) to the fuzz build tree.
-  for target in message:corpus pgoutput:corpus-pgoutput; do
+  for target in message:corpus pgoutput:corpus-pgoutput row_json:row_json_corpus; do
     ((fuzz_rc == 0)) || break
     name=${target%%:*} corpus=${target#*:}
-    echo "-- pgfanout_fuzz_$name: $fuzz_half s over tests/fuzz/$corpus"
+    echo "-- pgfanout_fuzz_$name: $fuzz_share s over tests/fuzz/$corpus"
     mkdir -p "$FUZZ_BUILD/corpus-work-$name"
-    (cd "$FUZZ_BUILD" && "./bin/pgfanout_fuzz_$name" -max_total_time="$fuzz_half" \
+    (cd "$FUZZ_BUILD" && "./bin/pgfanout_fuzz_$name" -max_total_time="$fuzz_share" \
         -max_len=65536 -rss_limit_mb=2048 -print_final_stats=1 "corpus-work-$name" "$ROOT/tests/fuzz/$corpus")
     fuzz_rc=$?
   done

@@ -635,9 +635,20 @@ void run_sql_file(const std::string& conninfo, const std::string& file) {
 }
 }  // namespace
 
+bool logical_capture() {
+  const char* mode = std::getenv("PGFANOUT_TEST_CAPTURE");
+  return mode != nullptr && std::string_view(mode) == "logical";
+}
+
 void install_schema(const std::string& conninfo) {
   run_sql_file(conninfo, sql_dir() + "/install.sql");
-  grant_roles(conninfo, "primary");
+  if (!logical_capture()) {
+    grant_roles(conninfo, "primary");
+    return;
+  }
+  grant_roles(conninfo, "primary", {"logical=on"});
+  CommandResult r = psql_command(conninfo, "SELECT pgfanout.set_capture('logical')");
+  if (r.exit_code != 0) throw HarnessError("set_capture('logical') failed: " + r.err);
 }
 
 void grant_roles(const std::string& conninfo, const std::string& side,
@@ -668,14 +679,27 @@ std::int64_t outbox_count(PgSession& db) { return db.integer("SELECT count(*) FR
 void wait_outbox_empty(PgSession& db, std::chrono::milliseconds timeout) {
   eventually_value([&] { return outbox_count(db); }, [](std::int64_t n) { return n == 0; }, timeout,
                    "the outbox pgfanout.changes to be empty (rows left)");
+  if (db.integer("SELECT count(*) FROM pgfanout.capture WHERE slot_name IS NOT NULL") == 0) return;
+  std::string target = *db.value("SELECT pg_current_wal_lsn()::text");
+  eventually_value(
+      [&] {
+        return db.value("SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::text || ' bytes, ' || "
+                        "CASE WHEN confirmed_flush_lsn >= " + sql_literal(target) + "::pg_lsn THEN 'done' ELSE 'behind' END "
+                        "FROM pg_replication_slots s JOIN pgfanout.capture c ON s.slot_name = c.slot_name")
+            .value_or("no slot, done");
+      },
+      [](const std::string& state) { return state.ends_with("done"); }, timeout,
+      "the publisher to confirm the slot up to the WAL written so far (behind by)");
 }
 
 void wait_applied(PgSession& primary, PgSession& replica, const std::string& dead_queue,
                   std::chrono::milliseconds timeout) {
   wait_outbox_empty(primary, timeout);
+  // The last id given: by the outbox's sequence, or in logical mode by the publisher.
   auto shipped = primary.integer(
-      "SELECT coalesce(max(last_value), 0) FROM pg_sequences "
-      "WHERE schemaname = 'pgfanout' AND sequencename LIKE 'changes%'");
+      "SELECT greatest((SELECT coalesce(max(last_value), 0) FROM pg_sequences "
+      "                 WHERE schemaname = 'pgfanout' AND sequencename LIKE 'changes%'), "
+      "                (SELECT coalesce(max(last_id), 0) FROM pgfanout.logical_position))");
   eventually(
       [&] {
         return replica.integer("SELECT coalesce(max(last_change_id), 0) FROM pgfanout.listener_state") >=

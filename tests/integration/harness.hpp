@@ -351,9 +351,13 @@ class ScratchDatabase {
 CommandResult psql_file(const std::string& conninfo, const std::string& file);
 /// Runs `psql -X -v ON_ERROR_STOP=1 -c <sql>` on `conninfo` and returns the result.
 CommandResult psql_command(const std::string& conninfo, const std::string& sql);
+/// The capture mode the suite runs in: PGFANOUT_TEST_CAPTURE=logical makes install_schema
+/// switch every primary to the logical capture (README, "Tests"); trigger otherwise.
+bool logical_capture();
 /// Runs sql/install.sql on `conninfo`, then sql/roles.sql for the primary (roles with
-/// LOGIN, as the test cluster trusts local connections); throws HarnessError with psql's
-/// stderr on failure.
+/// LOGIN, as the test cluster trusts local connections), then, when the suite runs in
+/// logical mode, pgfanout.set_capture('logical'); throws HarnessError with psql's stderr
+/// on failure.
 void install_schema(const std::string& conninfo);
 /// Runs sql/roles.sql on `conninfo` with `-v side=<side>` and the psql variables `vars`
 /// ("name=value"), login=on; throws HarnessError with psql's stderr on failure.
@@ -368,7 +372,9 @@ void uninstall_schema(const std::string& conninfo);
 std::optional<std::string> table_md5(PgSession& db, std::string_view table, std::string_view order_by);
 /// Rows in pgfanout.changes, the outbox.
 std::int64_t outbox_count(PgSession& db);
-/// Waits until pgfanout.changes is empty (everything shipped); throws with the last count.
+/// Waits until everything captured so far is shipped: pgfanout.changes is empty, and in
+/// logical mode the slot's confirmed position has reached the WAL written before the
+/// call; throws with what is left.
 void wait_outbox_empty(PgSession& db, std::chrono::milliseconds timeout = kPatience);
 
 // ---------------------------------------------------------------------------------------

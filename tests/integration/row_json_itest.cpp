@@ -155,6 +155,8 @@ TEST(RowJson, EveryKindOfColumnMeansWhatToJsonbGives) {
     CREATE DOMAIN dpair AS pair;
     CREATE DOMAIN dtz AS timestamptz;
     CREATE DOMAIN djson AS jsonb;
+    CREATE DOMAIN dh AS hstore;
+    CREATE TYPE odd AS ("we""ird, (name)" text, "é" int, " " int[]);
     CREATE TABLE t (
       id int PRIMARY KEY,
       b bool, i2 int2, i4 int4, i8 int8, n numeric, f4 float4, f8 float8,
@@ -167,7 +169,7 @@ TEST(RowJson, EveryKindOfColumnMeansWhatToJsonbGives) {
       h hstore, ah hstore[], wh withh, awh withh[], g geometry(Point, 4326), gg geography, v2 int2vector, vo oidvector,
       di dint, ddi ddint, dt dtexts, dp dpair, dz dtz, dj djson, adi dint[], adp dpair[],
       tm time, ttz timetz, bt bit(4), vb varbit, x xml, tv tsvector, tq tsquery, pt point, mac macaddr,
-      cc "char", o oid, ci circle, pa path, pg polygon, apt point[], atm timetz[]
+      cc "char", o oid, ci circle, pa path, pg polygon, apt point[], atm timetz[], dhs dh, od odd
     );
     INSERT INTO t (id, b, i2, i4, i8, n, f4, f8, tx, vc, ch, nm, u, ip, m, iv, by, col, mood, r, tr, mr, nr,
                    j, jb, d, ts, tz, ai, a2, at, abox, aj, an, ats, ab, amood, acol, c, ne, ac,
@@ -207,10 +209,11 @@ TEST(RowJson, EveryKindOfColumnMeansWhatToJsonbGives) {
     (5, 123456789012345678901234567890.123456789, 3.4e38, 1e308, '5874897-12-31', '-infinity',
      '1900-01-01 00:00:00+05:17:30');
     INSERT INTO t (id, n, f4, f8) VALUES (6, -0.0000001, 1e-45, 5e-324), (7, 0, '-0', '-0');
-    INSERT INTO t (id, tm, ttz, bt, vb, x, tv, tq, pt, mac, cc, o, ci, pa, pg, apt, atm) VALUES
+    INSERT INTO t (id, tm, ttz, bt, vb, x, tv, tq, pt, mac, cc, o, ci, pa, pg, apt, atm, dhs, od) VALUES
     (8, '23:59:59.999999', '12:00+05:30', B'1010', B'', '<a x="1">&amp;</a>', 'a:1 b''c:2,3',
      'a & !(b | c)', '(1.5,-2)', '08:00:2b:01:02:03', '"', 4294967295, '<(0,0),1>', '[(0,0),(1,1)]',
-     '((0,0),(1,0),(0,1))', ARRAY['(1,2)'::point, NULL], '{24:00:00-15:59,00:00:00+01:02:03}');
+     '((0,0),(1,0),(0,1))', ARRAY['(1,2)'::point, NULL], '{24:00:00-15:59,00:00:00+01:02:03}',
+     'a=>b', ROW('x', 1, '{2}'));
   )sql");
 
   pqxx::connection conn(pinned(db.conninfo()));
@@ -225,6 +228,7 @@ TEST(RowJson, EveryKindOfColumnMeansWhatToJsonbGives) {
   EXPECT_EQ(catalog.shape(oids.at("mood"))->kind, Kind::TextForm);
   EXPECT_EQ(catalog.shape(oids.at("col"))->kind, Kind::String);
   EXPECT_EQ(catalog.shape(oids.at("ddi"))->kind, Kind::Number);
+  EXPECT_EQ(catalog.shape(oids.at("dhs"))->kind, Kind::TextForm);  // a domain over a type with a cast
   EXPECT_EQ(catalog.shape(oids.at("abox"))->delimiter, ';');
   auto dp = catalog.shape(oids.at("dp"));
   ASSERT_EQ(dp->kind, Kind::Composite);
@@ -239,6 +243,7 @@ TEST(RowJson, EveryKindOfColumnMeansWhatToJsonbGives) {
   // with its text.
   const std::map<std::string, std::string> reference{
       {"amood", "to_jsonb(amood::text[])"},
+      {"dhs", "to_jsonb(dhs::text)"},
       {"ah", "to_jsonb(ah::text[])"},
       {"wh", "jsonb_build_object('k', (wh).k, 'h', (wh).h::text)"},
       {"awh",
@@ -246,7 +251,106 @@ TEST(RowJson, EveryKindOfColumnMeansWhatToJsonbGives) {
        "'h', (awh[o]).h::text) END ORDER BY o) FROM generate_subscripts(awh, 1) AS o), '[]')"},
   };
   int compared = expect_values_match(conn, catalog, "public.t", reference);
-  EXPECT_EQ(compared, 166);  // every value that is not NULL, the ids included
+  EXPECT_EQ(compared, 168);  // every value that is not NULL, the ids included
+}
+
+TEST(RowJson, TheCatalogKeepsAShapeUntilToldToForget) {
+  ScratchDatabase db("pgft_rowjson");
+  PgSession admin = db.session();
+  admin.exec("CREATE TYPE p AS (a int); CREATE DOMAIN d1 AS p; CREATE DOMAIN d2 AS d1");
+  pqxx::connection conn(pinned(db.conninfo()));
+  TypeCatalog catalog(conn);
+  auto oid = [&](const char* type) {
+    return static_cast<std::uint32_t>(std::stoul(*admin.value(std::string("SELECT '") + type + "'::regtype::oid")));
+  };
+  auto before = catalog.shape(oid("d2"));
+  ASSERT_EQ(before->kind, Kind::Composite);
+  EXPECT_EQ(before->fields.size(), 1u);
+
+  admin.exec("ALTER TYPE p ADD ATTRIBUTE b text");
+  EXPECT_EQ(catalog.shape(oid("d2")), before);  // the same shape: nothing was read again
+  catalog.forget_all();
+  auto after = catalog.shape(oid("d2"));
+  ASSERT_EQ(after->fields.size(), 2u);
+  EXPECT_EQ(after->fields[1].first, "b");
+  EXPECT_EQ(before->fields.size(), 1u);  // what a caller held is intact
+  std::string json;
+  append_value_json(json, *after, "(1,x)");
+  EXPECT_EQ(json, R"({"a":1,"b":"x"})");
+
+  EXPECT_THROW(catalog.shape(0), std::runtime_error);
+  EXPECT_THROW(catalog.shape(4294967295u), std::runtime_error);
+}
+
+// A logical replication slot of `db`, dropped on destruction (before the database is:
+// declare it after the ScratchDatabase).
+class DecodingSlot {
+ public:
+  explicit DecodingSlot(const ScratchDatabase& db) : session_(db.session()), name_(unique_name("rowjson_slot")) {
+    session_.exec("SELECT pg_create_logical_replication_slot('" + name_ + "', 'test_decoding')");
+  }
+  ~DecodingSlot() {
+    try {
+      session_.exec("SELECT pg_drop_replication_slot('" + name_ + "')");
+    } catch (const std::exception& e) {
+      std::cerr << "row_json_itest: could not drop slot " << name_ << ": " << e.what() << "\n";
+    }
+  }
+  DecodingSlot(const DecodingSlot&) = delete;
+  DecodingSlot& operator=(const DecodingSlot&) = delete;
+  /// The rows test_decoding wrote for the changes since the last call.
+  std::vector<std::string> changes() {
+    std::vector<std::string> out;
+    for (const auto& row : session_.query("SELECT data FROM pg_logical_slot_get_changes('" + name_ +
+                                          "', NULL, NULL) WHERE data LIKE 'table %'")) {
+      out.push_back(*row[0]);
+    }
+    return out;
+  }
+
+ private:
+  PgSession session_;
+  std::string name_;
+};
+
+// The text test_decoding gives for column `column` of type `type` in `line`, which holds no
+// single quote.
+std::string decoded_text(const std::string& line, const std::string& column, const std::string& type) {
+  const std::string marker = " " + column + "[" + type + "]:'";
+  auto start = line.find(marker);
+  if (start == std::string::npos) throw HarnessError("no " + column + " in " + line);
+  start += marker.size();
+  return line.substr(start, line.find('\'', start) - start);
+}
+
+// The walsender writes a value with its type as it was when the change was written; the
+// catalog is read later. An attribute added in between reads as null, as to_jsonb of the
+// stored value now gives it.
+TEST(RowJson, ACompositeDecodedAfterItsTypeGrewReadsTheNewAttributeAsNull) {
+  ScratchDatabase db("pgft_rowjson");
+  PgSession admin = db.session();
+  admin.exec("CREATE TYPE ptest AS (a int, c text); CREATE TABLE tt (id int PRIMARY KEY, x ptest, y ptest[])");
+  DecodingSlot slot(db);
+  admin.exec("INSERT INTO tt VALUES (1, ROW(1, 'q'), ARRAY[ROW(2, 'w')::ptest]);"
+             "ALTER TYPE ptest ADD ATTRIBUTE b text");
+  auto changes = slot.changes();
+  ASSERT_EQ(changes.size(), 1u);
+  const std::string x = decoded_text(changes[0], "x", "ptest");
+  const std::string y = decoded_text(changes[0], "y", "ptest[]");
+  EXPECT_EQ(x, "(1,q)");  // the type as it was
+
+  pqxx::connection conn(pinned(db.conninfo()));
+  TypeCatalog catalog(conn);
+  auto columns = columns_of(conn, "public.tt");
+  for (const auto& [column, text] : {std::pair{columns[1], x}, std::pair{columns[2], y}}) {
+    std::string json;
+    append_value_json(json, *catalog.shape(column.type_oid), text);
+    pqxx::nontransaction tx(conn);
+    auto check = tx.exec_params1("SELECT $1::jsonb = to_jsonb(" + quote_ident(column.name) + "), to_jsonb(" +
+                                     quote_ident(column.name) + ")::text FROM tt WHERE id = 1",
+                                 json);
+    EXPECT_TRUE(check[0].as<bool>()) << column.name << ": sent " << json << ", to_jsonb " << check[1].c_str();
+  }
 }
 
 TEST(RowJson, TimestamptzWrittenInAnotherZoneMeansTheSameInUtc) {
