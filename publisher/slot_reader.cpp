@@ -145,11 +145,10 @@ void SlotReader::on_relation(pgoutput::Relation relation) {
     pqxx::nontransaction tx(sql_);
     auto rows = tx.exec_params("SELECT key_columns FROM pgfanout.tracked WHERE relid = $1::oid",
                                std::to_string(relation.oid));
-    if (rows.empty()) {
-      throw std::runtime_error("the slot sends table " + routing_key(relation.schema, relation.name) +
-                               ", which pgfanout.tracked does not list");
-    }
-    auto keys = rows[0][0].as_array();
+    // pgoutput describes a partition too before a change it publishes under its root's
+    // name: only a change of a table that is not tracked is wrong.
+    info.tracked = !rows.empty();
+    auto keys = rows.empty() ? pqxx::array_parser("{}") : rows[0][0].as_array();
     for (auto item = keys.get_next(); item.first != pqxx::array_parser::done; item = keys.get_next()) {
       if (item.first != pqxx::array_parser::string_value) continue;
       auto it = std::find_if(relation.columns.begin(), relation.columns.end(),
@@ -169,6 +168,11 @@ const SlotReader::RelationInfo& SlotReader::relation(std::uint32_t oid) const {
   auto it = relations_.find(oid);
   if (it == relations_.end()) {
     throw pgoutput::ProtocolError("a change of relation " + std::to_string(oid) + " came before its Relation message");
+  }
+  if (!it->second.tracked) {
+    throw std::runtime_error("the slot sends a change of table " +
+                             routing_key(it->second.relation.schema, it->second.relation.name) +
+                             ", which pgfanout.tracked does not list");
   }
   return it->second;
 }

@@ -59,6 +59,7 @@ class SlotReader {
     pgoutput::Relation relation;
     std::vector<std::size_t> key;  ///< indexes of the primary-key columns, in key order
     bool is_capture_table = false; ///< pgfanout.capture: a switch of the capture mode
+    bool tracked = true;           ///< listed in pgfanout.tracked (or the capture table)
   };
   struct Txn {
     pgoutput::Lsn end_lsn = 0;

@@ -776,6 +776,20 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
+    IF pgfanout.logical() THEN
+        -- The slot carries a TRUNCATE of the partitioned table, not one of a partition
+        -- alone (pgoutput publishes partitions under their root's name only): refuse
+        -- that, rather than leave the replicas with rows the primary no longer has.
+        IF TG_RELID = root THEN
+            PERFORM set_config(marker, 'root:0', true);
+        ELSIF state NOT LIKE 'root:%' THEN
+            RAISE EXCEPTION 'pgfanout: TRUNCATE of partition % of tracked table % is not captured in logical mode',
+                TG_RELID::regclass, root::regclass
+                USING HINT = format('DELETE FROM %s, or TRUNCATE %s as a whole; or capture with triggers, which capture it as DELETEs.',
+                                    TG_RELID::regclass, root::regclass);
+        END IF;
+        RETURN NULL;
+    END IF;
     outbox_id := pg_get_serial_sequence('pgfanout.changes', 'id')::regclass;
     IF TG_RELID = root THEN
         INSERT INTO pgfanout.changes (schema_name, table_name, op)
@@ -876,9 +890,6 @@ DECLARE
     part regclass;
     added integer := 0;
 BEGIN
-    IF pgfanout.logical() THEN
-        RETURN 0;  -- no triggers in logical mode (README: TRUNCATE of a partition)
-    END IF;
     FOR part IN SELECT * FROM pgfanout.partitions_without_truncate_capture(rel) LOOP
         PERFORM pgfanout.drop_triggers(part);
         EXECUTE format('CREATE TRIGGER pgfanout_truncate_before BEFORE TRUNCATE ON %s '
@@ -1021,6 +1032,15 @@ BEGIN
         END IF;
         PERFORM pgfanout.drop_triggers(rel);
         prior := pgfanout.publish_table(rel);
+        IF c.relkind = 'p' THEN
+            -- pgoutput publishes a partitioned table's changes under its name, but not a
+            -- TRUNCATE of one of its partitions: these triggers refuse that TRUNCATE.
+            EXECUTE format('CREATE TRIGGER pgfanout_truncate_before BEFORE TRUNCATE ON %s '
+                           'FOR EACH STATEMENT EXECUTE FUNCTION pgfanout.capture_partition_truncate()', rel);
+            EXECUTE format('CREATE TRIGGER pgfanout_truncate AFTER TRUNCATE ON %s '
+                           'FOR EACH STATEMENT EXECUTE FUNCTION pgfanout.capture_partition_truncate()', rel);
+            PERFORM pgfanout.track_partitions(rel);
+        END IF;
         INSERT INTO pgfanout.tracked (relid, schema_name, table_name, key_columns, json_columns, prior_identity)
         VALUES (rel, c.nspname, c.relname, keys, json_cols, prior)
         ON CONFLICT (relid) DO UPDATE
@@ -1109,7 +1129,6 @@ DECLARE
     detail text;
     hint text;
     state text;
-    prior text;
     installing text;
 BEGIN
     IF mode IS NULL OR mode NOT IN ('trigger', 'logical') THEN
@@ -1145,17 +1164,14 @@ BEGIN
         END IF;
         SELECT lsn INTO start_lsn FROM pg_create_logical_replication_slot(slot, 'pgoutput');
         BEGIN
+            UPDATE pgfanout.capture SET mode = 'logical', slot_name = slot, switched_at = now();
             FOR t IN SELECT k.relid FROM pgfanout.tracked k ORDER BY k.relid LOOP
-                PERFORM pgfanout.drop_triggers(t.relid);
-                prior := pgfanout.publish_table(t.relid);
-                UPDATE pgfanout.tracked k SET prior_identity = coalesce(k.prior_identity, prior)
-                WHERE k.relid = t.relid;
+                PERFORM pgfanout.track(t.relid);
             END LOOP;
             -- Every writer of the outbox has ended (its table's lock was taken above).
             EXECUTE format('SELECT greatest(last_value, 0) FROM %s', seq) INTO bound;
             UPDATE pgfanout.logical_position
                SET lsn = start_lsn, last_id = greatest(last_id, bound::bigint);
-            UPDATE pgfanout.capture SET mode = 'logical', slot_name = slot, switched_at = now();
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
                                     hint = PG_EXCEPTION_HINT, state = RETURNED_SQLSTATE;
@@ -1257,7 +1273,9 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
                        OR EXISTS (SELECT FROM pg_partition_tree(c.oid) pt JOIN pg_class pc ON pc.oid = pt.relid
                                   WHERE pc.relkind IN ('r', 'p') AND pc.relreplident <> 'f')
                        OR EXISTS (SELECT FROM pg_trigger tg JOIN pg_proc p ON p.oid = tg.tgfoid
-                                  WHERE tg.tgrelid = c.oid AND p.pronamespace = 'pgfanout'::regnamespace)))
+                                  WHERE tg.tgrelid = c.oid AND p.pronamespace = 'pgfanout'::regnamespace
+                                    AND p.proname <> 'capture_partition_truncate')
+                       OR EXISTS (SELECT FROM pgfanout.partitions_without_truncate_capture(c.oid))))
                 OR NOT pgfanout.logical() AND (pgfanout.capture_function(c.oid) IS DISTINCT FROM
                    (SELECT tg.tgfoid::regproc::text FROM pg_trigger tg
                     WHERE tg.tgrelid = c.oid AND tg.tgname = 'pgfanout_insert')
