@@ -5,6 +5,8 @@
 
 #include <pqxx/pqxx>
 
+#include "pgoutput.hpp"
+
 namespace pgfanout {
 namespace {
 
@@ -277,6 +279,18 @@ std::vector<OutboxReader::TableName> OutboxReader::tables() {
     out.emplace_back(row[0].c_str(), row[1].c_str());
   }
   return out;
+}
+
+std::string OutboxReader::slot_wal_status(const std::string& slot) {
+  pqxx::nontransaction tx(conn_);
+  auto rows = tx.exec_params("SELECT coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = $1", slot);
+  return rows.empty() ? std::string() : std::string(rows[0][0].c_str());
+}
+
+std::int64_t OutboxReader::wal_since(std::uint64_t lsn) {
+  pqxx::nontransaction tx(conn_);
+  return tx.exec_params1("SELECT greatest(pg_current_wal_lsn() - $1::pg_lsn, 0)::bigint", pgoutput::format_lsn(lsn))[0]
+      .as<std::int64_t>();
 }
 
 void OutboxReader::drop_slot(const std::string& slot) {

@@ -73,6 +73,11 @@ class OutboxReader {
   void park(std::span<const OutboxChange> changes);
   /// The tables that have changes in the outbox.
   std::vector<TableName> tables();
+  /// pg_replication_slots.wal_status of `slot` ("reserved", "extended", "unreserved",
+  /// "lost"), empty when there is no such slot.
+  std::string slot_wal_status(const std::string& slot);
+  /// Bytes of WAL the primary has written past `lsn`.
+  std::int64_t wal_since(std::uint64_t lsn);
   /// Drops the logical slot left after a switch back to triggers, once it is shipped.
   void drop_slot(const std::string& slot);
 

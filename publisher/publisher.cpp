@@ -78,6 +78,12 @@ Publisher::Publisher(PublisherConfig config, MetricsRegistry& metrics)
                     "1 while this publisher holds the leader lease and ships, 0 as standby.");
   metrics_.describe("pgfanout_publisher_epoch", T::Gauge,
                     "Epoch of the lease this publisher last took (sent in x-pgfanout-epoch).");
+  metrics_.describe("pgfanout_publisher_slot_lag_bytes", T::Gauge,
+                    "Logical capture: WAL between the primary's position and what the slot has confirmed (sampled).");
+  metrics_.describe("pgfanout_publisher_slot_lag_seconds", T::Gauge,
+                    "Logical capture: age of the oldest commit read from the slot and not yet confirmed.");
+  metrics_.describe("pgfanout_publisher_slot_invalidated", T::Gauge,
+                    "Logical capture: 1 when the slot is gone or invalidated (max_slot_wal_keep_size).");
   metrics_.set("pgfanout_publisher_active", {}, 0);
   metrics_.set("pgfanout_publisher_outbox_depth", {}, 0);
   metrics_.set("pgfanout_publisher_oldest_change_age_seconds", {}, 0);
@@ -347,6 +353,15 @@ std::int64_t Publisher::held_from() const {
 
 asio::awaitable<void> Publisher::stream_slot(const OutboxReader::Capture& capture) {
   spdlog::info("capture mode {}: streaming replication slot {}", capture.mode, capture.slot);
+  std::string wal_status = outbox_->slot_wal_status(capture.slot);
+  metrics_.set("pgfanout_publisher_slot_invalidated", {}, wal_status == "lost" || wal_status.empty() ? 1 : 0);
+  if (wal_status == "lost" || wal_status.empty()) {
+    throw std::runtime_error(
+        "replication slot " + capture.slot + (wal_status.empty() ? " does not exist" : " was invalidated (max_slot_wal_keep_size)") +
+        ": the changes it should have kept are gone. To go on: SELECT pgfanout.set_capture('trigger'); "
+        "then, once this publisher is told the slot is gone, UPDATE pgfanout.capture SET slot_name = NULL as the installer; "
+        "SELECT pgfanout.set_capture('logical'); and copy every replica again with --snapshot=truncate");
+  }
   slot_ = std::make_unique<SlotReader>(config_.source, *pg_, capture.slot, outbox_->epoch());
   int fd = ::dup(slot_->socket());
   if (fd < 0) throw std::runtime_error("dup of the replication socket failed");
@@ -616,6 +631,11 @@ void Publisher::maybe_log_summary(bool force) {
   auto now = std::chrono::steady_clock::now();
   auto elapsed = now - last_summary_;
   if (!force && elapsed < config_.summary_interval) return;
+  if (slot_) {
+    auto lag = outbox_->wal_since(slot_->flushed());
+    metrics_.set("pgfanout_publisher_slot_lag_bytes", {}, static_cast<double>(lag));
+    metrics_.set("pgfanout_publisher_slot_lag_seconds", {}, slot_->lag_seconds());
+  }
   auto depth = outbox_->depth(held_from());
   metrics_.set("pgfanout_publisher_outbox_depth", {}, static_cast<double>(depth.rows));
   metrics_.set("pgfanout_publisher_oldest_change_age_seconds", {}, depth.oldest_age_seconds);

@@ -76,10 +76,9 @@ void SlotReader::handle(std::string_view copy_data, std::vector<OutboxChange>& o
     skipping_ = begin->final_lsn < stored_lsn_;
     switch_in_txn_ = false;
     commit_time_ = begin->commit_time;
-    if (!skipping_) txns_.push_back(Txn{0, last_id_, 0, false});
+    if (!skipping_) txns_.push_back(Txn{0, begin->commit_time, last_id_, 0, false});
   } else if (auto* commit = std::get_if<pgoutput::Commit>(&message)) {
     in_transaction_ = false;
-    last_commit_time_ = commit->commit_time;
     sent_lsn_ = std::max(sent_lsn_, commit->end_lsn);
     if (!skipping_) {
       txns_.back().end_lsn = commit->end_lsn;
@@ -284,6 +283,11 @@ void SlotReader::confirmed(std::size_t n) {
   }
   flushed_ = done->end_lsn;
   send_status(false);
+}
+
+double SlotReader::lag_seconds() const {
+  if (txns_.empty()) return 0;
+  return static_cast<double>(std::max<std::int64_t>(pgoutput::pg_now_us() - txns_.front().commit_time, 0)) / 1e6;
 }
 
 void SlotReader::tick() {

@@ -51,8 +51,8 @@ class SlotReader {
   void tick();
   /// How far the server may free the WAL: sent as the flush position.
   pgoutput::Lsn flushed() const { return flushed_; }
-  /// Commit time of the last transaction read (microseconds since 2000), for slot lag.
-  std::int64_t last_commit_time() const { return last_commit_time_; }
+  /// Age of the oldest commit read and not yet confirmed (0 when nothing is in flight).
+  double lag_seconds() const;
 
  private:
   struct RelationInfo {
@@ -63,6 +63,7 @@ class SlotReader {
   };
   struct Txn {
     pgoutput::Lsn end_lsn = 0;
+    std::int64_t commit_time = 0;
     std::int64_t last_id = 0;
     std::size_t pending = 0;  ///< changes read and not yet confirmed
     bool committed = false;
@@ -90,7 +91,6 @@ class SlotReader {
   bool switch_in_txn_ = false;
   bool switched_back_ = false;
   std::int64_t commit_time_ = 0;
-  std::int64_t last_commit_time_ = 0;
   std::int64_t last_id_ = 0;
   pgoutput::Lsn stored_lsn_ = 0;
   pgoutput::Lsn flushed_ = 0;
