@@ -287,6 +287,15 @@ std::string OutboxReader::slot_wal_status(const std::string& slot) {
   return rows.empty() ? std::string() : std::string(rows[0][0].c_str());
 }
 
+bool OutboxReader::end_other_stream(const std::string& slot) {
+  pqxx::nontransaction tx(conn_);
+  auto rows = tx.exec_params(
+      "SELECT pg_terminate_backend(active_pid, 5000) FROM pg_replication_slots "
+      "WHERE slot_name = $1 AND active AND active_pid <> pg_backend_pid()",
+      slot);
+  return !rows.empty();
+}
+
 std::int64_t OutboxReader::wal_since(std::uint64_t lsn) {
   pqxx::nontransaction tx(conn_);
   return tx.exec_params1("SELECT greatest(pg_current_wal_lsn() - $1::pg_lsn, 0)::bigint", pgoutput::format_lsn(lsn))[0]

@@ -76,6 +76,9 @@ class OutboxReader {
   /// pg_replication_slots.wal_status of `slot` ("reserved", "extended", "unreserved",
   /// "lost"), empty when there is no such slot.
   std::string slot_wal_status(const std::string& slot);
+  /// Ends the replication session that still streams `slot` for a publisher that lost the
+  /// lease (its SQL session ended, its walsender may live on); true if there was one.
+  bool end_other_stream(const std::string& slot);
   /// Bytes of WAL the primary has written past `lsn`.
   std::int64_t wal_since(std::uint64_t lsn);
   /// Drops the logical slot left after a switch back to triggers, once it is shipped.

@@ -362,6 +362,11 @@ asio::awaitable<void> Publisher::stream_slot(const OutboxReader::Capture& captur
         "then, once this publisher is told the slot is gone, UPDATE pgfanout.capture SET slot_name = NULL as the installer; "
         "SELECT pgfanout.set_capture('logical'); and copy every replica again with --snapshot=truncate");
   }
+  // This publisher holds the lease: a session still streaming the slot belongs to one
+  // that lost it (its host cut off, or paused), and ends here.
+  if (outbox_->end_other_stream(capture.slot)) {
+    spdlog::warn("ended the replication session of a deposed publisher on slot {}", capture.slot);
+  }
   slot_ = std::make_unique<SlotReader>(config_.source, *pg_, capture.slot, outbox_->epoch());
   int fd = ::dup(slot_->socket());
   if (fd < 0) throw std::runtime_error("dup of the replication socket failed");
@@ -370,6 +375,10 @@ asio::awaitable<void> Publisher::stream_slot(const OutboxReader::Capture& captur
   // Changes of a table that still has some in the outbox (left by the trigger capture, or
   // parked) go there too, behind them.
   for (auto& table : outbox_->tables()) outbox_tables_.insert(std::move(table));
+  auto outbox_depth = outbox_->depth(held_from());
+  metrics_.set("pgfanout_publisher_outbox_depth", {}, static_cast<double>(outbox_depth.rows));
+  spdlog::info("outbox holds {} changes; draining them and streaming the slot",
+               with_thousands(static_cast<std::uint64_t>(outbox_depth.rows)));
   auto wait_limit = std::chrono::milliseconds(1000);
   if (amqp_->heartbeat().count() > 0) {
     wait_limit = std::min<std::chrono::milliseconds>(

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The demo: one primary and two replica databases kept in step through RabbitMQ.
 #
-#   scripts/demo.sh [--duration N] [--rate TPS]
+#   scripts/demo.sh [--duration N] [--rate TPS] [--capture trigger|logical]
 #
 # Installs what is missing (Debian 12), builds, starts the local throwaway servers
 # (scripts/servers.sh), creates the primary pgfanout_demo and the replicas
@@ -12,7 +12,8 @@
 #
 # Ctrl-C (or the end of --duration N seconds) stops the writer, waits for the replicas to
 # catch up, prints the final comparison, stops the processes and the servers it started.
-# Exits 0 only if both replicas equal the primary at the end.
+# Exits 0 only if both replicas equal the primary at the end. --capture logical switches
+# the primary to the logical capture (README, "Capture modes") after seeding it.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,14 +27,17 @@ CATCH_UP_SECONDS=60
 
 duration=0
 rate=200
-usage() { echo "usage: scripts/demo.sh [--duration SECONDS] [--rate TRANSACTIONS_PER_SECOND]" >&2; exit 2; }
+capture=trigger
+usage() { echo "usage: scripts/demo.sh [--duration SECONDS] [--rate TRANSACTIONS_PER_SECOND] [--capture trigger|logical]" >&2; exit 2; }
 while (($#)); do
   case "$1" in
     --duration) [[ "${2:-}" =~ ^[0-9]+$ ]] || usage; duration=$2; shift 2 ;;
     --duration=*) duration=${1#*=}; [[ "$duration" =~ ^[0-9]+$ ]] || usage; shift ;;
     --rate) [[ "${2:-}" =~ ^[1-9][0-9]*$ ]] || usage; rate=$2; shift 2 ;;
     --rate=*) rate=${1#*=}; [[ "$rate" =~ ^[1-9][0-9]*$ ]] || usage; shift ;;
-    -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --capture) [[ "${2:-}" =~ ^(trigger|logical)$ ]] || usage; capture=$2; shift 2 ;;
+    --capture=*) capture=${1#*=}; [[ "$capture" =~ ^(trigger|logical)$ ]] || usage; shift ;;
+    -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) usage ;;
   esac
 done
@@ -136,6 +140,10 @@ done
 psql_db "$PRIMARY_DB" -f sql/install.sql
 psql_db "$PRIMARY_DB" -f "$DEMO/track.sql" >/dev/null
 psql_db "$PRIMARY_DB" -f "$DEMO/seed.sql"
+if [ "$capture" = logical ]; then
+  say "switching $PRIMARY_DB to the logical capture (the seeded changes stay in the outbox and go first)"
+  psql_db "$PRIMARY_DB" -c "SELECT pgfanout.set_capture('logical')" >/dev/null
+fi
 # Queues of an earlier run may still hold its messages.
 for q in "${QUEUES[@]}"; do
   "$RUN/rabbitmqctl" -q delete_queue "$q" >/dev/null 2>&1 || true

@@ -161,9 +161,11 @@ TEST(BigRows, AReadOfCompressibleRowsHoldsAbout16MB) {
   SmallChain chain(kTables, {"public.big", "public.small"});
   chain.primary.exec("INSERT INTO public.big SELECT i, repeat('x', 3000000) || i "
                      "FROM generate_series(1, 30) AS i");
-  EXPECT_EQ(chain.primary.integer("SELECT count(*) FROM pgfanout.changes "
-                                  "WHERE pg_column_compression(new_row) IS NOT NULL"),
-            30);
+  if (!logical_capture()) {
+    EXPECT_EQ(chain.primary.integer("SELECT count(*) FROM pgfanout.changes "
+                                    "WHERE pg_column_compression(new_row) IS NOT NULL"),
+              30);
+  }
   test::wait_applied(chain.primary, chain.replica, chain.dead.name(), kBigPatience);
   EXPECT_EQ(queue_depth(chain.dead.name()), 0u);
   EXPECT_EQ(chain.replica.value("SELECT string_agg(id || ':' || md5(payload), ',' ORDER BY id) FROM public.big"),

@@ -551,7 +551,7 @@ TEST_F(FaultTest, BacklogShippedWhenPublisherStarts) {
   load_->wait_for_more(1500);
   load_->stop();
   PgSession primary = primary_.session();
-  EXPECT_GE(outbox_count(primary), 1000);
+  EXPECT_GE(pending_changes(primary), 1000);
   EXPECT_EQ(queue_depth(queue_a_.name()), 0u);
   start_load();  // and the load goes on while the publisher catches up
   start_publisher();
@@ -625,7 +625,7 @@ TEST_F(FaultTest, SigtermExitsPromptlyInEveryState) {
   {
     Process pub(publisher_binary(), {"--source", primary_.conninfo(), "--amqp", silent_amqp,
                                      "--exchange", exchange_.name(), "--log-level", "debug"});
-    pub.wait_for_log("LISTENing");
+    pub.wait_for_log("leading with epoch");
     std::this_thread::sleep_for(1500ms);
     EXPECT_TRUE(pub.running());
     expect_prompt_clean_exit(pub, "a publisher connecting to RabbitMQ");

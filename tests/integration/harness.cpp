@@ -676,6 +676,16 @@ std::optional<std::string> table_md5(PgSession& db, std::string_view table, std:
 
 std::int64_t outbox_count(PgSession& db) { return db.integer("SELECT count(*) FROM pgfanout.changes"); }
 
+std::int64_t pending_changes(PgSession& db) {
+  // pgoutput's Insert, Update and Delete messages start with 'I', 'U', 'D'; the capture
+  // table's own changes (mode switches) are not changes of a tracked table.
+  return outbox_count(db) +
+         db.integer("SELECT count(*) FROM pgfanout.capture c, "
+                    "LATERAL pg_logical_slot_peek_binary_changes(c.slot_name, NULL, NULL, "
+                    "'proto_version', '1', 'publication_names', 'pgfanout') p "
+                    "WHERE get_byte(p.data, 0) IN (73, 85, 68)");
+}
+
 void wait_outbox_empty(PgSession& db, std::chrono::milliseconds timeout) {
   eventually_value([&] { return outbox_count(db); }, [](std::int64_t n) { return n == 0; }, timeout,
                    "the outbox pgfanout.changes to be empty (rows left)");

@@ -372,6 +372,10 @@ void uninstall_schema(const std::string& conninfo);
 std::optional<std::string> table_md5(PgSession& db, std::string_view table, std::string_view order_by);
 /// Rows in pgfanout.changes, the outbox.
 std::int64_t outbox_count(PgSession& db);
+/// Changes captured and not shipped while no publisher runs: the outbox's rows, and in
+/// logical mode the row changes the slot holds (peeked, so they stay; `db` must be a
+/// superuser's session).
+std::int64_t pending_changes(PgSession& db);
 /// Waits until everything captured so far is shipped: pgfanout.changes is empty, and in
 /// logical mode the slot's confirmed position has reached the WAL written before the
 /// call; throws with what is left.

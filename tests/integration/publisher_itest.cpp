@@ -85,8 +85,10 @@ void expect_change(const json& change, const std::string& body, const Expected& 
   EXPECT_EQ(change["op"], e.op);
   if (e.new_row) {
     EXPECT_EQ(change["new"], json::parse(*e.new_row)) << body;
-    // Values keep PostgreSQL's exact text (big numerics, floats): spliced verbatim.
-    EXPECT_THAT(body, HasSubstr("\"new\":" + *e.new_row));
+    // Trigger mode: values keep PostgreSQL's exact text (big numerics, floats), spliced
+    // verbatim. Logical mode builds the same values in column order (README, "Message
+    // format"): the same meaning, checked above.
+    if (!logical_capture()) EXPECT_THAT(body, HasSubstr("\"new\":" + *e.new_row));
   } else {
     EXPECT_TRUE(change["new"].is_null()) << body;
   }
@@ -207,7 +209,7 @@ TEST_F(PublisherTest, PackPutsConsecutiveChangesOfOneTableIntoArrays) {
     UPDATE public.a SET v = -v WHERE id <= 5;
     INSERT INTO public.b VALUES (4, 4);)");
   std::string t1 = now_utc();
-  ASSERT_EQ(outbox_count(sql()), 34);
+  ASSERT_EQ(pending_changes(sql()), 34);
   Process pub = publisher({"--pack", "10"});
 
   struct Shape {
@@ -297,7 +299,7 @@ TEST_F(PublisherTest, ChangesCommittedWhileThePublisherIsStoppedAreShippedOnStar
     UPDATE public.t SET v = 'A' WHERE id = 1;
     DELETE FROM public.t WHERE id = 2;
     BEGIN; INSERT INTO public.t VALUES (4, 'd'); UPDATE public.t SET id = 5 WHERE id = 4; COMMIT;)");
-  ASSERT_EQ(outbox_count(sql()), 5) << "changes must wait in the outbox while no publisher runs";
+  ASSERT_EQ(pending_changes(sql()), 5) << "changes must wait while no publisher runs";
 
   Process pub = publisher();
   auto messages = queue.take(5);
@@ -369,7 +371,9 @@ TEST_F(PublisherTest, AReturnedMessageWhoseReadFailsKeepsItsChangeInTheOutbox) {
   sql().exec("INSERT INTO public.t VALUES (1, 'unroutable')");
   eventually([&] { return relay.returns_mangled() >= 2; }, kPatience,
              "the broker to return the change, and the publisher to try again after a failed read");
-  EXPECT_EQ(outbox_count(sql()), 1) << "a change whose return could not be read left the outbox";
+  // (In logical mode it stays in the slot, which its publisher holds: that it arrives
+  // below is the check.)
+  if (!logical_capture()) EXPECT_EQ(outbox_count(sql()), 1) << "a change whose return could not be read left the outbox";
   EXPECT_NE(pub.log().find("reading a returned message"), std::string::npos) << pub.log();
 
   // Once a queue is bound and returns are read whole again, the change reaches it.
@@ -399,7 +403,7 @@ TEST_F(PublisherTest, OutboxKeepsEveryChangeWhileTheBrokerIsDown) {
     eventually([&] { return pub.count_in_log("reconnecting in") >= reconnects + 2; }, kPatience,
                "the publisher to notice the broker is down and fail to reconnect");
     EXPECT_TRUE(pub.running()) << "the publisher must never exit because the broker went away";
-    EXPECT_EQ(outbox_count(sql()), 6) << "changes must stay in the outbox while the broker is down";
+    if (!logical_capture()) EXPECT_EQ(outbox_count(sql()), 6) << "changes must stay in the outbox while the broker is down";
     broker.start();
   }
 
@@ -432,10 +436,12 @@ TEST_F(PublisherTest, NackedChangesStayInTheOutboxUntilTheBrokerTakesThem) {
              "the broker to refuse the publisher twice");
   EXPECT_TRUE(pub.running());
   EXPECT_EQ(queue_depth(queue.name()), 2u);
-  EXPECT_GE(outbox_count(sql()), 3) << "a nacked change must never leave the outbox";
-  std::string kept = *sql().value(
-      "SELECT string_agg(new_row->>'id', ',' ORDER BY id) FROM pgfanout.changes");
-  EXPECT_THAT(kept, ::testing::EndsWith("3,4,5")) << "rows left in the outbox: " << kept;
+  if (!logical_capture()) {  // in logical mode they stay in the slot; all arriving below is the check
+    EXPECT_GE(outbox_count(sql()), 3) << "a nacked change must never leave the outbox";
+    std::string kept = *sql().value(
+        "SELECT string_agg(new_row->>'id', ',' ORDER BY id) FROM pgfanout.changes");
+    EXPECT_THAT(kept, ::testing::EndsWith("3,4,5")) << "rows left in the outbox: " << kept;
+  }
 
   // Reading makes room; each retry ships what fits. Delivery is at least once, so a
   // change may come twice, but none may be missing.
@@ -466,7 +472,7 @@ TEST_F(PublisherTest, SigtermAndSigintExitZero) {
   for (int sig : {SIGTERM, SIGINT}) {
     SCOPED_TRACE(sig == SIGTERM ? "SIGTERM" : "SIGINT");
     Process pub = publisher();
-    pub.wait_for_log("LISTENing");
+    pub.wait_for_log("leading with epoch");
     pub.signal(sig);
     EXPECT_EQ(pub.wait_exit(15s), 0);
   }
