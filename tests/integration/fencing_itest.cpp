@@ -294,7 +294,7 @@ TEST(Fencing, ADeposedLeaderCannotTakeAReplicaBackInTime) {
   // The leader reaches the broker through a relay that can hold what it publishes; with
   // 60 s heartbeats the broker keeps its connection meanwhile.
   FreezableRelay relay;
-  Process leader(publisher_binary(), {"--source", primary_db.conninfo(), "--amqp", relay.url(60),
+  Process leader(publisher_binary(), {"--source", conninfo_as(primary_db.conninfo(), kPublisherRole), "--amqp", relay.url(60),
                                       "--exchange", exchange.name(), "--log-level", "debug"});
   leader.wait_for_log("leading with epoch");
   Process standby = start_publisher(primary_db.conninfo(), exchange.name());
