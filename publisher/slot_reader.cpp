@@ -91,7 +91,7 @@ void SlotReader::handle(std::string_view copy_data, std::vector<OutboxChange>& o
     on_relation(std::move(*rel));
   } else if (std::holds_alternative<pgoutput::Type>(message)) {
     types_.forget_all();
-  } else if (skipping_) {
+  } else if (skipping_ || !keyed(message)) {
     return;
   } else if (auto* insert = std::get_if<pgoutput::Insert>(&message)) {
     const RelationInfo& r = relation(insert->relid);
@@ -141,13 +141,17 @@ void SlotReader::on_relation(pgoutput::Relation relation) {
   RelationInfo info;
   info.is_capture_table = relation.schema == "pgfanout" && relation.name == "capture";
   if (!info.is_capture_table) {
+    // The key of a table tracked now; or, for one untracked since its changes were
+    // written (they are still published), its primary key as it is now. pgoutput also
+    // describes a partition before a change it publishes under its root's name; and a
+    // table dropped since has no key to find: a change of either is wrong or skipped.
     pqxx::nontransaction tx(sql_);
-    auto rows = tx.exec_params("SELECT key_columns FROM pgfanout.tracked WHERE relid = $1::oid",
-                               std::to_string(relation.oid));
-    // pgoutput describes a partition too before a change it publishes under its root's
-    // name: only a change of a table that is not tracked is wrong.
-    info.tracked = !rows.empty();
-    auto keys = rows.empty() ? pqxx::array_parser("{}") : rows[0][0].as_array();
+    auto rows = tx.exec_params(
+        "SELECT coalesce((SELECT key_columns FROM pgfanout.tracked WHERE relid = $1::oid), "
+        "                pgfanout.primary_key($1::oid::regclass))",
+        std::to_string(relation.oid));
+    info.tracked = !rows.empty() && !rows[0][0].is_null();
+    auto keys = info.tracked ? rows[0][0].as_array() : pqxx::array_parser("{}");
     for (auto item = keys.get_next(); item.first != pqxx::array_parser::done; item = keys.get_next()) {
       if (item.first != pqxx::array_parser::string_value) continue;
       auto it = std::find_if(relation.columns.begin(), relation.columns.end(),
@@ -163,15 +167,25 @@ void SlotReader::on_relation(pgoutput::Relation relation) {
   relations_[info.relation.oid] = std::move(info);
 }
 
+bool SlotReader::keyed(const pgoutput::Message& message) {
+  std::uint32_t relid = 0;
+  if (const auto* m = std::get_if<pgoutput::Insert>(&message)) relid = m->relid;
+  if (const auto* m = std::get_if<pgoutput::Update>(&message)) relid = m->relid;
+  if (const auto* m = std::get_if<pgoutput::Delete>(&message)) relid = m->relid;
+  if (relid == 0) return true;
+  const RelationInfo& r = relation(relid);
+  if (r.tracked || r.is_capture_table) return true;
+  // Dropped since (a table untracked since keeps its primary key): nothing to replicate
+  // it to any more.
+  spdlog::warn("skipping a change of table {}, which is neither tracked nor has a primary key any more",
+               routing_key(r.relation.schema, r.relation.name));
+  return false;
+}
+
 const SlotReader::RelationInfo& SlotReader::relation(std::uint32_t oid) const {
   auto it = relations_.find(oid);
   if (it == relations_.end()) {
     throw pgoutput::ProtocolError("a change of relation " + std::to_string(oid) + " came before its Relation message");
-  }
-  if (!it->second.tracked) {
-    throw std::runtime_error("the slot sends a change of table " +
-                             routing_key(it->second.relation.schema, it->second.relation.name) +
-                             ", which pgfanout.tracked does not list");
   }
   return it->second;
 }

@@ -59,7 +59,7 @@ class SlotReader {
     pgoutput::Relation relation;
     std::vector<std::size_t> key;  ///< indexes of the primary-key columns, in key order
     bool is_capture_table = false; ///< pgfanout.capture: a switch of the capture mode
-    bool tracked = true;           ///< listed in pgfanout.tracked (or the capture table)
+    bool tracked = true;           ///< has a primary key (tracked now, or untracked since)
   };
   struct Txn {
     pgoutput::Lsn end_lsn = 0;
@@ -72,6 +72,8 @@ class SlotReader {
   void handle(std::string_view copy_data, std::vector<OutboxChange>& out, std::int64_t& bytes);
   void on_relation(pgoutput::Relation relation);
   const RelationInfo& relation(std::uint32_t oid) const;
+  /// Whether a row change's table has a key to ship it with (false: skipped, with a warning).
+  bool keyed(const pgoutput::Message& message);
   OutboxChange change(const RelationInfo& rel, Op op);
   void append_row(std::string& out, std::string& json_nulls, const RelationInfo& rel,
                   const pgoutput::Tuple& row, const pgoutput::Tuple* old);
