@@ -902,9 +902,10 @@ BEGIN
 END
 $$;
 
--- Whether the capture is logical (set_capture).
+-- Whether the capture is logical (set_capture). The capture triggers run as the writer,
+-- who may not read pgfanout.capture (it holds the slot's token): this runs as its owner.
 CREATE OR REPLACE FUNCTION pgfanout.logical() RETURNS boolean
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT coalesce((SELECT mode = 'logical' FROM pgfanout.capture), false)
 $$;
 

@@ -443,6 +443,9 @@ TEST_F(TrustTest, RolesSqlGivesEachRoleItsJobAndNoMore) {
   as(alice).exec(
       "CREATE TABLE app.t (id int PRIMARY KEY, v text); INSERT INTO app.t VALUES (1, 'a')");
   sql().exec("SELECT pgfanout.track('app.t')");
+  // Roles are the cluster's: a logical-mode test before this one gave the publisher
+  // REPLICATION (roles.sql -v logical=on), which roles.sql never takes away.
+  sql().exec(std::string("ALTER ROLE ") + kPublisherRole + " NOREPLICATION");
   grant_roles(db_->conninfo(), "primary");  // again: the snapshot role reads app.t now
   as(alice).exec("INSERT INTO app.t VALUES (2, 'b')");
 
@@ -500,6 +503,12 @@ TEST_F(TrustTest, RolesSqlGivesEachRoleItsJobAndNoMore) {
   ScratchDatabase other("pgft_trust_replica2");
   PgSession(other.conninfo()).exec("CREATE SCHEMA pgfanout");
   EXPECT_THROW(grant_roles(other.conninfo(), "replica"), HarnessError);
+
+  // The logical capture's one extra: REPLICATION for the publisher, when asked for.
+  grant_roles(db_->conninfo(), "primary", {"logical=on"});
+  EXPECT_EQ(sql().value(std::string("SELECT rolreplication::text FROM pg_roles WHERE rolname = ") +
+                        sql_literal(kPublisherRole)),
+            "true");
 }
 
 }  // namespace
