@@ -882,6 +882,19 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
              AND p.pronamespace = 'pgfanout'::regnamespace) <> 2
 $$;
 
+-- Puts the two statement triggers of capture_partition_truncate on a partitioned table or
+-- one of its leaf partitions.
+CREATE OR REPLACE FUNCTION pgfanout.add_truncate_triggers(rel regclass) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    EXECUTE format('CREATE TRIGGER pgfanout_truncate_before BEFORE TRUNCATE ON %s '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION pgfanout.capture_partition_truncate()', rel);
+    EXECUTE format('CREATE TRIGGER pgfanout_truncate AFTER TRUNCATE ON %s '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION pgfanout.capture_partition_truncate()', rel);
+END
+$$;
+REVOKE ALL ON FUNCTION pgfanout.add_truncate_triggers(regclass) FROM PUBLIC;
+
 -- Puts the TRUNCATE triggers on the leaf partitions of a tracked partitioned table that
 -- lack them (after any other pgfanout trigger of their own is dropped). Returns how many.
 CREATE OR REPLACE FUNCTION pgfanout.track_partitions(rel regclass) RETURNS integer
@@ -892,10 +905,7 @@ DECLARE
 BEGIN
     FOR part IN SELECT * FROM pgfanout.partitions_without_truncate_capture(rel) LOOP
         PERFORM pgfanout.drop_triggers(part);
-        EXECUTE format('CREATE TRIGGER pgfanout_truncate_before BEFORE TRUNCATE ON %s '
-                       'FOR EACH STATEMENT EXECUTE FUNCTION pgfanout.capture_partition_truncate()', part);
-        EXECUTE format('CREATE TRIGGER pgfanout_truncate AFTER TRUNCATE ON %s '
-                       'FOR EACH STATEMENT EXECUTE FUNCTION pgfanout.capture_partition_truncate()', part);
+        PERFORM pgfanout.add_truncate_triggers(part);
         added := added + 1;
     END LOOP;
     RETURN added;
@@ -1036,10 +1046,7 @@ BEGIN
         IF c.relkind = 'p' THEN
             -- pgoutput publishes a partitioned table's changes under its name, but not a
             -- TRUNCATE of one of its partitions: these triggers refuse that TRUNCATE.
-            EXECUTE format('CREATE TRIGGER pgfanout_truncate_before BEFORE TRUNCATE ON %s '
-                           'FOR EACH STATEMENT EXECUTE FUNCTION pgfanout.capture_partition_truncate()', rel);
-            EXECUTE format('CREATE TRIGGER pgfanout_truncate AFTER TRUNCATE ON %s '
-                           'FOR EACH STATEMENT EXECUTE FUNCTION pgfanout.capture_partition_truncate()', rel);
+            PERFORM pgfanout.add_truncate_triggers(rel);
             PERFORM pgfanout.track_partitions(rel);
         END IF;
         INSERT INTO pgfanout.tracked (relid, schema_name, table_name, key_columns, json_columns, prior_identity)
@@ -1066,10 +1073,7 @@ BEGIN
     EXECUTE format('CREATE TRIGGER pgfanout_delete AFTER DELETE ON %s '
                    'FOR EACH ROW EXECUTE FUNCTION %s(%s)', rel, row_level, args);
     IF c.relkind = 'p' THEN
-        EXECUTE format('CREATE TRIGGER pgfanout_truncate_before BEFORE TRUNCATE ON %s '
-                       'FOR EACH STATEMENT EXECUTE FUNCTION pgfanout.capture_partition_truncate()', rel);
-        EXECUTE format('CREATE TRIGGER pgfanout_truncate AFTER TRUNCATE ON %s '
-                       'FOR EACH STATEMENT EXECUTE FUNCTION pgfanout.capture_partition_truncate()', rel);
+        PERFORM pgfanout.add_truncate_triggers(rel);
         PERFORM pgfanout.track_partitions(rel);
     ELSE
         EXECUTE format('CREATE TRIGGER pgfanout_truncate AFTER TRUNCATE ON %s '
