@@ -384,10 +384,24 @@ asio::awaitable<void> Publisher::stream_slot(const OutboxReader::Capture& captur
     wait_limit = std::min<std::chrono::milliseconds>(
         wait_limit, std::chrono::duration_cast<std::chrono::milliseconds>(amqp_->heartbeat()) / 2);
   }
+  // After a switch back to triggers, the outbox fills with changes whose ids lie above
+  // those of every change the slot still holds (set_capture): they wait for the trigger
+  // capture's session, and so do the changes parked before the switch. The slot's
+  // changes of their tables join them there (ship()), in id order.
+  const bool read_outbox = capture.mode == "logical";
   while (!stopping_) {
     std::size_t read = 0;
-    if (!outbox_tables_.empty()) {
+    if (read_outbox && !outbox_tables_.empty()) {
       std::vector<OutboxChange> parked = outbox_->head(config_.batch_rows, config_.batch_bytes, held_now());
+      if (!parked.empty() && parked.back().id > slot_->last_id() && outbox_->capture().mode != "logical") {
+        // The capture switched back meanwhile, and this read holds changes of the trigger
+        // capture: a new session leaves them in the outbox until the slot is shipped (the
+        // read moved the outbox cursor past them, so this session cannot).
+        spdlog::info("the capture switched back to triggers; shipping replication slot {} first",
+                     capture.slot);
+        switching_ = true;
+        co_return;
+      }
       if (!parked.empty()) {
         read += parked.size();
         ship(parked, Source::Outbox);
