@@ -613,6 +613,47 @@ TEST(Capture, ChangesOfAnUnboundTableAreParkedThenShippedInOrder) {
              "a change of public.u after the parked ones");
 }
 
+// A publisher that stops after it parked changes and before it stored its position in
+// the slot gets the same changes again from the slot, with the same ids, and parks them
+// again. The state such a crash leaves is made here exactly: the slot and the position
+// are put back to where they were before the changes were parked.
+TEST(Capture, ChangesParkedAgainAfterARestartDoNotStopThePublisher) {
+  Chain chain(kTwoTables, {"public.t", "public.u"}, /*logical=*/true, /*run_publisher=*/false,
+              {"--tables", "public.t"});
+  delete_queue(chain.tap.name());
+  PgSession& p = chain.primary;
+  ASSERT_TRUE(chain.slot_name().has_value());
+  const std::string slot = *chain.slot_name();
+  const std::string saved = unique_name("pgft_saved_slot");
+  p.exec("SELECT pg_copy_logical_replication_slot(" + sql_literal(slot) + ", " + sql_literal(saved) + ")");
+  Rows position = p.query("SELECT lsn::text, last_id FROM pgfanout.logical_position");
+
+  p.exec("INSERT INTO public.u SELECT g, 'parked' FROM generate_series(1, 5) g");
+  chain.start();
+  eventually(
+      [&] {
+        return p.integer("SELECT count(*) FROM pgfanout.changes WHERE table_name = 'u'") == 5 &&
+               p.value("SELECT lsn::text FROM pgfanout.logical_position") != position[0][0];
+      },
+      kPatience, "the changes of public.u to be parked and the position stored");
+  Rows parked = p.query("SELECT id, new_row::text FROM pgfanout.changes ORDER BY id");
+  chain.stop();
+  eventually([&] { return p.integer("SELECT count(*) FROM pg_replication_slots WHERE active AND slot_name = " +
+                                    sql_literal(slot)) == 0; },
+             kPatience, "the walsender to let the slot go");
+  p.exec("SELECT pg_drop_replication_slot(" + sql_literal(slot) + ")");
+  p.exec("SELECT pg_copy_logical_replication_slot(" + sql_literal(saved) + ", " + sql_literal(slot) + ")");
+  p.exec("SELECT pg_drop_replication_slot(" + sql_literal(saved) + ")");
+  p.exec("UPDATE pgfanout.logical_position SET lsn = " + sql_literal(*position[0][0]) +
+         ", last_id = " + *position[0][1]);
+
+  chain.start();
+  p.exec("INSERT INTO public.t VALUES (1, 'after the restart')");
+  chain.converge("public.t");
+  EXPECT_EQ(p.query("SELECT id, new_row::text FROM pgfanout.changes ORDER BY id"), parked)
+      << "the changes parked again are the same ones, once";
+}
+
 // ---------------------------------------------------------------------------------------
 // 10. A publisher killed mid-stream.
 
