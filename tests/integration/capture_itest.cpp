@@ -287,6 +287,74 @@ TEST(Capture, LogicalToTriggerWithUndrainedSlotKeepsOrderAndIds) {
   EXPECT_EQ(check_ids(drain(chain.tap)), changes);
 }
 
+// A switch back while the publisher streams, with changes of an unbound table parked in
+// the outbox (so that it reads the outbox as it streams) and a big transaction in the
+// slot just before the switch: the trigger capture's changes, which the publisher may see
+// in the outbox before it has read the slot up to the switch, go out after the slot's.
+TEST(Capture, LiveSwitchBackWithParkedChangesKeepsEachRowsOrder) {
+  Chain chain(kTwoTables, {"public.t", "public.u"}, /*logical=*/true, /*run_publisher=*/true,
+              {"--tables", "public.t"});
+  delete_queue(chain.tap.name());
+  PgSession& p = chain.primary;
+  p.exec("INSERT INTO public.u VALUES (1, 'parked')");
+  eventually([&] { return outbox_count(p) == 1; }, kPatience, "the change of public.u to be parked");
+  p.exec("INSERT INTO public.t SELECT g, 'logical' FROM generate_series(1, 20000) g");
+  p.exec("SELECT pgfanout.set_capture('trigger')");
+  p.exec("UPDATE public.t SET v = 'trigger' WHERE k % 1000 = 0");
+  p.exec("UPDATE public.u SET v = 'trigger'");
+  chain.converge("public.t", "k", 120s);
+  EXPECT_EQ(chain.replica.integer("SELECT count(*) FROM public.t WHERE v = 'trigger'"), 20);
+  eventually([&] { return chain.slots() == 0; }, kPatience, "the drained slot to be dropped");
+
+  ScratchDatabase replica2("pgft_cap_r2");
+  PgSession r2 = replica2.session();
+  r2.exec(kTwoTables);
+  TestQueue queue2{chain.exchange.name(), {}, QueueOptions::listener_compatible()};
+  TestQueue dead2{chain.exchange.name(), {}, QueueOptions::dead_letter_compatible(), queue2.name() + ".dead"};
+  Process listener2 = start_listener(replica2.conninfo(), queue2.name(), chain.exchange.name(),
+                                     {"--tables", "public.u"});
+  eventually([&] { return r2.value("SELECT v FROM public.u WHERE k = 1") == std::optional<std::string>("trigger"); },
+             60s, "replica 2 to get public.u's changes in order");
+  wait_outbox_empty(p, 60s);
+  EXPECT_EQ(queue_depth(dead2.name()), 0u);
+}
+
+// track() and untrack() in logical mode; install.sql run again keeps the mode.
+TEST(Capture, TrackUntrackAndReinstallInLogicalMode) {
+  Chain chain(kTwoTables, {"public.t"}, /*logical=*/true);
+  PgSession& p = chain.primary;
+  const auto slot = chain.slot_name();
+  p.exec("ALTER TABLE public.u REPLICA IDENTITY NOTHING");
+  p.exec("SELECT pgfanout.track('public.u')");
+  EXPECT_EQ(pgfanout_triggers(p, "public.u"), 0);
+  EXPECT_EQ(replica_identity(p, "public.u"), "f");
+  EXPECT_EQ(publication_members(p), (std::vector<std::string>{"pgfanout.capture", "t", "u"}));
+  p.exec("INSERT INTO public.u SELECT g, 'u' FROM generate_series(1, 5) g");
+  p.exec("UPDATE public.u SET v = 'u2' WHERE k < 3");
+  chain.converge("public.u");
+
+  CommandResult again = psql_file(p.conninfo(), sql_dir() + "/install.sql");
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_EQ(chain.mode(), "logical");
+  EXPECT_EQ(chain.slot_name(), slot);
+  EXPECT_EQ(chain.slots(), 1);
+  EXPECT_EQ(publication_members(p), (std::vector<std::string>{"pgfanout.capture", "t", "u"}));
+  for (const char* t : {"public.t", "public.u"}) {
+    EXPECT_EQ(pgfanout_triggers(p, t), 0) << t;
+    EXPECT_EQ(replica_identity(p, t), "f") << t;
+  }
+  p.exec("INSERT INTO public.t VALUES (1, 'after reinstall')");
+  chain.converge("public.t");
+
+  p.exec("SELECT pgfanout.untrack('public.u')");
+  EXPECT_EQ(replica_identity(p, "public.u"), "n") << "untrack puts back the identity the table had";
+  EXPECT_EQ(publication_members(p), (std::vector<std::string>{"pgfanout.capture", "t"}));
+  p.exec("INSERT INTO public.u VALUES (100, 'untracked')");
+  p.exec("INSERT INTO public.t VALUES (2, 'after untrack')");
+  chain.converge("public.t");
+  EXPECT_EQ(chain.replica.integer("SELECT count(*) FROM public.u WHERE k = 100"), 0);
+}
+
 // ---------------------------------------------------------------------------------------
 // 3. Repeated calls, a call rolled back, a call in a transaction that wrote.
 
