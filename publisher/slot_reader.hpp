@@ -71,6 +71,7 @@ class SlotReader {
     std::int64_t last_id = 0;
     std::size_t pending = 0;  ///< changes read and not yet confirmed
     bool committed = false;
+    bool switch_back = false;  ///< holds set_capture('trigger')
   };
 
   void handle(std::string_view copy_data, std::vector<OutboxChange>& out, std::int64_t& bytes);
