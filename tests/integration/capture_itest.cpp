@@ -803,6 +803,48 @@ TEST(Capture, PublisherKilledMidStreamGivesEachChangeOneIdAndLosesNothing) {
       << "one id per change";
 }
 
+// A standby publisher takes the slot over when the active one dies.
+TEST(Capture, StandbyPublisherTakesTheSlotOver) {
+  Chain chain("CREATE TABLE public.t (k int PRIMARY KEY, v text, n int);", {"public.t"}, /*logical=*/true);
+  PgSession& p = chain.primary;
+  Process standby = start_publisher(chain.primary_db.db.conninfo(), chain.exchange.name());
+  standby.wait_for_log("waiting as standby");
+  {
+    BackgroundWriter writer(chain.primary_db.db.conninfo(), [](std::int64_t i) {
+      return "INSERT INTO public.t VALUES (" + std::to_string(i % 30) + ", 'w" + std::to_string(i) +
+             "', 0) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v, n = public.t.n + 1";
+    });
+    eventually([&] { return writer.commits() >= 200; }, kPatience, "the writer to write");
+    EXPECT_EQ(chain.publisher->kill(), 128 + SIGKILL);
+    chain.publisher.reset();
+    standby.wait_for_log("streaming replication slot");
+    std::int64_t before = writer.commits();
+    eventually([&] { return writer.commits() >= before + 200; }, kPatience, "the writer to write");
+    writer.stop();
+  }
+  chain.converge("public.t", "k", 60s);
+  std::size_t distinct = check_ids(drain(chain.tap));
+  EXPECT_EQ(static_cast<std::int64_t>(distinct), p.integer("SELECT count(*) + sum(n) FROM public.t"));
+}
+
+// While the tracked tables are idle and other tables write WAL, the publisher lets the
+// slot move on, so that it does not hold that WAL back.
+TEST(Capture, SlotMovesOnWhileTrackedTablesAreIdle) {
+  Chain chain(kTwoTables, {"public.t"}, /*logical=*/true);
+  PgSession& p = chain.primary;
+  p.exec("INSERT INTO public.t VALUES (1, 'a')");
+  chain.converge("public.t");
+  p.exec("INSERT INTO public.u SELECT g, repeat('x', 100) FROM generate_series(1, 20000) g");
+  const std::string after = *p.value("SELECT pg_current_wal_lsn()::text");
+  eventually(
+      [&] {
+        return p.value("SELECT confirmed_flush_lsn >= " + sql_literal(after) + "::pg_lsn AND restart_lsn >= " +
+                       sql_literal(after) + "::pg_lsn FROM pg_replication_slots "
+                       "WHERE slot_name = (SELECT slot_name FROM pgfanout.capture)") == "t";
+      },
+      90s, "the slot to move past the untracked table's WAL (restart_lsn waits for a running-xacts record)");
+}
+
 // ---------------------------------------------------------------------------------------
 // 11. DDL mid-stream.
 
