@@ -368,6 +368,21 @@ TEST(Capture, SwitchBackAgainAndAgainDropsEachSlotAndShipsWhatFollows) {
   EXPECT_EQ(chain.replica.integer("SELECT count(*) FROM public.t WHERE v LIKE 'trigger %'"), 6);
 }
 
+// untrack() while the slot still holds changes of the table (the publisher is down):
+// as in trigger mode, where changes already in the outbox are still published, they are
+// shipped, and the publisher goes on with the other tables.
+TEST(Capture, UntrackWithChangesStillInTheSlotShipsThem) {
+  Chain chain(kTwoTables, {"public.t", "public.u"}, /*logical=*/true, /*run_publisher=*/false);
+  PgSession& p = chain.primary;
+  p.exec("INSERT INTO public.u SELECT g, 'before untrack' FROM generate_series(1, 5) g");
+  p.exec("SELECT pgfanout.untrack('public.u')");
+  p.exec("INSERT INTO public.u VALUES (100, 'after untrack')");
+  p.exec("INSERT INTO public.t SELECT g, 't' FROM generate_series(1, 5) g");
+  chain.start();
+  chain.converge("public.t");
+  EXPECT_EQ(chain.replica.value("SELECT string_agg(k::text, ',' ORDER BY k) FROM public.u"), "1,2,3,4,5");
+}
+
 // track() and untrack() in logical mode; install.sql run again keeps the mode.
 TEST(Capture, TrackUntrackAndReinstallInLogicalMode) {
   Chain chain(kTwoTables, {"public.t"}, /*logical=*/true);
