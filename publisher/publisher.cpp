@@ -253,7 +253,7 @@ asio::awaitable<void> Publisher::session() {
   idle_ = true;
   while (!stopping_) {
     co_await drain();
-    if (stopping_) break;
+    if (stopping_ || switching_) break;
     // Going idle: from now on writers NOTIFY. A change committed between the last empty
     // read and the flag flip has no NOTIFY, so read once more after flipping it.
     outbox_->set_idle(true);
@@ -384,10 +384,24 @@ asio::awaitable<void> Publisher::stream_slot(const OutboxReader::Capture& captur
     wait_limit = std::min<std::chrono::milliseconds>(
         wait_limit, std::chrono::duration_cast<std::chrono::milliseconds>(amqp_->heartbeat()) / 2);
   }
+  // After a switch back to triggers, the outbox fills with changes whose ids lie above
+  // those of every change the slot still holds (set_capture): they wait for the trigger
+  // capture's session, and so do the changes parked before the switch. The slot's
+  // changes of their tables join them there (ship()), in id order.
+  const bool read_outbox = capture.mode == "logical";
   while (!stopping_) {
     std::size_t read = 0;
-    if (!outbox_tables_.empty()) {
+    if (read_outbox && !outbox_tables_.empty()) {
       std::vector<OutboxChange> parked = outbox_->head(config_.batch_rows, config_.batch_bytes, held_now());
+      if (!parked.empty() && parked.back().id > slot_->last_id() && outbox_->capture().mode != "logical") {
+        // The capture switched back meanwhile, and this read holds changes of the trigger
+        // capture: a new session leaves them in the outbox until the slot is shipped (the
+        // read moved the outbox cursor past them, so this session cannot).
+        spdlog::info("the capture switched back to triggers; shipping replication slot {} first",
+                     capture.slot);
+        switching_ = true;
+        co_return;
+      }
       if (!parked.empty()) {
         read += parked.size();
         ship(parked, Source::Outbox);
@@ -408,6 +422,18 @@ asio::awaitable<void> Publisher::stream_slot(const OutboxReader::Capture& captur
                    capture.slot);
       pg_socket_.reset();
       slot_.reset();
+      // The walsender lets the slot go once it has seen the connection end. (Should the
+      // drop still fail, the next session gets the switch again and drops it then.)
+      for (int i = 0; i < 100 && !stopping_; ++i) {
+        bool active = false;
+        {
+          pqxx::nontransaction tx(*pg_);
+          active = tx.exec_params1("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active",
+                                   capture.slot)[0].as<int>() > 0;
+        }
+        if (!active) break;
+        co_await pause(50ms);
+      }
       outbox_->drop_slot(capture.slot);
       switching_ = true;
       co_return;
@@ -432,6 +458,15 @@ asio::awaitable<void> Publisher::stream_slot(const OutboxReader::Capture& captur
 std::size_t Publisher::ship_batch() {
   std::vector<OutboxChange> changes = outbox_->head(config_.batch_rows, config_.batch_bytes, held_now());
   if (changes.empty()) return 0;
+  // A switch to logical capture since this session began (and maybe back already): the
+  // slot's changes come before the trigger capture's after a switch back, which this
+  // read may hold, so the session ends here and the next one follows the mode
+  // (stream_slot). Read after the outbox: a switch back precedes every change it reads.
+  if (!outbox_->capture().slot.empty()) {
+    spdlog::info("the capture switched to logical; following it");
+    switching_ = true;
+    return 0;
+  }
   ship(changes, Source::Outbox);
   return changes.size();
 }

@@ -76,21 +76,33 @@ void SlotReader::handle(std::string_view copy_data, std::vector<OutboxChange>& o
     skipping_ = begin->final_lsn < stored_lsn_;
     switch_in_txn_ = false;
     commit_time_ = begin->commit_time;
-    if (!skipping_) txns_.push_back(Txn{0, begin->commit_time, last_id_, 0, false});
+    if (!skipping_) txns_.push_back(Txn{0, begin->commit_time, last_id_, 0, false, false});
   } else if (auto* commit = std::get_if<pgoutput::Commit>(&message)) {
     in_transaction_ = false;
     sent_lsn_ = std::max(sent_lsn_, commit->end_lsn);
     if (!skipping_) {
       txns_.back().end_lsn = commit->end_lsn;
       txns_.back().committed = true;
-      if (switch_in_txn_) switched_back_ = true;
+      txns_.back().switch_back = switch_in_txn_;
     }
+    // Also when the switch was shipped before a restart: the slot was not dropped then.
+    if (switch_in_txn_) switched_back_ = true;
     skipping_ = false;
     confirmed(0);
   } else if (auto* rel = std::get_if<pgoutput::Relation>(&message)) {
     on_relation(std::move(*rel));
   } else if (std::holds_alternative<pgoutput::Type>(message)) {
     types_.forget_all();
+  } else if (auto* update = std::get_if<pgoutput::Update>(&message);
+             update && relations_.contains(update->relid) && relations_.at(update->relid).is_capture_table) {
+    // set_capture() wrote the mode: a switch back to triggers ends what the slot holds.
+    const RelationInfo& r = relations_.at(update->relid);
+    for (std::size_t i = 0; i < r.relation.columns.size() && i < update->row.size(); ++i) {
+      if (r.relation.columns[i].name == "mode" && update->row[i].kind == pgoutput::ValueKind::Text &&
+          update->row[i].bytes == "trigger")
+        switch_in_txn_ = true;
+    }
+    return;
   } else if (skipping_ || !keyed(message)) {
     return;
   } else if (auto* insert = std::get_if<pgoutput::Insert>(&message)) {
@@ -101,15 +113,6 @@ void SlotReader::handle(std::string_view copy_data, std::vector<OutboxChange>& o
     out.push_back(std::move(c));
   } else if (auto* update = std::get_if<pgoutput::Update>(&message)) {
     const RelationInfo& r = relation(update->relid);
-    if (r.is_capture_table) {
-      // set_capture() wrote the mode: a switch back to triggers ends what the slot holds.
-      for (std::size_t i = 0; i < r.relation.columns.size() && i < update->row.size(); ++i) {
-        if (r.relation.columns[i].name == "mode" && update->row[i].kind == pgoutput::ValueKind::Text &&
-            update->row[i].bytes == "trigger")
-          switch_in_txn_ = true;
-      }
-      return;
-    }
     OutboxChange c = change(r, Op::Update);
     const pgoutput::Tuple* old = update->old_kind == 'O' ? &update->old : nullptr;
     append_row(c.new_row, c.json_nulls, r, update->row, old);
@@ -295,6 +298,9 @@ void SlotReader::confirmed(std::size_t n) {
     tx.commit();
     stored_lsn_ = done->end_lsn;
   }
+  // The server keeps the switch back to triggers until the publisher drops the slot: a
+  // publisher that stops before the drop gets it again, and drops the slot then.
+  if (done->switch_back) return;
   flushed_ = done->end_lsn;
   send_status(false);
 }
@@ -307,7 +313,7 @@ double SlotReader::lag_seconds() const {
 void SlotReader::tick() {
   // With nothing in flight, everything the server has sent is done with: the slot may
   // move on even while no tracked table changes and other WAL is written.
-  bool moved = idle() && sent_lsn_ > flushed_;
+  bool moved = idle() && !switched_back_ && sent_lsn_ > flushed_;
   if (moved) flushed_ = sent_lsn_;
   if (moved || reply_due_ || std::chrono::steady_clock::now() - last_status_ >= kStatusInterval) send_status(false);
 }

@@ -53,6 +53,10 @@ class SlotReader {
   pgoutput::Lsn flushed() const { return flushed_; }
   /// Age of the oldest commit read and not yet confirmed (0 when nothing is in flight).
   double lag_seconds() const;
+  /// The id given to the last change read (pgfanout.logical_position's last_id before
+  /// the first): every change parked from the slot, and every change the trigger capture
+  /// wrote before the switch to logical, has an id up to it.
+  std::int64_t last_id() const { return last_id_; }
 
  private:
   struct RelationInfo {
@@ -67,6 +71,7 @@ class SlotReader {
     std::int64_t last_id = 0;
     std::size_t pending = 0;  ///< changes read and not yet confirmed
     bool committed = false;
+    bool switch_back = false;  ///< holds set_capture('trigger')
   };
 
   void handle(std::string_view copy_data, std::vector<OutboxChange>& out, std::int64_t& bytes);

@@ -1216,6 +1216,8 @@ REVOKE ALL ON FUNCTION pgfanout.set_capture(text) FROM PUBLIC;
 -- first). It keeps the id the publisher gave it. Runs as the outbox's owner (row-level
 -- security would ask the publisher for rights on the table); only the publisher's role
 -- may call it (sql/roles.sql), and that role can publish any change to the broker anyway.
+-- A publisher that stopped after parking a change and before storing its position gets
+-- the change again from the slot, with the same id: it is there already, once.
 CREATE OR REPLACE FUNCTION pgfanout.park(id bigint, schema_name text, table_name text, op text,
                                          new_row jsonb, old_key jsonb, ts timestamptz, json_nulls jsonb)
 RETURNS void
@@ -1224,6 +1226,7 @@ LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     OVERRIDING SYSTEM VALUE
     VALUES (id, schema_name, table_name, op, new_row, old_key, ts,
             (SELECT array_agg(x) FROM jsonb_array_elements_text(json_nulls) AS x))
+    ON CONFLICT (id) DO NOTHING
 $$;
 REVOKE ALL ON FUNCTION pgfanout.park(bigint, text, text, text, jsonb, jsonb, timestamptz, jsonb) FROM PUBLIC;
 
