@@ -282,6 +282,10 @@ void Publisher::consume_notifications() {
 asio::awaitable<void> Publisher::wait_for_wake(std::chrono::milliseconds timeout) {
   consume_notifications();
   if (woken_ || stopping_) co_return;
+  co_await wait_readable(timeout);
+}
+
+asio::awaitable<void> Publisher::wait_readable(std::chrono::milliseconds timeout) {
   timer_.expires_after(timeout);
   timer_.async_wait([this](const boost::system::error_code& ec) {
     if (!ec && pg_socket_) pg_socket_->cancel();
@@ -444,14 +448,7 @@ asio::awaitable<void> Publisher::stream_slot(const OutboxReader::Capture& captur
     }
     if (read > 0 && !outbox_tables_.empty()) continue;
     // Wait until the stream has more, or for the next status update or held-table retry.
-    timer_.expires_after(wait_limit);
-    timer_.async_wait([this](const boost::system::error_code& ec) {
-      if (!ec && pg_socket_) pg_socket_->cancel();
-    });
-    boost::system::error_code ec;
-    co_await pg_socket_->async_wait(asio::posix::stream_descriptor::wait_read,
-                                    asio::redirect_error(asio::use_awaitable, ec));
-    timer_.cancel();
+    co_await wait_readable(wait_limit);
   }
 }
 

@@ -72,6 +72,8 @@ class Publisher {
   boost::asio::awaitable<void> session();
   boost::asio::awaitable<void> pause(std::chrono::milliseconds delay);
   boost::asio::awaitable<void> wait_for_wake(std::chrono::milliseconds timeout);
+  /// Waits until the PostgreSQL socket Asio watches is readable, or `timeout`.
+  boost::asio::awaitable<void> wait_readable(std::chrono::milliseconds timeout);
   boost::asio::awaitable<void> drain();
   /// Logical mode: streams the slot (and ships what waits in the outbox) until the capture
   /// switches back to triggers and the slot is shipped.
