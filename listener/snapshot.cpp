@@ -43,6 +43,7 @@ struct TableCopy {
   const TableInfo* table = nullptr;
   std::string columns;  // the columns both sides have, quoted, in the source's order
   std::atomic<std::int64_t> rows{0};
+  std::size_t ranges = 1;
   std::atomic<std::size_t> ranges_left{0};
 };
 
@@ -179,7 +180,8 @@ void copy_snapshot(const std::string& source_conninfo, const std::string& target
       if (i < cuts.size()) where += (where.empty() ? " WHERE" : " AND") + std::string(" ctid < ") + tid(cuts[i]);
       ranges.push_back(Range{copy.get(), "COPY (" + select + where + ") TO STDOUT", copy_in});
     }
-    copy->ranges_left = cuts.size() + 1;
+    copy->ranges = cuts.size() + 1;
+    copy->ranges_left = copy->ranges;
     copies.push_back(std::move(copy));
   }
   std::string snapshot = src.column("SELECT pg_export_snapshot()").at(0).value_or("");
@@ -249,7 +251,8 @@ void copy_snapshot(const std::string& source_conninfo, const std::string& target
         Range& r = ranges[i];
         r.copy->rows += copy_rows(*w.source, r.copy_out, *w.replica, r.copy_in);
         if (--r.copy->ranges_left == 0) {
-          spdlog::info("snapshot: copied {} rows of {}", r.copy->rows.load(), r.copy->table->qualified());
+          spdlog::info("snapshot: copied {} rows of {} in {} {}", r.copy->rows.load(), r.copy->table->qualified(),
+                       r.copy->ranges, r.copy->ranges == 1 ? "range" : "ctid ranges");
         }
       }
     } catch (...) {
