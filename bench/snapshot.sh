@@ -6,19 +6,19 @@
 # polled every 0.1 s: for the listener from its start to its log's "snapshot: 1 tables"
 # (rows copied and committed), for the subscription from CREATE SUBSCRIPTION until
 # pg_subscription_rel says 'r' (ready) for the table. Each round copies into fresh
-# databases; the medians are compared.
+# databases, after a pause (see PAUSE); the medians are compared.
 #
 #   bench/snapshot.sh                 (servers from scripts/servers.sh: eval "$(scripts/servers.sh env)")
 #
 # Needs PGFANOUT_TEST_PG (a superuser: CREATE SUBSCRIPTION; the server runs with
 # wal_level = logical) and PGFANOUT_TEST_AMQP. BENCH_SCALE (default 10), BENCH_ROUNDS
-# (default 3), BENCH_WORKERS (--snapshot-workers; default: the listener's), BENCH_BIN
+# (default 5), BENCH_WORKERS (--snapshot-workers; default: the listener's), BENCH_BIN
 # (default build/bin), BENCH_TIMEOUT seconds per copy (600).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SCALE="${BENCH_SCALE:-10}"
-ROUNDS="${BENCH_ROUNDS:-3}"
+ROUNDS="${BENCH_ROUNDS:-5}"
 BIN="${BENCH_BIN:-$ROOT/build/bin}"
 TIMEOUT="${BENCH_TIMEOUT:-600}"
 : "${PGFANOUT_TEST_AMQP:?run eval \"\$(scripts/servers.sh env)\" first}"
@@ -108,6 +108,11 @@ drop_subscription() {
   psql_base -d "$DB_CONN" -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '$2'" >/dev/null 2>&1 || true
 }
 
+# The logical replication launcher starts no worker within wal_retrieve_retry_interval of
+# its last start: a subscription made sooner would wait for it, and the wait is no part of
+# the copy. Every copy (either kind) starts after that pause.
+PAUSE=$(psql_base -d "$DB_CONN" -Atc "SELECT ceil(setting::numeric / 1000) + 1 FROM pg_settings WHERE name = 'wal_retrieve_retry_interval'")
+
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 echo "pgfanout $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'): pgbench scale $SCALE, $ROWS pgbench_accounts rows ($(psql_base -d "$DB_CONN" -Atc "SELECT pg_size_pretty(pg_relation_size('pgbench_accounts'))")), $ROUNDS rounds; $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -116,9 +121,9 @@ SNAP=(); NATIVE=()
 for round in $(seq 1 "$ROUNDS"); do
   # Alternating which goes first, so that neither always meets a warmer cache.
   if (( round % 2 )); then
-    snapshot_once "$round"; s=$SECONDS_TAKEN; native_once "$round"; n=$SECONDS_TAKEN
+    sleep "$PAUSE"; snapshot_once "$round"; s=$SECONDS_TAKEN; sleep "$PAUSE"; native_once "$round"; n=$SECONDS_TAKEN
   else
-    native_once "$round"; n=$SECONDS_TAKEN; snapshot_once "$round"; s=$SECONDS_TAKEN
+    sleep "$PAUSE"; native_once "$round"; n=$SECONDS_TAKEN; sleep "$PAUSE"; snapshot_once "$round"; s=$SECONDS_TAKEN
   fi
   SNAP+=("$s"); NATIVE+=("$n")
   printf '%-6s %22.2f %16.0f %26.2f\n' "$round" "$s" "$(echo "$ROWS / $s" | bc -l)" "$n"
