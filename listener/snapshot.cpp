@@ -33,8 +33,9 @@ constexpr const char* kCopySettings =
 // A snapshot's name as pg_export_snapshot() returns it (hex digits and dashes): checked
 // before it is quoted into SET TRANSACTION SNAPSHOT, which takes no parameter.
 bool plausible_snapshot_name(const std::string& name) {
-  return !name.empty() && name.size() < 64 &&
-         std::all_of(name.begin(), name.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)) || c == '-'; });
+  return !name.empty() && name.size() < 64 && std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isxdigit(static_cast<unsigned char>(c)) || c == '-';
+  });
 }
 
 std::string tid(std::uint64_t block) { return "'(" + std::to_string(block) + ",0)'::tid"; }
@@ -62,7 +63,8 @@ struct Worker {
 }  // namespace
 
 std::vector<std::uint64_t> ctid_cuts(std::uint64_t blocks, unsigned workers) {
-  std::uint64_t ranges = std::min<std::uint64_t>(std::uint64_t{workers} * kRangesPerWorker, blocks / kMinRangeBlocks);
+  std::uint64_t ranges =
+      std::min<std::uint64_t>(std::uint64_t{workers} * kRangesPerWorker, blocks / kMinRangeBlocks);
   std::vector<std::uint64_t> cuts;
   for (std::uint64_t i = 1; i < ranges; ++i) cuts.push_back(blocks * i / ranges);
   return cuts;
@@ -74,45 +76,54 @@ unsigned default_snapshot_workers() {
 
 void copy_snapshot(const std::string& source_conninfo, const std::string& target_conninfo,
                    pqxx::connection& target, TableCatalog& catalog,
-                   const std::vector<std::string>& patterns, const std::string& queue, bool truncate,
-                   unsigned workers) {
+                   const std::vector<std::string>& patterns, const std::string& queue,
+                   bool truncate, unsigned workers) {
   CopyConnection src(source_conninfo, "pgfanout-listener-snapshot");
   src.exec(kCopySettings);
   src.exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
   if (src.column("SELECT to_regclass('pgfanout.tracked') IS NULL").at(0) == "t") {
-    throw SnapshotRefused("--snapshot: pgfanout is not installed on the source (no pgfanout.tracked)");
+    throw SnapshotRefused(
+        "--snapshot: pgfanout is not installed on the source (no pgfanout.tracked)");
   }
   std::vector<std::pair<std::string, std::string>> wanted;
   {
-    auto schemas = src.column("SELECT schema_name FROM pgfanout.tracked ORDER BY schema_name, table_name");
-    auto names = src.column("SELECT table_name FROM pgfanout.tracked ORDER BY schema_name, table_name");
+    auto schemas =
+        src.column("SELECT schema_name FROM pgfanout.tracked ORDER BY schema_name, table_name");
+    auto names =
+        src.column("SELECT table_name FROM pgfanout.tracked ORDER BY schema_name, table_name");
     for (std::size_t i = 0; i < schemas.size() && i < names.size(); ++i) {
-      if (topic_matches_any(patterns, routing_key(*schemas[i], *names[i]))) wanted.emplace_back(*schemas[i], *names[i]);
+      if (topic_matches_any(patterns, routing_key(*schemas[i], *names[i])))
+        wanted.emplace_back(*schemas[i], *names[i]);
     }
   }
   std::set<std::pair<std::string, std::string>> interrupted;
   {
     pqxx::nontransaction read(target);
-    for (const auto& row : read.exec_params(
-             "SELECT schema_name, table_name FROM pgfanout.listener_snapshot_copies WHERE queue = $1", queue)) {
+    for (const auto& row : read.exec_params("SELECT schema_name, table_name FROM "
+                                            "pgfanout.listener_snapshot_copies WHERE queue = $1",
+                                            queue)) {
       interrupted.emplace(row[0].c_str(), row[1].c_str());
     }
     if (!truncate) {
       std::set<std::pair<std::string, std::string>> done;
       for (const auto& row : read.exec_params(
-               "SELECT schema_name, table_name FROM pgfanout.listener_snapshots WHERE queue = $1", queue)) {
+               "SELECT schema_name, table_name FROM pgfanout.listener_snapshots WHERE queue = $1",
+               queue)) {
         done.emplace(row[0].c_str(), row[1].c_str());
       }
       std::size_t before = wanted.size();
       std::erase_if(wanted, [&](const auto& table) { return done.count(table) > 0; });
       if (wanted.empty()) {
-        spdlog::info("snapshot: queue '{}' has its snapshot of {} tables already (taken before); "
-                     "consuming (use --snapshot=truncate to copy again)", queue, before);
+        spdlog::info(
+            "snapshot: queue '{}' has its snapshot of {} tables already (taken before); "
+            "consuming (use --snapshot=truncate to copy again)",
+            queue, before);
         return;
       }
       if (wanted.size() < before) {
-        spdlog::info("snapshot: {} of {} tables were copied for queue '{}' before; copying the {} others",
-                     before - wanted.size(), before, queue, wanted.size());
+        spdlog::info(
+            "snapshot: {} of {} tables were copied for queue '{}' before; copying the {} others",
+            before - wanted.size(), before, queue, wanted.size());
       }
     }
   }
@@ -121,9 +132,11 @@ void copy_snapshot(const std::string& source_conninfo, const std::string& target
   std::vector<const TableInfo*> tables;
   for (const auto& [schema, name] : wanted) {
     std::shared_ptr<const TableInfo> info = catalog.resolve(target, schema, name);
-    if (!info) throw SnapshotRefused("--snapshot: the replica has no table " + routing_key(schema, name));
+    if (!info)
+      throw SnapshotRefused("--snapshot: the replica has no table " + routing_key(schema, name));
     if (info->key_columns.empty()) {
-      throw SnapshotRefused("--snapshot: replica table " + info->qualified() + " has no primary key");
+      throw SnapshotRefused("--snapshot: replica table " + info->qualified() +
+                            " has no primary key");
     }
     tables.push_back(info.get());
     held.push_back(std::move(info));
@@ -136,10 +149,13 @@ void copy_snapshot(const std::string& source_conninfo, const std::string& target
   bool replica_mode;
   {
     pqxx::nontransaction read(target);
-    replica_mode = read.exec1("SELECT current_setting('session_replication_role') = 'replica'")[0].as<bool>();
+    replica_mode =
+        read.exec1("SELECT current_setting('session_replication_role') = 'replica'")[0].as<bool>();
   }
   if (!replica_mode && workers > 1) {
-    spdlog::info("snapshot: copying with one worker (the replica refused session_replication_role = replica)");
+    spdlog::info(
+        "snapshot: copying with one worker (the replica refused session_replication_role = "
+        "replica)");
     workers = 1;
   }
   workers = std::max(workers, 1u);
@@ -152,32 +168,40 @@ void copy_snapshot(const std::string& source_conninfo, const std::string& target
   for (const TableInfo* t : tables) {
     auto copy = std::make_unique<TableCopy>();
     copy->table = t;
-    for (const auto& c : src.column("SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass "
-                                    "AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-                                    {t->qualified()})) {
+    for (const auto& c :
+         src.column("SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass "
+                    "AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                    {t->qualified()})) {
       if (std::find(t->columns.begin(), t->columns.end(), *c) == t->columns.end()) continue;
       copy->columns += (copy->columns.empty() ? "" : ", ") + quote_ident(*c);
     }
     if (copy->columns.empty()) {
-      throw SnapshotRefused("--snapshot: replica table " + t->qualified() + " has no column of the source's");
+      throw SnapshotRefused("--snapshot: replica table " + t->qualified() +
+                            " has no column of the source's");
     }
-    bool partitioned = src.column("SELECT relkind = 'p' FROM pg_class WHERE oid = $1::regclass", {t->qualified()}).at(0) == "t";
+    bool partitioned =
+        src.column("SELECT relkind = 'p' FROM pg_class WHERE oid = $1::regclass", {t->qualified()})
+            .at(0) == "t";
     std::uint64_t blocks = std::stoull(
-        src.column("SELECT pg_relation_size($1::regclass) / current_setting('block_size')::bigint", {t->qualified()})
+        src.column("SELECT pg_relation_size($1::regclass) / current_setting('block_size')::bigint",
+                   {t->qualified()})
             .at(0)
             .value_or("0"));
     // A partitioned table is read through its root (the snapshot role may read only the
     // root), in one range: its partitions' ctids overlap. ONLY: an inheritance child's rows
     // are the child's.
-    std::vector<std::uint64_t> cuts = partitioned ? std::vector<std::uint64_t>{} : ctid_cuts(blocks, workers);
-    std::string select = "SELECT " + copy->columns + " FROM " + (partitioned ? "" : "ONLY ") + t->qualified();
+    std::vector<std::uint64_t> cuts =
+        partitioned ? std::vector<std::uint64_t>{} : ctid_cuts(blocks, workers);
+    std::string select =
+        "SELECT " + copy->columns + " FROM " + (partitioned ? "" : "ONLY ") + t->qualified();
     std::string copy_in = "COPY " + t->qualified() + " (" + copy->columns + ") FROM STDIN";
     for (std::size_t i = 0; i <= cuts.size(); ++i) {
       std::string where;
       if (i > 0) where = " WHERE ctid >= " + tid(cuts[i - 1]);
       // The last range is open: pages the table grew since hold no row the snapshot sees,
       // but an open end needs no such argument.
-      if (i < cuts.size()) where += (where.empty() ? " WHERE" : " AND") + std::string(" ctid < ") + tid(cuts[i]);
+      if (i < cuts.size())
+        where += (where.empty() ? " WHERE" : " AND") + std::string(" ctid < ") + tid(cuts[i]);
       ranges.push_back(Range{copy.get(), "COPY (" + select + where + ") TO STDOUT", copy_in});
     }
     copy->ranges = cuts.size() + 1;
@@ -185,7 +209,8 @@ void copy_snapshot(const std::string& source_conninfo, const std::string& target
     copies.push_back(std::move(copy));
   }
   std::string snapshot = src.column("SELECT pg_export_snapshot()").at(0).value_or("");
-  if (!plausible_snapshot_name(snapshot)) throw std::runtime_error("pg_export_snapshot() returned an unexpected name");
+  if (!plausible_snapshot_name(snapshot))
+    throw std::runtime_error("pg_export_snapshot() returned an unexpected name");
 
   // Mark the tables (and empty them) in a transaction of its own, committed before the
   // workers write: a copy cut off from here on leaves the marks, by which the next start
@@ -198,8 +223,10 @@ void copy_snapshot(const std::string& source_conninfo, const std::string& target
     }
     if (!emptied.empty()) {
       if (!truncate) {
-        spdlog::info("snapshot: emptying {} tables an interrupted copy for queue '{}' left, to copy them again",
-                     emptied.size(), queue);
+        spdlog::info(
+            "snapshot: emptying {} tables an interrupted copy for queue '{}' left, to copy them "
+            "again",
+            emptied.size(), queue);
       }
       // One statement for all of them: tables linked by a foreign key can only be
       // truncated together.
@@ -220,11 +247,15 @@ void copy_snapshot(const std::string& source_conninfo, const std::string& target
                               " is not empty (use --snapshot=truncate to replace its rows)");
       }
       // Emptied, it is no longer a copy taken: a cut-off copy must not pass for one.
-      dst.exec_params("DELETE FROM pgfanout.listener_snapshots WHERE queue = $1 AND schema_name = $2 AND table_name = $3",
-                      queue, t->schema, t->name);
       dst.exec_params(
-          "INSERT INTO pgfanout.listener_snapshot_copies (queue, schema_name, table_name, started_at) "
-          "VALUES ($1, $2, $3, now()) ON CONFLICT (queue, schema_name, table_name) DO UPDATE SET started_at = EXCLUDED.started_at",
+          "DELETE FROM pgfanout.listener_snapshots WHERE queue = $1 AND schema_name = $2 AND "
+          "table_name = $3",
+          queue, t->schema, t->name);
+      dst.exec_params(
+          "INSERT INTO pgfanout.listener_snapshot_copies (queue, schema_name, table_name, "
+          "started_at) "
+          "VALUES ($1, $2, $3, now()) ON CONFLICT (queue, schema_name, table_name) DO UPDATE SET "
+          "started_at = EXCLUDED.started_at",
           queue, t->schema, t->name);
     }
     dst.commit();
@@ -251,8 +282,9 @@ void copy_snapshot(const std::string& source_conninfo, const std::string& target
         Range& r = ranges[i];
         r.copy->rows += copy_rows(*w.source, r.copy_out, *w.replica, r.copy_in);
         if (--r.copy->ranges_left == 0) {
-          spdlog::info("snapshot: copied {} rows of {} in {} {}", r.copy->rows.load(), r.copy->table->qualified(),
-                       r.copy->ranges, r.copy->ranges == 1 ? "range" : "ctid ranges");
+          spdlog::info("snapshot: copied {} rows of {} in {} {}", r.copy->rows.load(),
+                       r.copy->table->qualified(), r.copy->ranges,
+                       r.copy->ranges == 1 ? "range" : "ctid ranges");
         }
       }
     } catch (...) {
@@ -287,14 +319,16 @@ void copy_snapshot(const std::string& source_conninfo, const std::string& target
           "VALUES ($1, $2, $3, now()) ON CONFLICT (queue, schema_name, table_name) "
           "DO UPDATE SET copied_at = EXCLUDED.copied_at",
           queue, c->table->schema, c->table->name);
-      dst.exec_params("DELETE FROM pgfanout.listener_snapshot_copies WHERE queue = $1 AND schema_name = $2 AND table_name = $3",
-                      queue, c->table->schema, c->table->name);
+      dst.exec_params(
+          "DELETE FROM pgfanout.listener_snapshot_copies WHERE queue = $1 AND schema_name = $2 AND "
+          "table_name = $3",
+          queue, c->table->schema, c->table->name);
     }
     dst.commit();
   }
   src.exec("COMMIT");
-  spdlog::info("snapshot: {} tables, {} rows, consistent as of one source snapshot ({} workers)", tables.size(),
-               total, crew.size());
+  spdlog::info("snapshot: {} tables, {} rows, consistent as of one source snapshot ({} workers)",
+               tables.size(), total, crew.size());
 }
 
 }  // namespace pgfanout

@@ -49,7 +49,7 @@ unsigned default_snapshot_workers();
 /// interrupted copy left: it is emptied and copied again. `truncate` always copies.
 void copy_snapshot(const std::string& source_conninfo, const std::string& target_conninfo,
                    pqxx::connection& target, TableCatalog& catalog,
-                   const std::vector<std::string>& patterns, const std::string& queue, bool truncate,
-                   unsigned workers);
+                   const std::vector<std::string>& patterns, const std::string& queue,
+                   bool truncate, unsigned workers);
 
 }  // namespace pgfanout

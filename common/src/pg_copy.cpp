@@ -3,7 +3,6 @@
 #include <libpq-fe.h>
 
 #include <memory>
-
 #include <pqxx/except>
 
 #include "pgfanout/log_text.hpp"
@@ -54,8 +53,8 @@ void CopyConnection::exec(const std::string& sql) {
   }
 }
 
-std::vector<std::optional<std::string>> CopyConnection::column(const std::string& sql,
-                                                               const std::vector<std::string>& params) {
+std::vector<std::optional<std::string>> CopyConnection::column(
+    const std::string& sql, const std::vector<std::string>& params) {
   std::vector<const char*> values;
   for (const auto& p : params) values.push_back(p.c_str());
   Result r(PQexecParams(conn_, sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(),
@@ -68,15 +67,16 @@ std::vector<std::optional<std::string>> CopyConnection::column(const std::string
     if (PQgetisnull(r.get(), i, 0)) {
       out.emplace_back();
     } else {
-      out.emplace_back(std::string(PQgetvalue(r.get(), i, 0), static_cast<std::size_t>(PQgetlength(r.get(), i, 0))));
+      out.emplace_back(std::string(PQgetvalue(r.get(), i, 0),
+                                   static_cast<std::size_t>(PQgetlength(r.get(), i, 0))));
     }
   }
   return out;
 }
 
 std::string CopyConnection::quote_literal(std::string_view value) {
-  std::unique_ptr<char, decltype(&PQfreemem)> quoted(PQescapeLiteral(conn_, value.data(), value.size()),
-                                                      &PQfreemem);
+  std::unique_ptr<char, decltype(&PQfreemem)> quoted(
+      PQescapeLiteral(conn_, value.data(), value.size()), &PQfreemem);
   if (!quoted) fail("quoting a literal", "");
   return quoted.get();
 }
@@ -93,13 +93,15 @@ std::int64_t copy_rows(CopyConnection& from, const std::string& copy_out, CopyCo
   {
     Result r(PQexec(to.conn_, copy_in.c_str()));
     if (!r || PQresultStatus(r.get()) != PGRES_COPY_IN) {
-      to.fail("COPY FROM STDIN", copy_in, r ? PQresultErrorField(r.get(), PG_DIAG_SQLSTATE) : nullptr);
+      to.fail("COPY FROM STDIN", copy_in,
+              r ? PQresultErrorField(r.get(), PG_DIAG_SQLSTATE) : nullptr);
     }
   }
   {
     Result r(PQexec(from.conn_, copy_out.c_str()));
     if (!r || PQresultStatus(r.get()) != PGRES_COPY_OUT) {
-      from.fail("COPY TO STDOUT", copy_out, r ? PQresultErrorField(r.get(), PG_DIAG_SQLSTATE) : nullptr);
+      from.fail("COPY TO STDOUT", copy_out,
+                r ? PQresultErrorField(r.get(), PG_DIAG_SQLSTATE) : nullptr);
     }
   }
   std::int64_t rows = 0;

@@ -1,6 +1,6 @@
-#include "snapshot.hpp"
-
 #include <gtest/gtest.h>
+
+#include "snapshot.hpp"
 
 namespace pgfanout {
 namespace {

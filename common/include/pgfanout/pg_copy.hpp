@@ -36,8 +36,10 @@ class CopyConnection {
   void cancel();
 
  private:
-  friend std::int64_t copy_rows(CopyConnection&, const std::string&, CopyConnection&, const std::string&);
-  [[noreturn]] void fail(std::string_view what, const std::string& sql, const char* sqlstate = nullptr);
+  friend std::int64_t copy_rows(CopyConnection&, const std::string&, CopyConnection&,
+                                const std::string&);
+  [[noreturn]] void fail(std::string_view what, const std::string& sql,
+                         const char* sqlstate = nullptr);
   pg_conn* conn_ = nullptr;
   pg_cancel* cancel_ = nullptr;
 };
