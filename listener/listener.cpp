@@ -50,6 +50,14 @@ CREATE TABLE IF NOT EXISTS pgfanout.listener_snapshots (
   table_name text NOT NULL,
   copied_at timestamptz NOT NULL,
   PRIMARY KEY (queue, schema_name, table_name));
+-- Tables a snapshot is copying (committed before its workers write): a start that finds
+-- one knows the table's rows as what its own interrupted copy left.
+CREATE TABLE IF NOT EXISTS pgfanout.listener_snapshot_copies (
+  queue text NOT NULL,
+  schema_name text NOT NULL,
+  table_name text NOT NULL,
+  started_at timestamptz NOT NULL,
+  PRIMARY KEY (queue, schema_name, table_name));
 CREATE TABLE IF NOT EXISTS pgfanout.listener_bindings (
   queue text NOT NULL,
   exchange text NOT NULL,
@@ -314,8 +322,8 @@ void Listener::session() {
                brokers_.current().masked(), config_.queue, config_.exchange, bound, config_.queue);
   if (!snapshot_done_) {
     keeping_connections([&] {
-      copy_snapshot(config_.source, *pg_, catalog_, config_.patterns, config_.queue,
-                    config_.snapshot == ListenerConfig::Snapshot::Truncate);
+      copy_snapshot(config_.source, config_.target, *pg_, catalog_, config_.patterns, config_.queue,
+                    config_.snapshot == ListenerConfig::Snapshot::Truncate, config_.snapshot_workers);
     });
     snapshot_done_ = true;
   }

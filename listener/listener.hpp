@@ -30,6 +30,9 @@ struct ListenerConfig {
   std::vector<std::string> patterns{"#"};
   enum class Snapshot { Off, Copy, Truncate } snapshot = Snapshot::Off;
   std::string source;
+  /// Connections that copy the snapshot's ranges (--snapshot-workers), each a source and
+  /// a replica connection.
+  unsigned snapshot_workers = 2;
   QueueType queue_type = QueueType::Classic;
   std::uint16_t prefetch = 2000;
   std::size_t batch_changes = 5000;

@@ -5,6 +5,7 @@
 #include "pgfanout/cli.hpp"
 #include "pgfanout/metrics_server.hpp"
 #include "pgfanout/topic_pattern.hpp"
+#include "snapshot.hpp"
 
 int main(int argc, char** argv) {
   using namespace pgfanout;
@@ -14,6 +15,7 @@ int main(int argc, char** argv) {
                program);
   app.set_version_flag("--version", PGFANOUT_VERSION);
   std::string target, queue, source, tables = "#", snapshot, queue_type = "classic";
+  unsigned snapshot_workers = default_snapshot_workers();
   CommonOptions common;
   app.add_option("--target", target, "libpq conninfo or URI of the replica")->envname("PGFANOUT_TARGET");
   app.add_option("--queue", queue, "the replica's durable queue (one per replica)")->envname("PGFANOUT_QUEUE");
@@ -32,6 +34,12 @@ int main(int argc, char** argv) {
                "--snapshot=truncate empties non-empty replica tables first");
   app.add_option("--source", source, "libpq conninfo or URI of the primary (for --snapshot)")
       ->envname("PGFANOUT_SOURCE");
+  app.add_option("--snapshot-workers", snapshot_workers,
+                 "connections that copy the snapshot, each a source and a replica one; a big table "
+                 "is cut into page ranges among them (default: the cores, 2 to 8)")
+      ->envname("PGFANOUT_SNAPSHOT_WORKERS")
+      ->check(CLI::Range(1u, 64u))
+      ->capture_default_str();
 
   if (int code = parse_command_line(app, argc, argv); code >= 0) return code;
   if (target.empty()) return usage_error(program, "--target (or PGFANOUT_TARGET) is required");
@@ -60,6 +68,7 @@ int main(int argc, char** argv) {
   config.brokers = common.brokers;
   config.exchange = common.exchange;
   config.source = source;
+  config.snapshot_workers = snapshot_workers;
   MetricsRegistry metrics;
   std::optional<MetricsServer> server;
   if (int code = common.start(program, metrics, server); code >= 0) return code;

@@ -369,3 +369,147 @@ TEST_F(SnapshotTest, TruncateAlwaysCopiesAgain) {
 
 }  // namespace
 }  // namespace pgfanout::test
+
+namespace pgfanout::test {
+namespace {
+
+// Big enough to be cut into ctid ranges (over 2 x 1024 pages of 8 kB).
+constexpr const char* kBigTableSql =
+    "CREATE TABLE public.big (id int PRIMARY KEY, payload text, n bigint)";
+constexpr const char* kBigRowsSql =
+    "INSERT INTO public.big SELECT g, repeat(md5(g::text), 3), g * 7 FROM generate_series(1, 200000) g;"
+    "SELECT pgfanout.track('public.big');";
+
+// Several workers copy ranges of one table in the same exported snapshot, each on a
+// replica connection of its own: together they copy every row once, under writes.
+TEST_F(SnapshotTest, ABigTableIsCopiedBySeveralWorkersAndEqualsTheSource) {
+  primary.exec(kBigTableSql);
+  replica.exec(kBigTableSql);
+  primary.exec(kBigRowsSql);
+  Process publisher = start_publisher(primary_db.conninfo(), exchange.name(), {"--pack", "20"});
+  Process listener = start_snapshot_listener("--snapshot", {"--snapshot-workers", "3"});
+  // Writes go on while the ranges are copied: rows move to new pages (updates), leave
+  // (deletes) and arrive (inserts at the end); each row is copied once, as of the snapshot,
+  // and the queue brings the rest.
+  for (int i = 0; i < 40 && listener.log().find("consuming from") == std::string::npos; ++i) {
+    primary.exec("UPDATE public.big SET n = -n WHERE id % 997 = " + std::to_string(i) + ";" +
+                 "DELETE FROM public.big WHERE id = " + std::to_string(1000 + i * 4001) + ";" +
+                 "INSERT INTO public.big VALUES (" + std::to_string(300000 + i) + ", 'late', 0)");
+  }
+  listener.wait_for_log("consuming from");
+  std::string log = listener.log();
+  EXPECT_NE(log.find("rows of \"public\".\"big\" in 3 ctid ranges"), std::string::npos) << log;
+  EXPECT_NE(log.find("snapshot: 5 tables"), std::string::npos) << log;
+  EXPECT_NE(log.find("(3 workers)"), std::string::npos) << log;
+  wait_outbox_empty(primary);
+  eventually_value([&] { return table_md5(replica, "public.big", "t.id"); },
+                   [&](const std::optional<std::string>& md5) { return md5 == table_md5(primary, "public.big", "t.id"); },
+                   kPatience, "public.big on the replica to equal the primary");
+  EXPECT_TRUE(differences(primary, replica).empty());
+  EXPECT_EQ(queue_depth(dead.name()), 0u);
+  EXPECT_EQ(publisher.stop(), 0);
+  EXPECT_EQ(listener.stop(), 0);
+}
+
+// COPY carries the text PostgreSQL writes, so values to_jsonb would change read back the
+// same: hstore (whose json form hstore's input cannot read), arrays whose lower bound is
+// not 1, json with duplicate keys, odd spacing and key order, hstore[], and a column
+// order that differs on the replica.
+TEST_F(SnapshotTest, ValuesWhoseJsonFormDiffersAreCopiedExactly) {
+  primary.exec("CREATE EXTENSION hstore;"
+               "CREATE TABLE public.exact (id int PRIMARY KEY, h hstore, a int[], j json, hs hstore[], "
+               "m int[][], b bytea, f float8, ts timestamptz, iv interval)");
+  replica.exec("CREATE EXTENSION hstore;"
+               "CREATE TABLE public.exact (local text DEFAULT 'mine', iv interval, ts timestamptz, f float8, "
+               "b bytea, m int[][], hs hstore[], j json, a int[], h hstore, id int PRIMARY KEY)");
+  primary.exec(R"SQL(
+INSERT INTO public.exact VALUES
+  (1, 'a=>1, "b c"=>NULL, "q\"x"=>"y\\z"', '[0:1]={5,6}', '{"k": 1, "k": 2,  "a" :[1, 2]}',
+   ARRAY['x=>1'::hstore, 'y=>NULL'], '[-1:0][2:3]={{1,2},{3,4}}', '\x00ff0a', 0.1 + 0.2,
+   '2024-02-29 23:59:59.123456+05:30', '1 year 2 months -3 days 04:05:06.789'),
+  (2, NULL, '{}', 'null', NULL, NULL, NULL, 'NaN', '-infinity', NULL),
+  (3, '', '[5:5]={NULL}', '"\u00e9\t"', '{}', NULL, '', '-0', 'infinity', '0');
+SELECT pgfanout.track('public.exact');
+)SQL");
+  Process listener = start_snapshot_listener("--snapshot", {"--tables", "public.exact"});
+  listener.wait_for_log("consuming from");
+  const std::string columns =
+      "id, h::text, a::text, j::text, hs::text, m::text, b::text, f::text, ts::text, iv::text";
+  for (int id = 1; id <= 3; ++id) {
+    const std::string sql = "SELECT ROW(" + columns + ")::text FROM public.exact WHERE id = " + std::to_string(id);
+    EXPECT_EQ(replica.value(sql), primary.value(sql)) << "row " << id;
+  }
+  EXPECT_EQ(replica.value("SELECT a::text FROM public.exact WHERE id = 1"), "[0:1]={5,6}");
+  EXPECT_EQ(replica.value("SELECT j::text FROM public.exact WHERE id = 1"), "{\"k\": 1, \"k\": 2,  \"a\" :[1, 2]}");
+  EXPECT_EQ(replica.value("SELECT h -> 'q\"x' FROM public.exact WHERE id = 1"), "y\\z");
+  EXPECT_EQ(replica.integer("SELECT count(*) FROM public.exact WHERE local = 'mine'"), 3);
+  EXPECT_EQ(listener.stop(), 0);
+}
+
+// kill -9 in the middle of the copy of a big table: the workers' replica transactions
+// never committed, the tables stay marked as being copied, and a restart with the same
+// flags empties them, copies again and records the snapshot once.
+TEST_F(SnapshotTest, AKilledCopyRestartedWithTheSameFlagsEndsEqualAndRecordedOnce) {
+  primary.exec(kBigTableSql);
+  replica.exec(kBigTableSql);
+  primary.exec(kBigRowsSql);
+  {
+    PgSession blocker = replica_db.session();
+    // The last table waits for this lock, so the copy cannot end before the kill.
+    blocker.exec("BEGIN; LOCK TABLE public.letters IN SHARE MODE");
+    Process first = start_snapshot_listener("--snapshot");
+    eventually([&] {
+      PgSession probe = replica_db.session();
+      return probe.integer("SELECT count(*) FROM pg_stat_progress_copy WHERE relid = 'public.big'::regclass "
+                           "AND tuples_processed > 0") > 0;
+    }, kPatience, "the snapshot to be copying public.big");
+    first.kill();
+    blocker.exec("ROLLBACK");
+  }
+  EXPECT_EQ(replica.integer("SELECT count(*) FROM public.big"), 0);
+  EXPECT_EQ(replica.integer("SELECT count(*) FROM pgfanout.listener_snapshots"), 0);
+  EXPECT_EQ(replica.integer("SELECT count(*) FROM pgfanout.listener_snapshot_copies"), 5);
+
+  primary.exec("UPDATE public.big SET n = -n WHERE id % 1000 = 0");
+  Process publisher = start_publisher(primary_db.conninfo(), exchange.name(), {"--pack", "20"});
+  Process again = start_snapshot_listener("--snapshot");
+  again.wait_for_log("consuming from");
+  EXPECT_NE(again.log().find("snapshot: 5 tables"), std::string::npos) << again.log();
+  wait_outbox_empty(primary);
+  wait_converged(primary, replica);
+  eventually_value([&] { return table_md5(replica, "public.big", "t.id"); },
+                   [&](const std::optional<std::string>& md5) { return md5 == table_md5(primary, "public.big", "t.id"); },
+                   kPatience, "public.big on the replica to equal the primary");
+  EXPECT_EQ(replica.integer("SELECT count(*) FROM pgfanout.listener_snapshots WHERE queue = " +
+                            sql_literal(queue.name())), 5);
+  EXPECT_EQ(replica.integer("SELECT count(*) FROM pgfanout.listener_snapshot_copies"), 0);
+  EXPECT_EQ(queue_depth(dead.name()), 0u);
+}
+
+// The workers commit one after the other: a copy cut off between two commits leaves rows
+// of its own in a table still marked as being copied. The next start empties it and
+// copies again (an unmarked non-empty table is still refused: RefusesANonEmptyReplicaTable).
+TEST_F(SnapshotTest, RowsAnInterruptedCopyCommittedAreEmptiedAndCopiedAgain) {
+  {
+    // A first start makes the listener's bookkeeping tables.
+    Process first = start_snapshot_listener("--snapshot", {"--tables", "public.letters"});
+    first.wait_for_log("consuming from");
+    ASSERT_EQ(first.stop(), 0);
+  }
+  replica.exec("INSERT INTO public.accounts SELECT g, 'half-copied', 0, NULL FROM generate_series(1, 100) g;"
+               "INSERT INTO pgfanout.listener_snapshot_copies VALUES (" + sql_literal(queue.name()) +
+               ", 'public', 'accounts', now())");
+  Process again = start_snapshot_listener("--snapshot");
+  again.wait_for_log("consuming from");
+  std::string log = again.log();
+  EXPECT_NE(log.find("emptying 1 tables an interrupted copy"), std::string::npos) << log;
+  EXPECT_NE(log.find("snapshot: 3 tables"), std::string::npos) << log;
+  EXPECT_TRUE(differences(primary, replica).empty());
+  EXPECT_EQ(replica.integer("SELECT count(*) FROM public.accounts WHERE owner = 'half-copied'"), 0);
+  EXPECT_EQ(replica.integer("SELECT count(*) FROM pgfanout.listener_snapshot_copies"), 0);
+  EXPECT_EQ(replica.integer("SELECT count(*) FROM pgfanout.listener_snapshots"), 4);
+  EXPECT_EQ(again.stop(), 0);
+}
+
+}  // namespace
+}  // namespace pgfanout::test
