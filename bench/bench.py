@@ -331,11 +331,15 @@ class Bench:
             self.publisher.wait_log(r"streaming replication slot \S+ \(shipped up to")
             self.wait_slot(True)
 
-    def stop_publisher(self):
+    def note_publisher_peak(self):
         if self.publisher:
             hwm = self.publisher.mem().get("VmHWM", 0)
             key = (self.pub_capture, self.pub_pack)
             self.pub_peak[key] = max(self.pub_peak.get(key, 0), hwm)
+
+    def stop_publisher(self):
+        if self.publisher:
+            self.note_publisher_peak()
             self.publisher.stop()
             self.publisher = None
             if self.capture == "logical":
@@ -351,7 +355,7 @@ class Bench:
             if active and self.publisher and not self.publisher.alive():
                 raise BenchError(f"the publisher exited; see {self.publisher.log_path}")
 
-    def switch_capture(self, mode, pack):
+    def switch_capture(self, mode, pack, timeout=None):
         """set_capture(mode) with the publisher running, and waits until it has followed:
         to logical, until it streams the new slot; back to trigger, until it has shipped what
         the slot held and dropped it (pgfanout.capture.slot_name is then NULL)."""
@@ -366,7 +370,8 @@ class Bench:
             self.slot = p.value("SELECT slot_name FROM pgfanout.capture")
             self.wait_slot(True)
         else:
-            for _ in deadline_loop(self.args.timeout, "the publisher to ship and drop the slot", 0.05):
+            for _ in deadline_loop(timeout or self.args.timeout, "the publisher to ship and drop the slot "
+                                   f"{self.slot} after set_capture('trigger')", 0.05):
                 if p.value("SELECT slot_name IS NULL FROM pgfanout.capture") == "t":
                     break
                 if not self.publisher.alive():
@@ -1209,13 +1214,16 @@ def main():
                 b.results[("volume", "rss")] = r["rss_samples"]
                 b.results[("volume", "rate")] = r["rate"]
                 b.results[("volume", "outbox")] = r["outbox"]
-        if b.capture != "trigger":
-            # Leave the primary as install.sql does, and check that the publisher follows
-            # the way back too (it ships what the slot holds, then drops it).
-            log()
-            b.switch_capture("trigger", best[b.capture])
-        b.stop_publisher()
+        switch_back = b.capture != "trigger"
+        b.note_publisher_peak()
         report(b, captures, cpacks, best)
+        if switch_back:
+            # Leave the primary as install.sql does, and check that the publisher follows
+            # the way back too (it ships what the slot holds, then drops it). After the
+            # report, so that a publisher that does not follow loses no figures.
+            log()
+            b.switch_capture("trigger", best[b.capture], timeout=min(60.0, args.timeout))
+        b.stop_publisher()
         log()
         log(f"bench finished in {time.monotonic() - started:.0f} s; load average now "
             f"{' '.join(open('/proc/loadavg').read().split()[:3])}; process logs in {b.logdir}")
