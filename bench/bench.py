@@ -35,6 +35,11 @@ PGBIN = os.environ.get("PGBIN", "/usr/lib/postgresql/15/bin")
 TICK = os.sysconf("SC_CLK_TCK")
 NPROC = os.cpu_count() or 1
 
+# The CPU that shipping costs the primary's machine (the broker and the replicas could be
+# elsewhere): pgfanout's publisher, its PostgreSQL sessions and, in logical mode, the
+# walsender that decodes for it; native replication's walsenders.
+PRIMARY_SIDE = ("pgfanout-publisher", "pg: publisher's session", "pg: walsender (pgfanout)", "pg: walsenders (native)")
+
 PRIMARY = "bench_primary"
 FO_REPLICAS = ["bench_fo1", "bench_fo2"]
 LR_REPLICAS = ["bench_lr1", "bench_lr2"]
@@ -120,6 +125,7 @@ class Daemon:
         self.name = name
         self.log_path = os.path.join(logdir, f"{name}.log")
         self.logf = open(self.log_path, "ab")
+        self.log_start = self.logf.tell()  # a restart appends: wait_log reads this run's lines only
         self.proc = subprocess.Popen(argv, stdout=self.logf, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         self.pid = self.proc.pid
@@ -141,6 +147,7 @@ class Daemon:
             if not self.alive():
                 raise BenchError(f"{self.name} exited ({self.proc.returncode}); see {self.log_path}")
             with open(self.log_path, errors="replace") as f:
+                f.seek(self.log_start)
                 if rx.search(f.read()):
                     return
 
@@ -181,11 +188,13 @@ class Bench:
         self.publisher = None
         self.listeners = []
         self.pub_pack = None
+        self.capture = "trigger"  # pgfanout.set_capture() mode in force (switch_capture)
+        self.slot = None          # its logical replication slot in logical mode
         self.results = {}       # (workload, system) -> dict
         self.footprint = []     # rows for the footprint table
         self.cpu_tables = []    # (title, wall, {component: seconds})
         self.per_change = []    # (title, changes, {component: seconds}) of the throughput runs
-        self.pub_peak = {}      # pack -> VmHWM MiB of that publisher instance
+        self.pub_peak = {}      # (capture, pack) -> VmHWM MiB of that publisher instance
         self.outbox_watch = None  # peaks of the outbox's size while a throughput run is watched
         self.changes_through_listeners = 0
         self.pg_postmaster = self.read_postmaster_pid()
@@ -310,19 +319,93 @@ class Bench:
         if self.publisher and self.pub_pack == pack:
             return
         self.stop_publisher()
-        self.publisher = Daemon(f"publisher-pack{pack}", [os.path.join(self.bindir, "pgfanout-publisher"),
-                                                           "--source", self.conninfo(PRIMARY, "pgfanout-publisher"),
-                                                           "--amqp", self.amqp, "--exchange", EXCHANGE,
-                                                           "--pack", str(pack)], self.logdir)
+        self.publisher = Daemon(f"publisher-{self.capture}-pack{pack}",
+                                [os.path.join(self.bindir, "pgfanout-publisher"),
+                                 "--source", self.conninfo(PRIMARY, "pgfanout-publisher"),
+                                 "--amqp", self.amqp, "--exchange", EXCHANGE, "--pack", str(pack)], self.logdir)
         self.pub_pack = pack
-        self.publisher.wait_log(r"outbox holds")
+        self.pub_capture = self.capture
+        if self.capture == "trigger":
+            self.publisher.wait_log(r"outbox holds")
+        else:
+            self.publisher.wait_log(r"streaming replication slot \S+ \(shipped up to")
+            self.wait_slot(True)
+
+    def note_publisher_peak(self):
+        if self.publisher:
+            hwm = self.publisher.mem().get("VmHWM", 0)
+            key = (self.pub_capture, self.pub_pack)
+            self.pub_peak[key] = max(self.pub_peak.get(key, 0), hwm)
 
     def stop_publisher(self):
         if self.publisher:
-            hwm = self.publisher.mem().get("VmHWM", 0)
-            self.pub_peak[self.pub_pack] = max(self.pub_peak.get(self.pub_pack, 0), hwm)
+            self.note_publisher_peak()
             self.publisher.stop()
             self.publisher = None
+            if self.capture == "logical":
+                self.wait_slot(False)  # its walsender ends after the publisher
+
+    # ----- pgfanout's capture mode (README, "Capture modes")
+    def wait_slot(self, active, timeout=60):
+        """Until pgfanout's slot is streamed by a walsender (active) or released."""
+        want = "t" if active else "f"
+        for _ in deadline_loop(timeout, f"replication slot {self.slot} to be {'in use' if active else 'released'}", 0.05):
+            if self.db(PRIMARY).value(f"SELECT active FROM pg_replication_slots WHERE slot_name = '{self.slot}'") == want:
+                return
+            if active and self.publisher and not self.publisher.alive():
+                raise BenchError(f"the publisher exited; see {self.publisher.log_path}")
+
+    def switch_capture(self, mode, pack, timeout=None):
+        """set_capture(mode) with the publisher running, and waits until it has followed:
+        to logical, until it streams the new slot; back to trigger, until it has shipped what
+        the slot held and dropped it (pgfanout.capture.slot_name is then NULL)."""
+        p = self.db(PRIMARY)
+        if p.value("SELECT mode FROM pgfanout.capture") == mode and self.capture == mode:
+            return
+        self.native(False)
+        self.start_publisher(pack)
+        t0 = time.monotonic()
+        p.query(f"SELECT pgfanout.set_capture('{mode}')")
+        if mode == "logical":
+            self.slot = p.value("SELECT slot_name FROM pgfanout.capture")
+            self.wait_slot(True)
+        else:
+            for _ in deadline_loop(timeout or self.args.timeout, "the publisher to ship and drop the slot "
+                                   f"{self.slot} after set_capture('trigger')", 0.05):
+                if p.value("SELECT slot_name IS NULL FROM pgfanout.capture") == "t":
+                    break
+                if not self.publisher.alive():
+                    raise BenchError(f"the publisher exited; see {self.publisher.log_path}")
+            self.slot = None
+        self.capture = mode
+        log(f"capture: set_capture('{mode}'); the publisher followed in {time.monotonic() - t0:.1f} s")
+
+    def wait_shipped(self, timeout=300):
+        """Until the publisher has shipped every change committed so far: the outbox is empty
+        and, in logical mode, the slot is confirmed up to the WAL flushed now (the publisher
+        confirms only what the broker confirmed, and an idle stream's keepalives)."""
+        self.wait_outbox_empty(timeout)
+        if self.capture != "logical" or not self.publisher:
+            return
+        p = self.db(PRIMARY)
+        target = p.value("SELECT pg_current_wal_flush_lsn()")
+        for _ in deadline_loop(timeout, f"replication slot {self.slot} to be confirmed up to {target}", 0.02):
+            if p.value(f"SELECT confirmed_flush_lsn >= '{target}' FROM pg_replication_slots "
+                       f"WHERE slot_name = '{self.slot}'") == "t":
+                return
+
+    def quiesce_publisher(self):
+        """Logical mode: ship everything and stop the publisher, so that its walsender does
+        not decode what the next run writes (untracked or native traffic: the slot is moved
+        past it before pgfanout runs again, see reset)."""
+        if self.capture == "logical" and self.publisher:
+            self.wait_shipped()
+            self.stop_publisher()
+
+    def skip_slot(self):
+        """Logical mode, publisher stopped, nothing tracked left to ship: moves the slot past
+        the WAL written since (resets, untracked and native runs), as native()'s slots are."""
+        self.db(PRIMARY).query(f"SELECT pg_replication_slot_advance('{self.slot}', pg_current_wal_flush_lsn())")
 
     # ----- native replication on/off
     def slots_active(self):
@@ -334,6 +417,7 @@ class Bench:
         if on == self.native_on:
             return
         if on:
+            self.quiesce_publisher()
             # Skip the WAL written while the subscriptions were off (pgfanout's workloads,
             # resets): it holds nothing the subscribers need.
             for r in LR_REPLICAS:
@@ -357,9 +441,15 @@ class Bench:
     def reset(self, prefix, table, prefill=0):
         """Empties table `{prefix}_{table}` on the primary and its replicas without capturing
         or replicating it, then prefills ids 0..prefill identically everywhere."""
-        self.wait_outbox_empty()
+        self.wait_shipped()
         was_on = self.native_on
         self.native(False)
+        # Logical mode: TRUNCATE and INSERT are decoded whatever session_replication_role
+        # says, so the publisher stops and its slot is moved past them (as the subscriptions'
+        # are); the caller starts the publisher again.
+        skip = prefix == "fo" and self.capture == "logical"
+        if skip:
+            self.quiesce_publisher()
         name = f"{prefix}_{table}"
         replicas = FO_REPLICAS if prefix == "fo" else LR_REPLICAS if prefix == "lr" else []
         for d in [PRIMARY] + replicas:
@@ -374,6 +464,8 @@ class Bench:
             c.query(f"VACUUM ANALYZE {name}")
         self.db(PRIMARY).query("VACUUM ANALYZE pgfanout.changes")
         self.db(PRIMARY).query("CHECKPOINT")
+        if skip:
+            self.skip_slot()
         if was_on:
             self.native(True)
 
@@ -417,9 +509,13 @@ class Bench:
 
     # ----- CPU accounting per component
     def pg_classes(self):
-        rows = self.db(PRIMARY).query("SELECT pid, backend_type, coalesce(application_name, '') FROM pg_stat_activity")
+        # A walsender is pgfanout's when it streams pgfanout's slot (logical capture), native
+        # replication's when it streams a subscription's.
+        rows = self.db(PRIMARY).query(
+            "SELECT a.pid, a.backend_type, coalesce(a.application_name, ''), coalesce(s.slot_name, '') "
+            "FROM pg_stat_activity a LEFT JOIN pg_replication_slots s ON s.active_pid = a.pid")
         out = {}
-        for pid, btype, app in rows:
+        for pid, btype, app, slot in rows:
             if btype == "client backend":
                 if app.startswith("pgfanout-publisher"):
                     cls = "pg: publisher's session"
@@ -430,7 +526,8 @@ class Bench:
                 else:
                     cls = "pg: writers' sessions"
             elif btype == "walsender":
-                cls = "pg: walsenders (native)"
+                pgfanout = slot.startswith("pgfanout_") or (not slot and app.startswith("pgfanout"))
+                cls = "pg: walsender (pgfanout)" if pgfanout else "pg: walsenders (native)"
             elif btype == "logical replication worker":
                 cls = "pg: apply workers (native)"
             elif btype.startswith("autovacuum"):
@@ -494,6 +591,7 @@ class Bench:
         self.cpu_tables.append((title, wall, delta))
         if changes:
             self.per_change.append((title, changes, delta))
+        return delta
 
     def footprint_row(self, title, changes, a, b):
         row = {"title": title, "changes": changes}
@@ -535,7 +633,7 @@ class Bench:
             self.start_publisher(pack)
         else:
             self.native(True)
-        label = f"pgfanout --pack {pack}" if prefix == "fo" else "native LR"
+        label = f"pgfanout {self.capture} --pack {pack}" if prefix == "fo" else "native LR"
         if prefix == "fo":
             self.watch_outbox()
         snap0 = self.cpu_snapshot()
@@ -566,14 +664,15 @@ class Bench:
                 raise BenchError(f"{r}.{t} holds {n} rows, expected {txns * 1000}")
         res = {"rate": rows / (t1 - t0), "seconds": t1 - t0, "write_seconds": t_written - t0,
                "lag": t1 - t_written}
-        log(f"  bulk {label:<20} {rows:>9,} rows: {res['rate']:>9,.0f} rows/s end to end "
+        log(f"  bulk {label:<28} {rows:>9,} rows: {res['rate']:>9,.0f} rows/s end to end "
             f"({res['seconds']:.2f} s; the primary took {res['write_seconds']:.2f} s to write them; "
             f"last replica {res['lag']:.2f} s behind)")
-        self.record_cpu(f"bulk, {label}, {rows:,} rows", snap0, snap1, rows)
+        d = self.record_cpu(f"bulk, {label}, {rows:,} rows", snap0, snap1, rows)
+        res["primary_us"] = sum(d.get(k, 0) for k in PRIMARY_SIDE) / rows * 1e6
         if prefix == "fo":
             res["outbox"] = self.end_outbox_watch()
             log_outbox(res["outbox"])
-            self.record_footprint(f"bulk --pack {pack}", rows, snap0, snap1, res["outbox"])
+            self.record_footprint(f"bulk {self.capture} --pack {pack}", rows, snap0, snap1, res["outbox"])
         if sample_rss:
             res["rss_samples"] = samples
         return res
@@ -609,7 +708,7 @@ class Bench:
             self.start_publisher(pack)
         else:
             self.native(True)
-        label = f"pgfanout --pack {pack}" if prefix == "fo" else "native LR"
+        label = f"pgfanout {self.capture} --pack {pack}" if prefix == "fo" else "native LR"
         script = (f"\\set id random(1, {self.args.update_rows})\n"
                   f"UPDATE {t} SET n = n + 1, t = 'updated ' || :id, ts = now() WHERE id = :id;\n")
         clients = 4
@@ -636,13 +735,14 @@ class Bench:
         snap1 = self.cpu_snapshot()
         res = {"rate": n / (t1 - t0), "seconds": t1 - t0, "write_seconds": t_written - t0,
                "lag": t1 - t_written, "tps": tps}
-        log(f"  updates {label:<17} {n:>9,} rows: {res['rate']:>9,.0f} rows/s end to end "
+        log(f"  updates {label:<25} {n:>9,} rows: {res['rate']:>9,.0f} rows/s end to end "
             f"({res['seconds']:.2f} s; pgbench alone {tps:,.0f} tps; last replica {res['lag']:.2f} s behind)")
-        self.record_cpu(f"updates, {label}, {n:,} rows", snap0, snap1, n)
+        d = self.record_cpu(f"updates, {label}, {n:,} rows", snap0, snap1, n)
+        res["primary_us"] = sum(d.get(k, 0) for k in PRIMARY_SIDE) / n * 1e6
         if prefix == "fo":
             res["outbox"] = self.end_outbox_watch()
             log_outbox(res["outbox"])
-            self.record_footprint(f"updates --pack {pack}", n, snap0, snap1, res["outbox"])
+            self.record_footprint(f"updates {self.capture} --pack {pack}", n, snap0, snap1, res["outbox"])
         return res
 
     def cost(self, pack):
@@ -658,18 +758,20 @@ class Bench:
             # Not for 1,000-row inserts, whose backlog would take long to drain.
             systems = ("untracked", "capture", "pgfanout", "native") if not op.startswith("1,000") \
                 else ("untracked", "pgfanout", "native")
-            done = {s: {"tx": 0.0, "secs": 0.0, "catch_up": [], "tps": [], "wal": 0, "flips": 0}
+            done = {s: {"tx": 0.0, "secs": 0.0, "catch_up": [], "tps": [], "wal": 0, "flips": 0, "primary": []}
                     for s in systems}
             foot = None
             for r in range(rounds):
                 for system in (systems if r % 2 == 0 else tuple(reversed(systems))):
-                    tps, catch_up, foot_row, wal, flips = self.cost_run(op, system, pack, secs)
+                    tps, catch_up, foot_row, wal, flips, primary = self.cost_run(op, system, pack, secs)
                     d = done[system]
                     d["tx"] += tps * secs
                     d["secs"] += secs
                     d["tps"].append(tps)
                     d["wal"] += wal
                     d["flips"] += flips
+                    if primary is not None:
+                        d["primary"].append(primary)
                     if catch_up is not None:
                         d["catch_up"].append(catch_up)
                     if foot_row:
@@ -687,12 +789,16 @@ class Bench:
                 tps = d["tx"] / d["secs"]
                 cu = max(d["catch_up"]) if d["catch_up"] else None
                 wal = d["wal"] / d["tx"] if d["tx"] else 0
-                out[(op, system)] = {"tps": tps, "catch_up": cu, "wal": wal}
+                prim = statistics.mean(d["primary"]) * 1e6 if d["primary"] else None
+                out[(op, system)] = {"tps": tps, "catch_up": cu, "wal": wal, "primary_us": prim}
                 rounds_txt = " + ".join(f"{x:,.0f}" for x in d["tps"])
                 cu_txt = f"; replicas caught up {cu:.1f} s after the writes ended" if cu is not None else ""
                 flips_txt = (f"; the publisher went idle {d['flips'] // 2} times (run and catch-up)"
-                             if system == "pgfanout" else "")
-                log(f"  {op:<16} {system:<10} {tps:>9,.0f} tps ({rounds_txt}); WAL {wal:,.0f} B/tx{cu_txt}{flips_txt}")
+                             if system == "pgfanout" and self.capture == "trigger" else "")
+                prim_txt = f"; primary-side CPU {prim:.0f} us/change" if prim is not None else ""
+                name = f"{self.capture} {system}" if system in ("capture", "pgfanout") else system
+                log(f"  {op:<16} {name:<18} {tps:>9,.0f} tps ({rounds_txt}); WAL {wal:,.0f} B/tx{cu_txt}"
+                    f"{prim_txt}{flips_txt}")
         self.native(False)
         return out
 
@@ -708,13 +814,19 @@ class Bench:
         prefill = self.args.update_rows if op == "update" else 0
         self.reset(prefix, "cost", prefill=prefill)
         self.native(system == "native")
-        self.start_publisher(pack)
-        if system == "capture":
+        logical = self.capture == "logical"
+        if logical and system != "pgfanout":
+            # No walsender decoding beside untracked or native writers; "capture": the slot
+            # keeps the changes and the publisher ships them after the run.
+            self.quiesce_publisher()
+        else:
+            self.start_publisher(pack)
+        if system == "capture" and not logical:
             # A publisher that stops clears the idle flag itself; make sure, since the
             # writers would NOTIFY at every commit otherwise.
             self.stop_publisher()
             self.db(PRIMARY).query("UPDATE pgfanout.publisher_state SET idle = false")
-        flips0 = self.idle_flag_updates() if system == "pgfanout" else 0
+        flips0 = self.idle_flag_updates() if system == "pgfanout" and not logical else 0
         if op == "insert":
             self.db(PRIMARY).query(f"SELECT setval('{t}_seq', 1000000)")
             script = (f"INSERT INTO {t} VALUES (nextval('{t}_seq'), 'a short line of text', "
@@ -734,10 +846,12 @@ class Bench:
         wal = int(self.db(PRIMARY).value(f"SELECT pg_current_wal_insert_lsn() - '{lsn0}'::pg_lsn"))
         kind = op if op.startswith("1,000") else f"single-row {op}"
         label = "capture only" if system == "capture" else system
+        if system in ("capture", "pgfanout"):
+            label = f"{self.capture} {label}"
         self.record_cpu(f"primary cost, {kind}, {label}, {secs} s", snap0, snap1)
         if system == "capture":
             self.start_publisher(pack)
-            self.wait_outbox_empty()
+            self.wait_shipped()
         # Let the chain catch up before the next run; how long it takes is the lag that
         # these seconds of writes at full speed leave behind.
         t_end = time.monotonic()
@@ -748,14 +862,20 @@ class Bench:
             arrived = self.wait_rows(replicas, f"SELECT EXISTS (SELECT FROM {t} WHERE id = -1)",
                                      self.args.timeout, 0.02)
             catch_up = max(arrived.values()) - t_end
+            changes = int(round(tps * secs * (1000 if op.startswith("1,000") else 1))) + 1
+            snap2 = self.cpu_snapshot()
+            # Primary-side CPU of shipping these changes, catch-up included.
+            d = self.cpu_delta(snap0, snap2)
+            primary = sum(d.get(k, 0) for k in PRIMARY_SIDE) / changes
             if system == "pgfanout":
-                changes = int(round(tps * secs * (1000 if op.startswith("1,000") else 1))) + 1
-                foot_row = self.footprint_row(f"cost {op}s --pack {pack}", changes, snap0, self.cpu_snapshot())
+                foot_row = self.footprint_row(f"cost {op}s {self.capture} --pack {pack}", changes, snap0, snap2)
+        else:
+            primary = None
         flips = 0
-        if system == "pgfanout":
+        if system == "pgfanout" and not logical:
             time.sleep(1.2)
             flips = self.idle_flag_updates() - flips0
-        return tps, catch_up, foot_row, wal, flips
+        return tps, catch_up, foot_row, wal, flips, primary
 
     def latency(self, system, pack=None, under_load=False):
         """Commit-to-apply latency of single-row INSERTs 20 ms apart; under_load: while
@@ -815,10 +935,10 @@ class Bench:
             return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
         res = {"p50": pct(lat, 50), "p99": pct(lat, 99), "max": lat[-1], "both_p99": pct(worst, 99),
                "mean": statistics.mean(lat)}
-        label = f"pgfanout --pack {pack}" if prefix == "fo" else "native LR"
+        label = f"pgfanout {self.capture} --pack {pack}" if prefix == "fo" else "native LR"
         if under_load:
             label += ", loaded"
-        log(f"  latency {label:<17} p50 {res['p50']:6.1f} ms  p99 {res['p99']:6.1f} ms  max {res['max']:6.1f} ms "
+        log(f"  latency {label:<25} p50 {res['p50']:6.1f} ms  p99 {res['p99']:6.1f} ms  max {res['max']:6.1f} ms "
             f"(on both replicas: p99 {res['both_p99']:.1f} ms)")
         if prefix == "fo":
             self.changes_through_listeners += n
@@ -838,72 +958,105 @@ def log_outbox(o):
         f"(peak {o['peak_size']:.1f}), {o['dead']:,} dead tuples after (peak {o['peak_dead']:,})")
 
 
-def report(b, packs, best):
+def report(b, captures, cpacks, best):
     R = b.results
     log()
     log("=" * 100)
     log("RESULTS (pgfanout: 1 publisher, 2 listeners, 2 replica DBs; native: 1 publication, 2 subscriptions)")
+    log(f"pgfanout in capture mode{'s' if len(captures) > 1 else ''} {' and '.join(captures)}; ratios are of "
+        f"each mode's best --pack ({', '.join(f'{c} {best[c]}' for c in captures)})")
     log("=" * 100)
-    cols = [f"pack {p}" for p in packs]
-    hdr = f"{'workload':<34}" + "".join(f"{'pgfanout ' + c:>17}" for c in cols) + f"{'native LR':>13}{'ratio':>8}  target"
+    cols = [(c, p) for c in captures for p in cpacks[c]]
+    W = 34
+    hdr = (f"{'workload':<{W}}" + "".join(f"{f'{c} --pack {p}':>19}" for c, p in cols) + f"{'native LR':>11}" +
+           "".join(f"{f'{c}/native':>16}" for c in captures) + "  target")
     log(hdr)
     log("-" * len(hdr))
 
-    def line(name, key, field, target, higher=True, unit_fmt=fmt_rate):
-        vals = [R.get((key, f"fo{p}"), {}).get(field) for p in packs]
+    def line(name, key, field, target=None, unit_fmt=fmt_rate):
+        vals = [R.get((key, f"{c}{p}"), {}).get(field) for c, p in cols]
         nat = R.get((key, "native"), {}).get(field)
         if not any(v is not None for v in vals) or nat is None:
             return
-        bestv = R.get((key, f"fo{best}"), {}).get(field)
-        ratio = bestv / nat if bestv and nat else None
-        ok = "" if ratio is None else ("met" if (ratio >= target if higher else ratio <= target) else "NOT met")
-        log(f"{name:<34}" + "".join(f"{unit_fmt(v) if v is not None else '-':>17}" for v in vals) +
-            f"{unit_fmt(nat):>13}{(f'{ratio:.2f}x' if ratio else '-'):>8}  >= {target:.1f}x {ok}")
+        ratios, oks = [], []
+        for c in captures:
+            v = R.get((key, f"{c}{best[c]}"), {}).get(field)
+            r = v / nat if v is not None and nat else None
+            ratios.append(r)
+            if target is not None and r is not None:
+                oks.append(f"{c} {'met' if r >= target else 'NOT met'}")
+        tgt = f"  >= {target:.1f}x: {', '.join(oks)}" if target is not None else ""
+        log(f"{name:<{W}}" + "".join(f"{unit_fmt(v) if v is not None else '-':>19}" for v in vals) +
+            f"{unit_fmt(nat):>11}" + "".join(f"{(f'{r:.2f}x' if r else '-'):>16}" for r in ratios) + tgt)
 
     line(f"bulk {b.args.rows // 1000}k rows, rows/s", "bulk", "rate", 1.0)
+    line("  primary-side CPU, us/change", "bulk", "primary_us", unit_fmt=lambda x: f"{x:.1f}")
     line(f"updates {b.args.updates // 1000}k (pgbench -c4), rows/s", "updates", "rate", 1.0)
-    if ("cost", "all") in R:
-        c = R[("cost", "all")]
+    line("  primary-side CPU, us/change", "updates", "primary_us", unit_fmt=lambda x: f"{x:.1f}")
+    log("  primary-side CPU: pgfanout's publisher, its PostgreSQL sessions and (logical) the walsender that "
+        "decodes for it;")
+    log("  native: its 2 walsenders. Lower is better; the broker and the replicas' apply are in the CPU table below")
+
+    costs = [(c, R[("cost", c)]) for c in captures if ("cost", c) in R]
+    if costs:
         log()
         log(f"primary cost: pgbench, 4 clients, {b.args.cost_seconds} s per variant in {b.args.cost_rounds} "
-            f"alternating runs, chain running (pgfanout --pack {best})")
-        log(f"{'':<22}{'untracked':>12}{'capture':>12}{'pgfanout':>12}{'native LR':>12}{'capture/untr.':>15}"
-            f"{'pgfanout/untr.':>16}{'native/untr.':>14}  target")
-        for op in ("insert", "update", "1,000-row insert"):
-            if (op, "untracked") not in c:
-                continue
-            u, f_, n = (c[(op, s)]["tps"] for s in ("untracked", "pgfanout", "native"))
-            k = c.get((op, "capture"), {}).get("tps")
-            r = f_ / u
-            single = not op.startswith("1,000")
-            name = f"single-row {op} tps" if single else "1,000-row insert tps"
-            tgt = f"  >= 0.7x {'met' if r >= 0.7 else 'NOT met'}" if single else "  (no target; bounds bulk)"
-            log(f"{name:<22}{u:>12,.0f}{fmt_rate(k):>12}{f_:>12,.0f}{n:>12,.0f}"
-                f"{(f'{k / u:.2f}x' if k else '-'):>15}{r:>15.2f}x{n / u:>13.2f}x{tgt}")
-        log("  capture = the tracked table with the publisher stopped (no chain, no NOTIFY): the capture's own cost")
-        for op in ("insert", "update", "1,000-row insert"):
-            if (op, "untracked") not in c:
-                continue
-            f_, n = (c[(op, s)]["catch_up"] for s in ("pgfanout", "native"))
-            log(f"  after the {op} run, the replicas caught up in: pgfanout {f_:.1f} s, native {n:.1f} s")
-        for op in ("insert", "update"):
-            if (op, "untracked") in c:
-                log(f"  WAL per single-row {op}: " + ", ".join(
-                    f"{s} {c[(op, s)]['wal']:,.0f} B" for s in ("untracked", "capture", "pgfanout", "native")
-                    if (op, s) in c))
+            f"alternating runs, chain running (each mode's best --pack); each capture mode has its own")
+        log("alternation of untracked / capture / pgfanout / native, so its ratios are within one stretch of time")
+        log(f"{'mode':<9}{'':<22}{'untracked':>10}{'capture':>9}{'pgfanout':>10}{'native':>9}{'capt/untr':>11}"
+            f"{'pgf/untr':>10}{'nat/untr':>10}{'pgf/nat':>9}{'CPU pgf':>9}{'CPU nat':>9}  target")
+        for cap, c in costs:
+            for op in ("insert", "update", "1,000-row insert"):
+                if (op, "untracked") not in c:
+                    continue
+                u, f_, n = (c[(op, s)]["tps"] for s in ("untracked", "pgfanout", "native"))
+                k = c.get((op, "capture"), {}).get("tps")
+                pf, pn = (c[(op, s)].get("primary_us") for s in ("pgfanout", "native"))
+                single = not op.startswith("1,000")
+                name = f"single-row {op} tps" if single else "1,000-row insert tps"
+                if not single:
+                    tgt = "(no target; bounds bulk)"
+                elif cap == "logical":
+                    tgt = (f">= 0.8x untr. {'met' if f_ / u >= 0.8 else 'NOT met'}, "
+                           f">= native {'met' if f_ >= n else 'NOT met'}")
+                else:
+                    tgt = f">= 0.7x untr. {'met' if f_ / u >= 0.7 else 'NOT met'}"
+                log(f"{cap:<9}{name:<22}{u:>10,.0f}{fmt_rate(k):>9}{f_:>10,.0f}{n:>9,.0f}"
+                    f"{(f'{k / u:.2f}x' if k else '-'):>11}{f_ / u:>9.2f}x{n / u:>9.2f}x{f_ / n:>8.2f}x"
+                    f"{(f'{pf:.1f}' if pf is not None else '-'):>9}{(f'{pn:.1f}' if pn is not None else '-'):>9}  {tgt}")
+        log("  capture = the tracked table with the publisher stopped: the capture's own cost (trigger: the")
+        log("  triggers, no chain, no NOTIFY; logical: REPLICA IDENTITY FULL, no walsender decoding). CPU pgf / nat:")
+        log("  primary-side CPU per change in microseconds (as above), over the run and the replicas' catch-up")
+        for cap, c in costs:
+            for op in ("insert", "update", "1,000-row insert"):
+                if (op, "untracked") not in c:
+                    continue
+                f_, n = (c[(op, s)]["catch_up"] for s in ("pgfanout", "native"))
+                log(f"  {cap}: after the {op} run, the replicas caught up in: pgfanout {f_:.1f} s, native {n:.1f} s")
+        for cap, c in costs:
+            for op in ("insert", "update"):
+                if (op, "untracked") in c:
+                    log(f"  {cap}: WAL per single-row {op}: " + ", ".join(
+                        f"{s} {c[(op, s)]['wal']:,.0f} B" for s in ("untracked", "capture", "pgfanout", "native")
+                        if (op, s) in c))
     if ("latency", "native") in R:
         log()
         log(f"latency: {b.args.latency_n} single-row transactions 20 ms apart, writer's commit "
             f"(clock_timestamp() in the INSERT) to the row's apply on a replica (replica default column)")
-        f_, n = R[("latency", f"fo{best}")], R[("latency", "native")]
-        log(f"{'':<22}{'pgfanout --pack ' + str(best):>20}{'native LR':>12}{'ratio':>8}  target")
-        for k in ("p50", "p99", "max"):
-            tgt = "< 50 ms " + ("met" if f_[k] < 50 else "NOT met") if k == "p99" else ""
-            log(f"{k + ' ms':<22}{f_[k]:>20.1f}{n[k]:>12.1f}{f_[k] / n[k] if n[k] else 0:>7.2f}x  {tgt}")
-        if ("latency loaded", "native") in R:
-            f_, n = R[("latency loaded", f"fo{best}")], R[("latency loaded", "native")]
+        lat = [c for c in captures if ("latency", f"{c}{best[c]}") in R]
+        log(f"{'':<22}" + "".join(f"{f'{c} --pack {best[c]}':>20}" for c in lat) + f"{'native LR':>12}" +
+            "".join(f"{f'{c}/native':>16}" for c in lat) + "  target")
+        for suffix, key in (("", "latency"), (", under load", "latency loaded")):
+            if (key, "native") not in R:
+                continue
+            n = R[(key, "native")]
+            fs = [R[(key, f"{c}{best[c]}")] for c in lat]
             for k in ("p50", "p99", "max"):
-                log(f"{k + ' ms, under load':<22}{f_[k]:>20.1f}{n[k]:>12.1f}{f_[k] / n[k] if n[k] else 0:>7.2f}x")
+                tgt = ""
+                if k == "p99" and not suffix:
+                    tgt = "< 50 ms: " + ", ".join(f"{c} {'met' if f_[k] < 50 else 'NOT met'}" for c, f_ in zip(lat, fs))
+                log(f"{k + ' ms' + suffix:<22}" + "".join(f"{f_[k]:>20.1f}" for f_ in fs) + f"{n[k]:>12.1f}" +
+                    "".join(f"{(f_[k] / n[k] if n[k] else 0):>15.2f}x" for f_ in fs) + f"  {tgt}")
 
     log()
     log("footprint: CPU seconds per 100,000 changes, by process (peak RSS below); the outbox")
@@ -918,15 +1071,16 @@ def report(b, packs, best):
                   else f"{'-':>18}{'-':>22}")
         log(f"{row['title']:<34}{row['changes']:>10,}" + "".join(f"{row[n] * per:>12.2f}" for n in names) +
             outbox)
-    for pack, hwm in sorted(b.pub_peak.items()):
-        log(f"  publisher --pack {pack}: peak RSS (VmHWM) {hwm:.1f} MiB")
+    for (cap, pack), hwm in sorted(b.pub_peak.items()):
+        log(f"  publisher started in {cap} mode, --pack {pack}: peak RSS (VmHWM) {hwm:.1f} MiB")
     for d in b.listeners:
         m = d.mem()
         log(f"  {d.name}: peak RSS (VmHWM) {m.get('VmHWM', 0):.1f} MiB, RSS now {m.get('VmRSS', 0):.1f} MiB "
             f"after {b.changes_through_listeners:,} changes in this run")
     if ("volume", "rss") in R:
         samples = R[("volume", "rss")]
-        log(f"  RSS (MiB) and the outbox while 1,000,000 changes flow through (pgfanout --pack {best}, bulk, "
+        log(f"  RSS (MiB) and the outbox while 1,000,000 changes flow through (pgfanout {captures[0]} "
+            f"--pack {best[captures[0]]}, bulk, "
             f"sampled every 100,000 applied):")
         procs = list(samples[0][1].keys())
         log(f"  {'changes':>10}" + "".join(f"{p:>22}" for p in procs) + f"{'outbox MiB':>12}{'dead tuples':>13}")
@@ -943,9 +1097,10 @@ def report(b, packs, best):
     log("CPU per change, microseconds (each change applied to 2 replicas): less sensitive to the other load")
     log("on this machine than rows/s; a saturated machine divides its cores by these")
     groups = [("writers", ("pg: writers' sessions",)),
-              ("ship", ("pgfanout-publisher", "pg: publisher's session", "rabbitmq (beam)", "pg: walsenders (native)")),
+              ("ship", ("pgfanout-publisher", "pg: publisher's session", "pg: walsender (pgfanout)", "rabbitmq (beam)",
+                        "pg: walsenders (native)")),
               ("apply", ("pgfanout-listener1", "pgfanout-listener2", "pg: listeners' sessions", "pg: apply workers (native)"))]
-    log(f"{'run':<44}{'writers':>9}{'ship':>9}{'apply':>9}{'total':>9}{'others':>8}   ship / apply detail")
+    log(f"{'run':<52}{'writers':>9}{'ship':>9}{'apply':>9}{'total':>9}{'primary':>9}{'others':>8}   ship / apply detail")
     walls = {title: wall for title, wall, _ in b.cpu_tables}
     for title, changes, d in b.per_change:
         per = 1e6 / changes
@@ -953,8 +1108,11 @@ def report(b, packs, best):
         others = d.get("(processes not of this bench)", 0) / (walls[title] * NPROC) * 100
         detail = ", ".join(f"{k} {v * per:.0f}" for k, v in sorted(d.items(), key=lambda kv: -kv[1])
                            if any(k in keys for _, keys in groups[1:]) and v * per >= 1)
-        log(f"{title:<44}" + "".join(f"{x:>9.0f}" for x in sums) + f"{sum(sums):>9.0f}{others:>7.0f}%   {detail}")
-    log("  (others: share of the machine's CPU taken by processes that are not the bench's during that run)")
+        primary = sum(d.get(k, 0) for k in PRIMARY_SIDE) * per
+        log(f"{title:<52}" + "".join(f"{x:>9.0f}" for x in sums) + f"{sum(sums):>9.0f}{primary:>9.0f}"
+            f"{others:>7.0f}%   {detail}")
+    log("  (primary: publisher, its sessions and pgfanout's walsender / native's walsenders, part of ship;")
+    log("  others: share of the machine's CPU taken by processes that are not the bench's during that run)")
     log()
     log(f"where the CPU went (seconds; the machine has {NPROC} cores, so wall x {NPROC} is all there is)")
     for title, wall, d in b.cpu_tables:
@@ -969,6 +1127,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", default=os.path.join(ROOT, "build-bench", "bin"))
     ap.add_argument("--packs", default="1,100", help="publisher --pack settings to compare (default 1,100)")
+    ap.add_argument("--captures", default="trigger,logical",
+                    help="pgfanout capture modes to run, in this order (default trigger,logical; "
+                         "pgfanout.set_capture() switches between them)")
+    ap.add_argument("--logical-packs",
+                    help="--pack settings in logical mode (default: the last of --packs only, to bound the run)")
     ap.add_argument("--full", action="store_true", help="also push 1,000,000 changes and sample RSS")
     ap.add_argument("--only", default="bulk,updates,cost,latency",
                     help="workloads to run, comma-separated (bulk,updates,cost,latency)")
@@ -984,6 +1147,12 @@ def main():
     args = ap.parse_args()
     packs = [int(p) for p in args.packs.split(",")]
     only = set(args.only.split(","))
+    captures = [c for c in args.captures.split(",") if c]
+    if not captures or any(c not in ("trigger", "logical") for c in captures) or len(set(captures)) != len(captures):
+        ap.error("--captures takes trigger, logical or both, comma-separated")
+    cpacks = {"trigger": packs,
+              "logical": [int(p) for p in args.logical_packs.split(",")] if args.logical_packs else packs[-1:]}
+    cpacks = {c: cpacks[c] for c in captures}
 
     def on_signal(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
@@ -994,50 +1163,67 @@ def main():
     started = time.monotonic()
     try:
         b.machine()
-        log(f"run: workloads {sorted(only)}, packs {packs}, full={args.full}, "
+        log(f"run: workloads {sorted(only)}, captures {captures}, packs {cpacks}, full={args.full}, "
             f"{args.rows:,} bulk rows, {args.updates:,} updates")
         b.setup()
-        best = packs[-1]
-        if "bulk" in only:
-            log("bulk: 1,000-row INSERT transactions (one session, DO loop with COMMIT)")
+        best = {}
+        for i, cap in enumerate(captures):
+            first = i == 0  # native's bulk, updates and latency run once, with the first mode
+            packs = cpacks[cap]
+            log()
+            log(f"----- pgfanout capture mode: {cap} (packs {packs})")
+            b.switch_capture(cap, packs[-1])
+            if "bulk" in only:
+                log("bulk: 1,000-row INSERT transactions (one session, DO loop with COMMIT)")
+                for p in packs:
+                    b.results[("bulk", f"{cap}{p}")] = b.bulk("pgfanout", p)
+                if first:
+                    b.results[("bulk", "native")] = b.bulk("native")
+            if "updates" in only:
+                log(f"updates: pgbench -c 4 -j {min(4, NPROC)}, single-row UPDATE by primary key, random ids "
+                    f"over {args.update_rows:,} rows")
+                for p in packs:
+                    b.results[("updates", f"{cap}{p}")] = b.updates("pgfanout", p)
+                if first:
+                    b.results[("updates", "native")] = b.updates("native")
+            # The best setting: the one whose worse throughput ratio to native is highest.
+            scored = []
             for p in packs:
-                b.results[("bulk", f"fo{p}")] = b.bulk("pgfanout", p)
-            b.results[("bulk", "native")] = b.bulk("native")
-        if "updates" in only:
-            log(f"updates: pgbench -c 4 -j {min(4, NPROC)}, single-row UPDATE by primary key, random ids "
-                f"over {args.update_rows:,} rows")
-            for p in packs:
-                b.results[("updates", f"fo{p}")] = b.updates("pgfanout", p)
-            b.results[("updates", "native")] = b.updates("native")
-        # The best setting: the one whose worse throughput ratio to native is highest.
-        scored = []
-        for p in packs:
-            ratios = [b.results[(w, f"fo{p}")]["rate"] / b.results[(w, "native")]["rate"]
-                      for w in ("bulk", "updates") if (w, f"fo{p}") in b.results]
-            if ratios:
-                scored.append((min(ratios), p))
-        if scored:
-            best = max(scored)[1]
-        log(f"best pgfanout setting: --pack {best}")
-        if "cost" in only:
-            log(f"primary cost: pgbench -c 4, {args.cost_seconds} s per variant in {args.cost_rounds} alternating runs "
-                f"(A B C D, D C B A, ...)")
-            b.results[("cost", "all")] = b.cost(best)
-        if "latency" in only:
-            log(f"latency: {args.latency_n} single-row INSERTs 20 ms apart")
-            b.results[("latency", f"fo{best}")] = b.latency("pgfanout", best)
-            b.results[("latency", "native")] = b.latency("native")
-            log("latency under load: the same while pgbench -c 4 inserts single rows as fast as it can")
-            b.results[("latency loaded", f"fo{best}")] = b.latency("pgfanout", best, under_load=True)
-            b.results[("latency loaded", "native")] = b.latency("native", under_load=True)
-        if args.full:
-            log("volume: 1,000,000 bulk-inserted rows through pgfanout, RSS sampled every 100,000")
-            r = b.bulk("pgfanout", best, rows=1_000_000, sample_rss=True)
-            b.results[("volume", "rss")] = r["rss_samples"]
-            b.results[("volume", "rate")] = r["rate"]
-            b.results[("volume", "outbox")] = r["outbox"]
+                ratios = [b.results[(w, f"{cap}{p}")]["rate"] / b.results[(w, "native")]["rate"]
+                          for w in ("bulk", "updates") if (w, f"{cap}{p}") in b.results]
+                if ratios:
+                    scored.append((min(ratios), p))
+            best[cap] = max(scored)[1] if scored else packs[-1]
+            log(f"best pgfanout setting in {cap} mode: --pack {best[cap]}")
+            if "cost" in only:
+                log(f"primary cost ({cap} mode): pgbench -c 4, {args.cost_seconds} s per variant in "
+                    f"{args.cost_rounds} alternating runs (A B C D, D C B A, ...)")
+                b.results[("cost", cap)] = b.cost(best[cap])
+            if "latency" in only:
+                log(f"latency: {args.latency_n} single-row INSERTs 20 ms apart")
+                b.results[("latency", f"{cap}{best[cap]}")] = b.latency("pgfanout", best[cap])
+                if first:
+                    b.results[("latency", "native")] = b.latency("native")
+                log("latency under load: the same while pgbench -c 4 inserts single rows as fast as it can")
+                b.results[("latency loaded", f"{cap}{best[cap]}")] = b.latency("pgfanout", best[cap], under_load=True)
+                if first:
+                    b.results[("latency loaded", "native")] = b.latency("native", under_load=True)
+            if args.full and first:
+                log(f"volume: 1,000,000 bulk-inserted rows through pgfanout ({cap} mode), RSS sampled every 100,000")
+                r = b.bulk("pgfanout", best[cap], rows=1_000_000, sample_rss=True)
+                b.results[("volume", "rss")] = r["rss_samples"]
+                b.results[("volume", "rate")] = r["rate"]
+                b.results[("volume", "outbox")] = r["outbox"]
+        switch_back = b.capture != "trigger"
+        b.note_publisher_peak()
+        report(b, captures, cpacks, best)
+        if switch_back:
+            # Leave the primary as install.sql does, and check that the publisher follows
+            # the way back too (it ships what the slot holds, then drops it). After the
+            # report, so that a publisher that does not follow loses no figures.
+            log()
+            b.switch_capture("trigger", best[b.capture], timeout=min(60.0, args.timeout))
         b.stop_publisher()
-        report(b, packs, best)
         log()
         log(f"bench finished in {time.monotonic() - started:.0f} s; load average now "
             f"{' '.join(open('/proc/loadavg').read().split()[:3])}; process logs in {b.logdir}")
