@@ -845,6 +845,8 @@ TEST(Capture, PublisherKilledMidStreamGivesEachChangeOneIdAndLosesNothing) {
 TEST(Capture, StandbyPublisherTakesTheSlotOver) {
   Chain chain("CREATE TABLE public.t (k int PRIMARY KEY, v text, n int);", {"public.t"}, /*logical=*/true);
   PgSession& p = chain.primary;
+  // The chain's publisher leads first, or the one started here might take the lease.
+  chain.publisher->wait_for_log("streaming replication slot");
   Process standby = start_publisher(chain.primary_db.db.conninfo(), chain.exchange.name());
   standby.wait_for_log("waiting as standby");
   {
