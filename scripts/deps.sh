@@ -8,7 +8,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config
   libpqxx-dev libpq-dev libboost-dev nlohmann-json3-dev librabbitmq-dev libssl-dev
   libspdlog-dev libcli11-dev googletest libgtest-dev libgmock-dev
-  postgresql-15 postgresql-client-15 rabbitmq-server
+  postgresql-15 postgresql-client-15 postgresql-15-postgis-3 rabbitmq-server
   python3 python3-yaml procps curl
   dpkg-dev systemd
   clang libclang-rt-14-dev
