@@ -75,6 +75,11 @@ class Publisher {
   /// Waits until the PostgreSQL socket Asio watches is readable, or `timeout`.
   boost::asio::awaitable<void> wait_readable(std::chrono::milliseconds timeout);
   boost::asio::awaitable<void> drain();
+  /// After a read of `read` changes that did not fill a batch: pauses until the next read
+  /// is due (see drain()).
+  boost::asio::awaitable<void> pause_before_next_read(
+      std::size_t read, std::chrono::steady_clock::time_point read_at,
+      std::optional<std::chrono::steady_clock::time_point> previous_read);
   /// Logical mode: streams the slot (and ships what waits in the outbox) until the capture
   /// switches back to triggers and the slot is shipped.
   boost::asio::awaitable<void> stream_slot(const OutboxReader::Capture& capture);
