@@ -618,6 +618,30 @@ TEST(Capture, PrimaryKeyChangeConverges) {
   chain.converge("public.t");
 }
 
+// Types whose to_jsonb would call a cast to json (hstore's, PostGIS's) travel in their
+// text form in logical mode (the publisher runs no user code), which their input
+// functions read back exactly: an hstore, a geometry keeping its SRID, an hstore[] and a
+// composite holding an hstore.
+TEST(Capture, TypesWithACastToJsonReplicateExactlyInLogicalMode) {
+  const std::string tables = R"SQL(
+CREATE EXTENSION IF NOT EXISTS hstore;
+CREATE EXTENSION IF NOT EXISTS postgis;
+CREATE TYPE public.tagged AS (label text, tags hstore);
+CREATE TABLE public.t (k int PRIMARY KEY, h hstore, g geometry(Point, 4326), hs hstore[], c public.tagged);
+)SQL";
+  Chain chain(tables, {"public.t"}, /*logical=*/true);
+  PgSession& p = chain.primary;
+  p.exec(R"SQL(
+INSERT INTO public.t VALUES
+  (1, 'a=>1, "b c"=>"x\"y", n=>NULL', ST_SetSRID(ST_MakePoint(13.4, 52.5), 4326),
+   ARRAY['x=>1'::hstore, NULL], ROW('first', 'k=>v')::public.tagged),
+  (2, '', NULL, '{}', NULL);
+UPDATE public.t SET h = h || 'z=>9'::hstore WHERE k = 1;
+)SQL");
+  chain.converge("public.t");
+  EXPECT_EQ(chain.replica.value("SELECT ST_SRID(g)::text FROM public.t WHERE k = 1"), "4326");
+}
+
 TEST(Capture, TruncateCascadeOfTablesLinkedByAForeignKeyConverges) {
   Chain chain(R"SQL(
 CREATE TABLE public.parent (k int PRIMARY KEY, v text);
