@@ -661,16 +661,21 @@ CREATE TABLE public.child (k int PRIMARY KEY, parent_k int REFERENCES public.par
   EXPECT_EQ(chain.replica.integer("SELECT count(*) FROM public.child"), 1);
 }
 
-TEST(Capture, PartitionedTableThroughItsRootWithAPartitionMadeLaterConverges) {
-  Chain chain(R"SQL(
+// A table partitioned in two, tracked through its root, and 20 rows in it.
+const char* const kPartitioned = R"SQL(
 CREATE TABLE public.pt (region text, k int, v text, PRIMARY KEY (region, k)) PARTITION BY LIST (region);
 CREATE TABLE public.pt_a PARTITION OF public.pt FOR VALUES IN ('a');
 CREATE TABLE public.pt_b PARTITION OF public.pt FOR VALUES IN ('b');
-)SQL",
-              {"public.pt"}, /*logical=*/true);
+)SQL";
+void fill_partitioned(PgSession& p) {
+  p.exec("INSERT INTO public.pt SELECT CASE WHEN g % 2 = 0 THEN 'a' ELSE 'b' END, g, 'v' FROM generate_series(1, 20) g");
+}
+
+TEST(Capture, PartitionedTableThroughItsRootWithAPartitionMadeLaterConverges) {
+  Chain chain(kPartitioned, {"public.pt"}, /*logical=*/true);
   PgSession& p = chain.primary;
   EXPECT_EQ(publication_members(p), (std::vector<std::string>{"pgfanout.capture", "pt"}));
-  p.exec("INSERT INTO public.pt SELECT CASE WHEN g % 2 = 0 THEN 'a' ELSE 'b' END, g, 'v' FROM generate_series(1, 20) g");
+  fill_partitioned(p);
   p.exec("UPDATE public.pt SET v = 'moved', region = 'a' WHERE region = 'b' AND k < 6");  // across partitions
   chain.converge("public.pt", "region, k");
   const char* later = "CREATE TABLE public.pt_c PARTITION OF public.pt FOR VALUES IN ('c')";
@@ -692,14 +697,9 @@ CREATE TABLE public.pt_b PARTITION OF public.pt FOR VALUES IN ('b');
 // pgoutput, publishing through the root, sends nothing for it, so logical mode refuses
 // it. TRUNCATE of the partitioned table itself replicates.
 TEST(Capture, TruncateOfOnePartitionIsRefusedAndOfTheWholeTableConverges) {
-  Chain chain(R"SQL(
-CREATE TABLE public.pt (region text, k int, v text, PRIMARY KEY (region, k)) PARTITION BY LIST (region);
-CREATE TABLE public.pt_a PARTITION OF public.pt FOR VALUES IN ('a');
-CREATE TABLE public.pt_b PARTITION OF public.pt FOR VALUES IN ('b');
-)SQL",
-              {"public.pt"}, /*logical=*/true);
+  Chain chain(kPartitioned, {"public.pt"}, /*logical=*/true);
   PgSession& p = chain.primary;
-  p.exec("INSERT INTO public.pt SELECT CASE WHEN g % 2 = 0 THEN 'a' ELSE 'b' END, g, 'v' FROM generate_series(1, 20) g");
+  fill_partitioned(p);
   chain.converge("public.pt", "region, k");
   try {
     p.exec("TRUNCATE public.pt_a");
