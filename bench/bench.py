@@ -1131,13 +1131,22 @@ def report_fanout(b, captures):
 
 
 def report(b, captures, cpacks, best):
-    R = b.results
     log()
     log("=" * 100)
     log("RESULTS (pgfanout: 1 publisher, 2 listeners, 2 replica DBs; native: 1 publication, 2 subscriptions)")
     log(f"pgfanout in capture mode{'s' if len(captures) > 1 else ''} {' and '.join(captures)}; ratios are of "
         f"each mode's best --pack ({', '.join(f'{c} {best[c]}' for c in captures)})")
     log("=" * 100)
+    report_throughput(b, captures, cpacks, best)
+    report_fanout(b, captures)
+    report_rest(b, captures, best)
+
+
+def report_throughput(b, captures, cpacks, best):
+    """The bulk and updates table, when they ran."""
+    R = b.results
+    if not any(k[0] in ("bulk", "updates") for k in R):
+        return
     cols = [(c, p) for c in captures for p in cpacks[c]]
     W = 34
     hdr = (f"{'workload':<{W}}" + "".join(f"{f'{c} --pack {p}':>19}" for c, p in cols) + f"{'native LR':>11}" +
@@ -1169,8 +1178,9 @@ def report(b, captures, cpacks, best):
         "decodes for it;")
     log("  native: its 2 walsenders. Lower is better; the broker and the replicas' apply are in the CPU table below")
 
-    report_fanout(b, captures)
 
+def report_rest(b, captures, best):
+    R = b.results
     costs = [(c, R[("cost", c)]) for c in captures if ("cost", c) in R]
     if costs:
         log()
@@ -1267,6 +1277,10 @@ def report(b, captures, cpacks, best):
     else:
         log("  RSS after 1,000,000 changes: not run (bench/run.sh --full runs it)")
 
+    if not b.per_change:
+        log()
+        report_cpu_went(b)
+        return
     log()
     log("CPU per change, microseconds (each change applied to 2 replicas): less sensitive to the other load")
     log("on this machine than rows/s; a saturated machine divides its cores by these")
@@ -1288,6 +1302,10 @@ def report(b, captures, cpacks, best):
     log("  (primary: publisher, its sessions and pgfanout's walsender / native's walsenders, part of ship;")
     log("  others: share of the machine's CPU taken by processes that are not the bench's during that run)")
     log()
+    report_cpu_went(b)
+
+
+def report_cpu_went(b):
     log(f"where the CPU went (seconds; the machine has {NPROC} cores, so wall x {NPROC} is all there is)")
     for title, wall, d in b.cpu_tables:
         total = sum(v for k, v in d.items() if not k.startswith("("))
