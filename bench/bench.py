@@ -43,6 +43,21 @@ PRIMARY_SIDE = ("pgfanout-publisher", "pg: publisher's session", "pg: walsender 
 PRIMARY = "bench_primary"
 FO_REPLICAS = ["bench_fo1", "bench_fo2"]
 LR_REPLICAS = ["bench_lr1", "bench_lr2"]
+# The fan-out series (--fanout): replica databases for up to max(N) replicas of each system,
+# on table fo_fan (tracked) and lr_fan (publication bench_fan_pub). Native's subscriptions
+# and slots are named as their databases (bench_lr%, so setup() clears them like the others).
+FAN_MAX = 16
+FAN_FO = [f"bench_fan_fo{i}" for i in range(1, FAN_MAX + 1)]
+FAN_LR = [f"bench_lr_fan{i}" for i in range(1, FAN_MAX + 1)]
+# Its components, by the keys of cpu_delta(); listeners are every pgfanout-*listener* key.
+FAN_COMPONENTS = [
+    ("writer", ("pg: writers' sessions",)),
+    ("capture", ("pg: walsender (pgfanout)", "pg: walsenders (native)")),
+    ("publisher", ("pgfanout-publisher", "pg: publisher's session")),
+    ("broker", ("rabbitmq (beam)",)),
+    ("listeners", ()),
+    ("replica", ("pg: listeners' sessions", "pg: apply workers (native)")),
+]
 EXCHANGE = "pgfanout_bench"
 
 ROW_SQL = ("'row ' || g || ' with a line of ordinary text in it', "
@@ -263,7 +278,7 @@ class Bench:
         admin.query("SET client_min_messages = warning")
         # Leftovers of an earlier run on reused servers: subscriptions hold their slots.
         existing = {r[0] for r in admin.query("SELECT datname FROM pg_database")}
-        for r in LR_REPLICAS:
+        for r in LR_REPLICAS + FAN_LR:
             if r in existing:
                 with Pg(self.conninfo(r)) as c:
                     if c.value(f"SELECT count(*) FROM pg_subscription WHERE subname = '{r}'") != "0":
@@ -274,7 +289,8 @@ class Bench:
             if admin.value("SELECT count(*) FROM pg_replication_slots WHERE active AND slot_name LIKE 'bench_lr%'") == "0":
                 break
         admin.query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE 'bench_lr%'")
-        for d in [PRIMARY] + FO_REPLICAS + LR_REPLICAS:
+        fan = max(self.args.fanout_ns) if self.args.fanout_ns else 0
+        for d in [PRIMARY] + FO_REPLICAS + LR_REPLICAS + FAN_FO[:fan] + FAN_LR[:fan]:
             admin.query(f"DROP DATABASE IF EXISTS {d} WITH (FORCE)")
             admin.query(f"CREATE DATABASE {d}")
         admin.close()
@@ -305,12 +321,18 @@ class Bench:
                              f"PUBLICATION bench_pub WITH (create_slot = false, slot_name = '{r}', "
                              f"copy_data = false, enabled = false)")
         self.native_on = False
-
+        if fan:
+            self.setup_fanout(fan)
+        if not self.args.standard_listeners:
+            return  # --only fanout: the two listeners of the other workloads would bind every table
         for i, r in enumerate(FO_REPLICAS):
             d = Daemon(f"listener{i + 1}", [os.path.join(self.bindir, "pgfanout-listener"),
                                             "--target", self.conninfo(r, "pgfanout-listener"),
                                             "--queue", f"bench_{r}", "--amqp", self.amqp,
-                                            "--exchange", EXCHANGE], self.logdir)
+                                            "--exchange", EXCHANGE,
+                                            # not fo_fan: the fan-out series has its own listeners
+                                            "--tables", "public.fo_bulk,public.fo_upd,public.fo_lat,public.fo_cost"],
+                       self.logdir)
             self.listeners.append(d)
         for d in self.listeners:
             d.wait_log(r"consuming from")
@@ -438,7 +460,7 @@ class Bench:
         self.native_on = on
 
     # ----- resets: same starting state for every timed run
-    def reset(self, prefix, table, prefill=0):
+    def reset(self, prefix, table, prefill=0, replicas=None):
         """Empties table `{prefix}_{table}` on the primary and its replicas without capturing
         or replicating it, then prefills ids 0..prefill identically everywhere."""
         self.wait_shipped()
@@ -451,7 +473,8 @@ class Bench:
         if skip:
             self.quiesce_publisher()
         name = f"{prefix}_{table}"
-        replicas = FO_REPLICAS if prefix == "fo" else LR_REPLICAS if prefix == "lr" else []
+        if replicas is None:
+            replicas = FO_REPLICAS if prefix == "fo" else LR_REPLICAS if prefix == "lr" else []
         for d in [PRIMARY] + replicas:
             c = self.db(d)
             c.query("SET session_replication_role = replica")
@@ -682,6 +705,119 @@ class Bench:
         return (f"DO $$ BEGIN FOR b IN {first_txn}..{end_txn - 1} LOOP "
                 f"INSERT INTO {table} SELECT g, {ROW_SQL} FROM generate_series(b * 1000 + 1, b * 1000 + 1000) g; "
                 f"COMMIT; END LOOP; END $$")
+
+    # ----- the fan-out series (--fanout): N replicas of each system, bulk workload
+    def setup_fanout(self, n):
+        p = self.db(PRIMARY)
+        ddl = "CREATE TABLE {}_fan (id bigint PRIMARY KEY, t text, j jsonb, ts timestamptz)"
+        p.query(ddl.format("fo") + ";" + ddl.format("lr"))
+        p.query("SELECT pgfanout.track('fo_fan')")
+        p.query("CREATE PUBLICATION bench_fan_pub FOR TABLE lr_fan")
+        for r in FAN_FO[:n]:
+            self.db(r).query(ddl.format("fo"))
+        for r in FAN_LR[:n]:
+            self.db(r).query(ddl.format("lr"))
+            p.query(f"SELECT pg_create_logical_replication_slot('{r}', 'pgoutput')")
+            self.db(r).query(f"CREATE SUBSCRIPTION {r} CONNECTION '{self.conninfo(PRIMARY, r)}' "
+                             f"PUBLICATION bench_fan_pub WITH (create_slot = false, slot_name = '{r}', "
+                             f"copy_data = false, enabled = false)")
+
+    def fan_listeners(self, n):
+        """Starts one listener per replica database, each on its own queue bound to fo_fan only."""
+        started = []
+        for i, r in enumerate(FAN_FO[:n]):
+            started.append(Daemon(f"fanlistener{i + 1}", [
+                os.path.join(self.bindir, "pgfanout-listener"), "--target", self.conninfo(r, "pgfanout-listener"),
+                "--queue", f"bench_fan{i + 1}", "--amqp", self.amqp, "--exchange", EXCHANGE,
+                "--tables", "public.fo_fan"], self.logdir))
+        for d in started:
+            d.wait_log(r"consuming from")
+        return started
+
+    def drop_fan_listeners(self, started):
+        """Stops them and deletes their queues, so that a later run with fewer replicas does
+        not fill (and pay the broker for) queues nobody reads."""
+        for d in started:
+            d.stop()
+        ctl = os.path.join(self.run_dir, "rabbitmqctl")
+        procs = [subprocess.Popen([ctl, "-q", "delete_queue", f"bench_fan{i + 1}"], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL) for i in range(len(started))]
+        for pr in procs:
+            if pr.wait(120) != 0:
+                raise BenchError(f"rabbitmqctl delete_queue failed ({pr.args[-1]})")
+
+    def fan_native(self, n, on):
+        p = self.db(PRIMARY)
+        subs = FAN_LR[:n]
+        if on:
+            for r in subs:  # skip the WAL written while they were off, as native() does
+                p.query(f"SELECT pg_replication_slot_advance('{r}', pg_current_wal_lsn())")
+            for r in subs:
+                self.db(r).query(f"ALTER SUBSCRIPTION {r} ENABLE")
+            for _ in deadline_loop(60, f"{n} fan-out subscriptions to start streaming", 0.05):
+                if int(p.value("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' "
+                               "AND application_name LIKE 'bench_lr_fan%'")) == n:
+                    break
+        else:
+            for r in subs:
+                self.db(r).query(f"ALTER SUBSCRIPTION {r} DISABLE")
+            for _ in deadline_loop(60, "the fan-out slots to be released", 0.05):
+                if p.value("SELECT count(*) FROM pg_replication_slots WHERE active "
+                           "AND slot_name LIKE 'bench_lr_fan%'") == "0":
+                    break
+
+    def fanout(self, system, n, pack=None):
+        """The bulk workload (--fanout-rows in 1,000-row transactions) delivered to n replicas:
+        rows/s until the last replica holds every row, CPU per change per component."""
+        rows = self.args.fanout_rows
+        txns = rows // 1000
+        pgf = system == "pgfanout"
+        prefix = "fo" if pgf else "lr"
+        replicas = (FAN_FO if pgf else FAN_LR)[:n]
+        t = f"{prefix}_fan"
+        self.native(False)
+        self.reset(prefix, "fan", replicas=replicas)
+        started = []
+        try:
+            if pgf:
+                started = self.fan_listeners(n)
+                self.start_publisher(pack)
+            else:
+                self.quiesce_publisher()  # logical mode: its walsender would decode lr_fan too
+                self.fan_native(n, True)
+            label = f"pgfanout {self.capture}" if pgf else "native LR"
+            load = " ".join(open("/proc/loadavg").read().split()[:3])
+            snap0 = self.cpu_snapshot()
+            writer = Pg(self.conninfo(PRIMARY, "bench-writer"))
+            t0 = time.monotonic()
+            writer.query(self.bulk_sql(t, 0, txns))
+            t_written = time.monotonic()
+            writer.close()
+            arrived = self.wait_rows(replicas, f"SELECT EXISTS (SELECT FROM {t} WHERE id = {txns * 1000})",
+                                     self.args.timeout, interval=0.02)
+            t1 = max(arrived.values())
+            snap1 = self.cpu_snapshot()
+            for r in replicas:
+                got = int(self.db(r).value(f"SELECT count(*) FROM {t}"))
+                if got != txns * 1000:
+                    raise BenchError(f"{r}.{t} holds {got} rows, expected {txns * 1000}")
+        finally:
+            if pgf:
+                self.drop_fan_listeners(started)
+            else:
+                self.fan_native(n, False)
+        d = self.record_cpu(f"fan-out, {label}, {n} replica{'s' if n > 1 else ''}, {rows:,} rows", snap0, snap1)
+        res = {"rate": rows / (t1 - t0), "seconds": t1 - t0, "write_seconds": t_written - t0,
+               "lag": t1 - t_written, "load": load, "us": {},
+               "others": d.get("(processes not of this bench)", 0) / ((snap1["t"] - snap0["t"]) * NPROC) * 100}
+        for name, keys in FAN_COMPONENTS:
+            secs = (sum(v for k, v in d.items() if k.startswith("pgfanout-") and "listener" in k)
+                    if name == "listeners" else sum(d.get(k, 0) for k in keys))
+            res["us"][name] = secs / rows * 1e6
+        log(f"  fan-out {label:<17} N={n:<2} {rows:>8,} rows: {res['rate']:>9,.0f} rows/s to all "
+            f"({res['seconds']:.2f} s; written in {res['write_seconds']:.2f} s; last replica {res['lag']:.2f} s "
+            f"behind; load {load})")
+        return res
 
     def pgbench(self, script_text, db, clients, *, transactions=None, seconds=None, name="script"):
         path = os.path.join(self.work, f"{name}.sql")
@@ -958,14 +1094,59 @@ def log_outbox(o):
         f"(peak {o['peak_size']:.1f}), {o['dead']:,} dead tuples after (peak {o['peak_dead']:,})")
 
 
-def report(b, captures, cpacks, best):
+def report_fanout(b, captures):
     R = b.results
+    ns = b.args.fanout_ns
+    systems = [s for s in [f"pgfanout {c}" for c in captures] + ["native LR"] if ("fanout", s, ns[0]) in R]
+    if not systems:
+        return
+    log()
+    log(f"fan-out: bulk, {b.args.fanout_rows:,} rows in 1,000-row transactions, delivered to N replicas "
+        f"(pgfanout: 1 publisher --pack {b.fan_pack}, N listeners, each with its own queue and replica database;")
+    log("native: 1 publication, N subscriptions). rows/s until the last replica holds every row; CPU in")
+    log("microseconds per change (per row written on the primary, whatever N) by component")
+    hdr = (f"{'system':<18}{'N':>3}{'rows/s':>9}{'/native':>8}{'writer':>8}{'capture':>8}{'publ.':>7}{'broker':>7}"
+           f"{'listen.':>8}{'replica':>8}{'total':>7}{'primary':>8}{'apply/N':>8}{'others':>7}  load before")
+    log(hdr)
+    log("-" * len(hdr))
+    for s in systems:
+        for n in ns:
+            r = R.get(("fanout", s, n))
+            if not r:
+                continue
+            nat = R.get(("fanout", "native LR", n))
+            u = r["us"]
+            ratio = f"{r['rate'] / nat['rate']:.2f}x" if nat else "-"
+            log(f"{s:<18}{n:>3}{r['rate']:>9,.0f}{ratio:>8}{u['writer']:>8.1f}{u['capture']:>8.1f}{u['publisher']:>7.1f}"
+                f"{u['broker']:>7.1f}{u['listeners']:>8.1f}{u['replica']:>8.1f}{sum(u.values()):>7.1f}"
+                f"{u['capture'] + u['publisher']:>8.1f}{(u['listeners'] + u['replica']) / n:>8.1f}"
+                f"{r['others']:>6.0f}%  {r['load']}")
+    log("  writer: the writing backend (trigger mode: the capture triggers and outbox inserts run in it);")
+    log("  capture: the walsender(s) decoding the WAL (pgfanout logical: one; native: one per subscription);")
+    log("  publ.: pgfanout-publisher and its PostgreSQL session; broker: RabbitMQ (beam.smp); listen.: the N")
+    log("  pgfanout-listener processes; replica: their PostgreSQL sessions / native's N apply workers;")
+    log("  primary = capture + publ. (what shipping costs the primary's machine; flat in N is the aim);")
+    log("  apply/N = (listen. + replica) / N, the apply CPU per change per replica; others: share of the")
+    log("  machine's CPU taken by processes not of this bench during that run")
+
+
+def report(b, captures, cpacks, best):
     log()
     log("=" * 100)
     log("RESULTS (pgfanout: 1 publisher, 2 listeners, 2 replica DBs; native: 1 publication, 2 subscriptions)")
     log(f"pgfanout in capture mode{'s' if len(captures) > 1 else ''} {' and '.join(captures)}; ratios are of "
         f"each mode's best --pack ({', '.join(f'{c} {best[c]}' for c in captures)})")
     log("=" * 100)
+    report_throughput(b, captures, cpacks, best)
+    report_fanout(b, captures)
+    report_rest(b, captures, best)
+
+
+def report_throughput(b, captures, cpacks, best):
+    """The bulk and updates table, when they ran."""
+    R = b.results
+    if not any(k[0] in ("bulk", "updates") for k in R):
+        return
     cols = [(c, p) for c in captures for p in cpacks[c]]
     W = 34
     hdr = (f"{'workload':<{W}}" + "".join(f"{f'{c} --pack {p}':>19}" for c, p in cols) + f"{'native LR':>11}" +
@@ -997,6 +1178,9 @@ def report(b, captures, cpacks, best):
         "decodes for it;")
     log("  native: its 2 walsenders. Lower is better; the broker and the replicas' apply are in the CPU table below")
 
+
+def report_rest(b, captures, best):
+    R = b.results
     costs = [(c, R[("cost", c)]) for c in captures if ("cost", c) in R]
     if costs:
         log()
@@ -1093,6 +1277,10 @@ def report(b, captures, cpacks, best):
     else:
         log("  RSS after 1,000,000 changes: not run (bench/run.sh --full runs it)")
 
+    if not b.per_change:
+        log()
+        report_cpu_went(b)
+        return
     log()
     log("CPU per change, microseconds (each change applied to 2 replicas): less sensitive to the other load")
     log("on this machine than rows/s; a saturated machine divides its cores by these")
@@ -1114,6 +1302,10 @@ def report(b, captures, cpacks, best):
     log("  (primary: publisher, its sessions and pgfanout's walsender / native's walsenders, part of ship;")
     log("  others: share of the machine's CPU taken by processes that are not the bench's during that run)")
     log()
+    report_cpu_went(b)
+
+
+def report_cpu_went(b):
     log(f"where the CPU went (seconds; the machine has {NPROC} cores, so wall x {NPROC} is all there is)")
     for title, wall, d in b.cpu_tables:
         total = sum(v for k, v in d.items() if not k.startswith("("))
@@ -1134,7 +1326,12 @@ def main():
                     help="--pack settings in logical mode (default: the last of --packs only, to bound the run)")
     ap.add_argument("--full", action="store_true", help="also push 1,000,000 changes and sample RSS")
     ap.add_argument("--only", default="bulk,updates,cost,latency",
-                    help="workloads to run, comma-separated (bulk,updates,cost,latency)")
+                    help="workloads to run, comma-separated (bulk,updates,cost,latency,fanout)")
+    ap.add_argument("--fanout", default="",
+                    help="replica counts of the fan-out series, e.g. 1,2,4,8 (bulk workload to N replicas, "
+                         "native and each capture mode); adds fanout to --only; --only fanout alone means 1,2,4,8")
+    ap.add_argument("--fanout-rows", type=int, default=200_000,
+                    help="rows of each fan-out run, in 1,000-row transactions (default 200,000)")
     ap.add_argument("--rows", type=int, default=200_000)
     ap.add_argument("--updates", type=int, default=100_000)
     ap.add_argument("--update-rows", type=int, default=100_000)
@@ -1147,6 +1344,22 @@ def main():
     args = ap.parse_args()
     packs = [int(p) for p in args.packs.split(",")]
     only = set(args.only.split(","))
+    if args.fanout:
+        only.add("fanout")
+    if "fanout" in only:
+        try:
+            args.fanout_ns = sorted({int(n) for n in (args.fanout or "1,2,4,8").split(",")})
+        except ValueError:
+            ap.error("--fanout takes replica counts, comma-separated")
+        if args.fanout_ns[0] < 1 or args.fanout_ns[-1] > FAN_MAX:
+            ap.error(f"--fanout takes replica counts from 1 to {FAN_MAX}")
+        if args.fanout_rows < 1000 or args.fanout_rows % 1000:
+            ap.error("--fanout-rows takes a multiple of 1,000")
+    else:
+        args.fanout_ns = []
+    if only - {"bulk", "updates", "cost", "latency", "fanout"}:
+        ap.error("--only takes bulk, updates, cost, latency and fanout, comma-separated")
+    args.standard_listeners = bool(only - {"fanout"})
     captures = [c for c in args.captures.split(",") if c]
     if not captures or any(c not in ("trigger", "logical") for c in captures) or len(set(captures)) != len(captures):
         ap.error("--captures takes trigger, logical or both, comma-separated")
@@ -1208,6 +1421,15 @@ def main():
                 b.results[("latency loaded", f"{cap}{best[cap]}")] = b.latency("pgfanout", best[cap], under_load=True)
                 if first:
                     b.results[("latency loaded", "native")] = b.latency("native", under_load=True)
+            if "fanout" in only:
+                b.fan_pack = cpacks[cap][-1]
+                log(f"fan-out ({cap} mode): bulk, {args.fanout_rows:,} rows to N = "
+                    f"{', '.join(map(str, args.fanout_ns))} replicas")
+                for n in args.fanout_ns:
+                    b.results[("fanout", f"pgfanout {cap}", n)] = b.fanout("pgfanout", n, b.fan_pack)
+                if first:
+                    for n in args.fanout_ns:
+                        b.results[("fanout", "native LR", n)] = b.fanout("native", n)
             if args.full and first:
                 log(f"volume: 1,000,000 bulk-inserted rows through pgfanout ({cap} mode), RSS sampled every 100,000")
                 r = b.bulk("pgfanout", best[cap], rows=1_000_000, sample_rss=True)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # pgfanout against PostgreSQL's native logical replication, on this machine, in one run.
 #
-#   bench/run.sh [--full] [--packs 1,100] [--only bulk,updates,cost,latency] [...]
+#   bench/run.sh [--full] [--packs 1,100] [--only bulk,updates,cost,latency,fanout] [--fanout 1,2,4,8] [...]
 #
 # Installs what is missing (scripts/deps.sh), builds into build-bench/, starts its own
 # PostgreSQL and RabbitMQ (scripts/servers.sh, in a run directory of its own), runs every
