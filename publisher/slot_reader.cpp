@@ -68,6 +68,18 @@ void SlotReader::handle(std::string_view copy_data, std::vector<OutboxChange>& o
   }
   const auto& data = std::get<pgoutput::XLogData>(frame);
   pgoutput::Message message = pgoutput::parse_message(data.payload);
+  // Row changes and Commit belong inside a transaction, Begin outside one: anything else
+  // is a broken stream, not a reason to read a transaction that is not there.
+  bool opens = std::holds_alternative<pgoutput::Begin>(message);
+  bool in_txn_only = std::holds_alternative<pgoutput::Commit>(message) ||
+                     std::holds_alternative<pgoutput::Insert>(message) ||
+                     std::holds_alternative<pgoutput::Update>(message) ||
+                     std::holds_alternative<pgoutput::Delete>(message) ||
+                     std::holds_alternative<pgoutput::Truncate>(message);
+  if ((opens && in_transaction_) || (in_txn_only && !in_transaction_)) {
+    throw pgoutput::ProtocolError(opens ? "a Begin came inside a transaction"
+                                        : "a change or Commit came outside a transaction");
+  }
   std::size_t before = out.size();
   if (auto* begin = std::get_if<pgoutput::Begin>(&message)) {
     in_transaction_ = true;

@@ -287,6 +287,22 @@ TEST(Capture, LogicalToTriggerWithUndrainedSlotKeepsOrderAndIds) {
   EXPECT_EQ(check_ids(drain(chain.tap)), changes);
 }
 
+// A second replica of kTwoTables whose listener binds public.u only (its queue is the
+// first one bound for it).
+struct SecondReplica {
+  explicit SecondReplica(const std::string& exchange)
+      : queue{exchange, {}, QueueOptions::listener_compatible()},
+        dead{exchange, {}, QueueOptions::dead_letter_compatible(), queue.name() + ".dead"} {
+    session.exec(kTwoTables);
+    listener.emplace(start_listener(db.conninfo(), queue.name(), exchange, {"--tables", "public.u"}));
+  }
+  ScratchDatabase db{"pgft_cap_r2"};
+  PgSession session = db.session();
+  TestQueue queue;
+  TestQueue dead;
+  std::optional<Process> listener;
+};
+
 // A switch back while the publisher streams, with changes of an unbound table parked in
 // the outbox (so that it reads the outbox as it streams) and a big transaction in the
 // slot just before the switch: the trigger capture's changes, which the publisher may see
@@ -306,17 +322,12 @@ TEST(Capture, LiveSwitchBackWithParkedChangesKeepsEachRowsOrder) {
   EXPECT_EQ(chain.replica.integer("SELECT count(*) FROM public.t WHERE v = 'trigger'"), 20);
   eventually([&] { return chain.slots() == 0; }, kPatience, "the drained slot to be dropped");
 
-  ScratchDatabase replica2("pgft_cap_r2");
-  PgSession r2 = replica2.session();
-  r2.exec(kTwoTables);
-  TestQueue queue2{chain.exchange.name(), {}, QueueOptions::listener_compatible()};
-  TestQueue dead2{chain.exchange.name(), {}, QueueOptions::dead_letter_compatible(), queue2.name() + ".dead"};
-  Process listener2 = start_listener(replica2.conninfo(), queue2.name(), chain.exchange.name(),
-                                     {"--tables", "public.u"});
+  SecondReplica second(chain.exchange.name());
+  PgSession& r2 = second.session;
   eventually([&] { return r2.value("SELECT v FROM public.u WHERE k = 1") == std::optional<std::string>("trigger"); },
              60s, "replica 2 to get public.u's changes in order");
   wait_outbox_empty(p, 60s);
-  EXPECT_EQ(queue_depth(dead2.name()), 0u);
+  EXPECT_EQ(queue_depth(second.dead.name()), 0u);
 }
 
 // Switches back and forth while a writer keeps updating the same rows and the
@@ -769,13 +780,8 @@ TEST(Capture, ChangesOfAnUnboundTableAreParkedThenShippedInOrder) {
                     "WHERE coalesce(new_row->>'k', old_key->>'k') = '1'"),
             "INSERT1,UPDATE12,UPDATE123");
 
-  ScratchDatabase replica2("pgft_cap_r2");
-  PgSession r2 = replica2.session();
-  r2.exec(kTwoTables);
-  TestQueue queue2{chain.exchange.name(), {}, QueueOptions::listener_compatible()};
-  TestQueue dead2{chain.exchange.name(), {}, QueueOptions::dead_letter_compatible(), queue2.name() + ".dead"};
-  Process listener2 = start_listener(replica2.conninfo(), queue2.name(), chain.exchange.name(),
-                                     {"--tables", "public.u"});
+  SecondReplica second(chain.exchange.name());
+  PgSession& r2 = second.session;
   std::optional<std::string> want;
   eventually(
       [&] {
@@ -784,7 +790,7 @@ TEST(Capture, ChangesOfAnUnboundTableAreParkedThenShippedInOrder) {
       },
       60s, "replica 2's public.u to match the primary's");
   wait_outbox_empty(p, 60s);
-  EXPECT_EQ(queue_depth(dead2.name()), 0u);
+  EXPECT_EQ(queue_depth(second.dead.name()), 0u);
   EXPECT_EQ(r2.value("SELECT string_agg(k || '=' || v, ',' ORDER BY k) FROM public.u"), "1=123,2=123,3=123,4=12");
   // Still following the stream once the outbox is empty.
   p.exec("UPDATE public.u SET v = 'after'");
