@@ -12,12 +12,12 @@ namespace pgfanout {
 std::string TableInfo::qualified() const { return quote_ident(schema) + "." + quote_ident(name); }
 
 bool key_changed(const ParsedChange& c) {
-  if (c.op != Op::Update || !c.old_key.is_object() || !c.new_row.is_object()) return false;
-  // Compared as text: both come from jsonb output on the primary, so equal values print
-  // alike. A foreign producer that formats them differently gets a delete and an upsert
-  // of the same key, which lands in the same state.
-  for (const auto& [k, v] : c.old_key.members()) {
-    const std::string* now = c.new_row.find(k);
+  if (c.op != Op::Update || !c.key().is_object() || !c.row().is_object()) return false;
+  // Compared as text: both come from jsonb output on the primary (or are both text
+  // forms), so equal values print alike. A foreign producer that formats them
+  // differently gets a delete and an upsert of the same key, which lands in the same state.
+  for (const auto& [k, v] : c.key().members()) {
+    const std::string* now = c.row().find(k);
     if (!now || *now != v) return true;
   }
   return false;
@@ -41,6 +41,7 @@ std::optional<std::string> key_of(const RawObject& row, const TableInfo& table) 
 void keep_last_per_key(ApplyStep& step) {
   if (step.kind == StepKind::Truncate || step.rows.size() < 2) return;
   bool nulls = step.json_nulls.size() == step.rows.size();
+  bool texts = step.texts.size() == step.rows.size();
   std::vector<std::optional<std::string>> keys;
   keys.reserve(step.rows.size());
   std::unordered_map<std::string, std::size_t> last;
@@ -51,14 +52,17 @@ void keep_last_per_key(ApplyStep& step) {
   }
   std::vector<const RawObject*> kept;
   std::vector<const std::vector<std::string>*> kept_nulls;
+  std::vector<const std::vector<std::string>*> kept_texts;
   kept.reserve(step.rows.size());
   for (std::size_t i = 0; i < step.rows.size(); ++i) {
     if (keys[i] && last[*keys[i]] != i) continue;
     kept.push_back(step.rows[i]);
     if (nulls) kept_nulls.push_back(step.json_nulls[i]);
+    if (texts) kept_texts.push_back(step.texts[i]);
   }
   step.rows = std::move(kept);
   if (nulls) step.json_nulls = std::move(kept_nulls);
+  if (texts) step.texts = std::move(kept_texts);
 }
 
 }  // namespace
@@ -67,29 +71,33 @@ std::vector<ApplyStep> plan_steps(const std::vector<const ParsedChange*>& change
                                   const std::vector<const TableInfo*>& tables) {
   std::vector<ApplyStep> steps;
   auto add = [&](std::size_t index, StepKind kind, const RawObject* row,
-                 const std::vector<std::string>* json_nulls = nullptr) {
+                 const std::vector<std::string>* json_nulls = nullptr,
+                 const std::vector<std::string>* texts = nullptr) {
     const TableInfo* table = tables[index];
     bool joins = !steps.empty() && steps.back().kind == kind &&
                  (kind == StepKind::Truncate || steps.back().table == table);
-    if (!joins) steps.push_back(ApplyStep{table, kind, {}, {}, {}, {}});
+    if (!joins) steps.push_back(ApplyStep{table, kind, {}, {}, {}, {}, {}});
     ApplyStep& step = steps.back();
     if (kind == StepKind::Truncate &&
         std::find(step.truncated.begin(), step.truncated.end(), table) == step.truncated.end()) {
       step.truncated.push_back(table);
     }
     if (row) step.rows.push_back(row);
-    if (row && kind == StepKind::Upsert) step.json_nulls.push_back(json_nulls);
+    if (row && kind == StepKind::Upsert) {
+      step.json_nulls.push_back(json_nulls);
+      step.texts.push_back(texts);
+    }
     if (step.changes.empty() || step.changes.back() != index) step.changes.push_back(index);
   };
   for (std::size_t i = 0; i < changes.size(); ++i) {
     const ParsedChange& c = *changes[i];
     switch (c.op) {
-      case Op::Insert: add(i, StepKind::Upsert, &c.new_row, &c.json_nulls); break;
+      case Op::Insert: add(i, StepKind::Upsert, &c.row(), &c.json_nulls, &c.texts); break;
       case Op::Update:
-        if (key_changed(c)) add(i, StepKind::Delete, &c.old_key);
-        add(i, StepKind::Upsert, &c.new_row, &c.json_nulls);
+        if (key_changed(c)) add(i, StepKind::Delete, &c.key());
+        add(i, StepKind::Upsert, &c.row(), &c.json_nulls, &c.texts);
         break;
-      case Op::Delete: add(i, StepKind::Delete, &c.old_key); break;
+      case Op::Delete: add(i, StepKind::Delete, &c.key()); break;
       case Op::Truncate: add(i, StepKind::Truncate, nullptr); break;
     }
   }
@@ -103,12 +111,17 @@ namespace {
 // JSON null in a json/jsonb column carry this extra member, the positions (in the step's
 // column list) of those columns, and the statement puts 'null' back there.
 constexpr const char* kJsonNullsMember = "pgfanout.json_nulls";
+// A text form (README, "Message format") arrives as a JSON string, which the input
+// function of any type but json and jsonb reads as its text. A json/jsonb column would
+// keep the string itself: rows whose text form is in such a column list its position in
+// this member, and the statement casts the string's contents there instead.
+constexpr const char* kJsonTextsMember = "pgfanout.json_texts";
 
 // `jsonb_to_recordset($1::jsonb) AS k("a" int4, ...)` over just these columns: unlike
 // jsonb_populate_recordset over the whole row type, a column the rows do not carry is
 // not built at all, so a NOT NULL domain elsewhere in the table cannot reject it.
 std::string recordset(const TableInfo& t, const std::vector<std::string>& columns,
-                      bool json_nulls = false) {
+                      bool json_nulls = false, bool json_texts = false) {
   std::string out = "jsonb_to_recordset($1::jsonb) AS k(";
   for (std::size_t i = 0; i < columns.size(); ++i) {
     if (i) out += ", ";
@@ -117,9 +130,10 @@ std::string recordset(const TableInfo& t, const std::vector<std::string>& column
     auto type = t.types.find(columns[i]);
     out += type == t.types.end() ? std::string("text") : type->second;
   }
-  if (json_nulls) {
+  for (auto [wanted, member] : {std::pair{json_nulls, kJsonNullsMember}, std::pair{json_texts, kJsonTextsMember}}) {
+    if (!wanted) continue;
     out += ", ";
-    out += quote_ident(kJsonNullsMember);
+    out += quote_ident(member);
     out += " int[]";
   }
   out += ')';
@@ -142,22 +156,26 @@ std::vector<std::string> upsert_columns(const ApplyStep& step) {
   return cols;
 }
 
-// Whether some row of the step has a JSON null to restore (almost never): the cheap test
-// that keeps every other step from working out column positions.
-bool has_json_nulls(const ApplyStep& step) {
-  return std::any_of(step.json_nulls.begin(), step.json_nulls.end(),
-                     [](const std::vector<std::string>* nulls) { return nulls && !nulls->empty(); });
+using ColumnLists = std::vector<const std::vector<std::string>*>;
+
+// Whether some row of the step lists a column (almost never): the cheap test that keeps
+// every other step from working out column positions.
+bool any_listed(const ColumnLists& lists) {
+  return std::any_of(lists.begin(), lists.end(),
+                     [](const std::vector<std::string>* names) { return names && !names->empty(); });
 }
 
-// Positions in `cols` of the json/jsonb columns that some row of the step lists as
-// holding a JSON null (empty for almost every step).
-std::vector<std::size_t> json_null_positions(const ApplyStep& step, const std::vector<std::string>& cols) {
+// Positions in `cols` of the json/jsonb columns that some row of the step lists (empty
+// for almost every step).
+std::vector<std::size_t> json_positions(const ApplyStep& step, const ColumnLists& lists,
+                                        const std::vector<std::string>& cols) {
   std::vector<std::size_t> out;
   const TableInfo& t = *step.table;
-  if (t.types.count(kJsonNullsMember)) return out;  // a real column of that name: give up
-  for (const auto* nulls : step.json_nulls) {
-    if (!nulls) continue;
-    for (const auto& name : *nulls) {
+  // A real column of either member's name: give up.
+  if (t.types.count(kJsonNullsMember) || t.types.count(kJsonTextsMember)) return out;
+  for (const auto* names : lists) {
+    if (!names) continue;
+    for (const auto& name : *names) {
       if (!t.json_columns.count(name)) continue;
       auto it = std::find(cols.begin(), cols.end(), name);
       if (it == cols.end()) continue;
@@ -169,6 +187,19 @@ std::vector<std::size_t> json_null_positions(const ApplyStep& step, const std::v
   return out;
 }
 
+struct JsonMarks {
+  std::vector<std::size_t> nulls;
+  std::vector<std::size_t> texts;
+};
+
+JsonMarks json_marks(const ApplyStep& step, const std::vector<std::string>& cols) {
+  JsonMarks m;
+  if (step.kind != StepKind::Upsert) return m;
+  if (any_listed(step.json_nulls)) m.nulls = json_positions(step, step.json_nulls, cols);
+  if (any_listed(step.texts)) m.texts = json_positions(step, step.texts, cols);
+  return m;
+}
+
 std::string joined(const std::vector<std::string>& names, std::string_view prefix = "") {
   std::string out;
   for (std::size_t i = 0; i < names.size(); ++i) {
@@ -177,6 +208,20 @@ std::string joined(const std::vector<std::string>& names, std::string_view prefi
     out += quote_ident(names[i]);
   }
   return out;
+}
+
+// The member `member` listing which of `positions` name a column in `names` ("" when none).
+std::string positions_member(const char* member, const std::vector<std::size_t>& positions,
+                             const std::vector<std::string>* names, const std::vector<std::string>& cols) {
+  if (!names || names->empty()) return {};
+  std::string list;
+  for (std::size_t p : positions) {
+    if (std::find(names->begin(), names->end(), cols[p]) == names->end()) continue;
+    if (!list.empty()) list += ',';
+    list += std::to_string(p);
+  }
+  if (list.empty()) return {};
+  return ",\"" + std::string(member) + "\":[" + list + "]";
 }
 
 }  // namespace
@@ -205,25 +250,31 @@ std::string step_sql(const ApplyStep& step) {
     return sql;
   }
   std::vector<std::string> cols = upsert_columns(step);
-  std::vector<std::size_t> json_nulls;
-  if (has_json_nulls(step)) json_nulls = json_null_positions(step, cols);
-  std::string values = joined(cols, "k.");
-  if (!json_nulls.empty()) {
-    values.clear();
-    for (std::size_t i = 0; i < cols.size(); ++i) {
-      if (i) values += ", ";
-      std::string qc = "k." + quote_ident(cols[i]);
-      if (std::binary_search(json_nulls.begin(), json_nulls.end(), i)) {
-        values += "CASE WHEN " + std::to_string(i) + " = ANY (k." + quote_ident(kJsonNullsMember) +
-                  ") THEN 'null'::" + t.types.at(cols[i]) + " ELSE " + qc + " END";
-      } else {
-        values += qc;
-      }
+  JsonMarks marks = json_marks(step, cols);
+  std::string values;
+  for (std::size_t i = 0; i < cols.size(); ++i) {
+    if (i) values += ", ";
+    std::string qc = "k." + quote_ident(cols[i]);
+    bool text = std::binary_search(marks.texts.begin(), marks.texts.end(), i);
+    bool null = std::binary_search(marks.nulls.begin(), marks.nulls.end(), i);
+    if (!text && !null) {
+      values += qc;
+      continue;
     }
+    const std::string& type = t.types.at(cols[i]);
+    values += "CASE";
+    if (text) {
+      values += " WHEN " + std::to_string(i) + " = ANY (k." + quote_ident(kJsonTextsMember) + ") THEN (" + qc +
+                " #>> '{}')::" + type;
+    }
+    if (null) {
+      values += " WHEN " + std::to_string(i) + " = ANY (k." + quote_ident(kJsonNullsMember) + ") THEN 'null'::" + type;
+    }
+    values += " ELSE " + qc + " END";
   }
   std::string list = joined(cols);
-  std::string sql = "INSERT INTO " + q + " (" + list + ") OVERRIDING SYSTEM VALUE SELECT " + values +
-                    " FROM " + recordset(t, cols, !json_nulls.empty()) + " ON CONFLICT (" +
+  std::string sql = "INSERT INTO " + q + " (" + list + ") OVERRIDING SYSTEM VALUE SELECT " + values + " FROM " +
+                    recordset(t, cols, !marks.nulls.empty(), !marks.texts.empty()) + " ON CONFLICT (" +
                     joined(t.key_columns) + ") DO ";
   std::string updates;
   for (const auto& c : cols) {
@@ -238,32 +289,25 @@ std::string step_sql(const ApplyStep& step) {
 
 std::string rows_json(const ApplyStep& step) {
   std::vector<std::string> cols;
-  std::vector<std::size_t> json_nulls;
-  if (step.kind == StepKind::Upsert && has_json_nulls(step)) {
+  JsonMarks marks;
+  if (step.kind == StepKind::Upsert && (any_listed(step.json_nulls) || any_listed(step.texts))) {
     cols = upsert_columns(step);
-    json_nulls = json_null_positions(step, cols);
+    marks = json_marks(step, cols);
   }
   std::string out = "[";
   for (std::size_t i = 0; i < step.rows.size(); ++i) {
     if (i) out += ',';
-    const std::vector<std::string>* nulls = json_nulls.empty() ? nullptr : step.json_nulls[i];
-    if (!nulls || nulls->empty()) {
+    std::string extra;
+    if (!marks.nulls.empty()) extra += positions_member(kJsonNullsMember, marks.nulls, step.json_nulls[i], cols);
+    if (!marks.texts.empty()) extra += positions_member(kJsonTextsMember, marks.texts, step.texts[i], cols);
+    if (extra.empty()) {
       out += step.rows[i]->dump();
       continue;
     }
-    std::string positions;
-    for (std::size_t p : json_nulls) {
-      if (std::find(nulls->begin(), nulls->end(), cols[p]) == nulls->end()) continue;
-      if (!positions.empty()) positions += ',';
-      positions += std::to_string(p);
-    }
     std::string row = step.rows[i]->dump();  // a non-empty object: '}' ends it
     row.pop_back();
-    row += ",\"";
-    row += kJsonNullsMember;
-    row += "\":[";
-    row += positions;
-    row += "]}";
+    row += extra;
+    row += '}';
     out += row;
   }
   out += ']';

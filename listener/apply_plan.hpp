@@ -41,6 +41,8 @@ struct ApplyStep {
   std::vector<const TableInfo*> truncated;
   /// Upsert: for each row, its columns holding a JSON null (nullptr or empty: none).
   std::vector<const std::vector<std::string>*> json_nulls;
+  /// Upsert: for each row, its columns whose value is their text form (nullptr: none).
+  std::vector<const std::vector<std::string>*> texts;
 };
 
 /// True when an UPDATE moved the row to another primary key.

@@ -74,6 +74,23 @@ std::vector<std::string> json_nulls_field(const Members& m) {
   return out;
 }
 
+// The optional object of text forms in member `key`: absent or null, or an object whose
+// values are strings. Returns its raw text ("" when absent) and fills `values` with the
+// members `row` has (name, the string's raw JSON text).
+std::string texts_field(const Members& m, const char* key, const RawObject& row,
+                        std::vector<std::pair<std::string, std::string>>& values) {
+  const std::string* raw = member(m, key);
+  if (!raw || *raw == "null") return {};
+  if (raw->empty() || raw->front() != '{') throw BadMessage("bad-shape", std::string("\"") + key + "\" is not an object");
+  for (auto& [name, value] : raw_members(*raw)) {
+    if (value.empty() || value.front() != '"') {
+      throw BadMessage("bad-shape", std::string("\"") + key + "\" holds a non-string");
+    }
+    if (row.find(name)) values.emplace_back(std::move(name), std::move(value));
+  }
+  return *raw;
+}
+
 ParsedChange parse_raw_change(std::string_view raw) {
   if (raw.empty() || raw.front() != '{') throw BadMessage("bad-shape", "a change is not a JSON object");
   Members m = raw_members(raw);
@@ -100,6 +117,15 @@ ParsedChange parse_raw_change(std::string_view raw) {
   if (needs_new) c.new_row = object_field(m, "new", true, c.op);
   if (needs_old) c.old_key = object_field(m, "old", true, c.op);
   if (needs_new) c.json_nulls = json_nulls_field(m);
+  std::vector<std::pair<std::string, std::string>> values;
+  if (needs_new) c.new_text = texts_field(m, "new_text", c.new_row, values);
+  if (!values.empty()) {
+    c.text_row = c.new_row.with_values(values);
+    for (auto& v : values) c.texts.push_back(std::move(v.first));
+    values.clear();
+  }
+  if (needs_old) c.old_text = texts_field(m, "old_text", c.old_key, values);
+  if (!values.empty()) c.text_key = c.old_key.with_values(values);
   if (const std::string* ts = member(m, "ts"); ts && !ts->empty() && ts->front() == '"') {
     c.ts = string_field(m, "ts");
   }

@@ -37,6 +37,19 @@ struct ParsedChange {
   std::string ts;
   /// Columns of new_row whose null is a JSON null (a json/jsonb value), not SQL NULL.
   std::vector<std::string> json_nulls;
+  /// The text forms as received (JSON object texts, empty when absent), README "Message
+  /// format": a column's text form replaces its JSON form when the change is applied.
+  std::string new_text;
+  std::string old_text;
+  /// new_row and old_key with the text forms in place of those columns' values, as JSON
+  /// strings (absent when the change has none), and the columns replaced in new_row.
+  RawObject text_row;
+  RawObject text_key;
+  std::vector<std::string> texts;
+
+  /// The row and key to apply.
+  const RawObject& row() const { return text_row.is_object() ? text_row : new_row; }
+  const RawObject& key() const { return text_key.is_object() ? text_key : old_key; }
 };
 
 /// Parses a message body in either form of INTERFACE.md (one change object, or a packed

@@ -110,7 +110,7 @@ constexpr std::chrono::milliseconds kMergeWindow{20};
 std::string change_body(const ParsedChange& c) {
   OutboxChange change{c.id, c.schema, c.name, c.op,
                       c.new_row.is_object() ? c.new_row.dump() : std::string(),
-                      c.old_key.is_object() ? c.old_key.dump() : std::string(), c.ts, {}};
+                      c.old_key.is_object() ? c.old_key.dump() : std::string(), c.ts, {}, {}, {}};
   if (!c.json_nulls.empty()) {
     change.json_nulls = "[";
     for (std::size_t i = 0; i < c.json_nulls.size(); ++i) {
@@ -119,6 +119,8 @@ std::string change_body(const ParsedChange& c) {
     }
     change.json_nulls += ']';
   }
+  change.new_text = c.new_text;
+  change.old_text = c.old_text;
   return message_body(std::span<const OutboxChange>(&change, 1));
 }
 

@@ -297,4 +297,24 @@ const std::string* RawObject::find(std::string_view name) const {
   return nullptr;
 }
 
+RawObject RawObject::with_values(const std::vector<std::pair<std::string, std::string>>& values) const {
+  RawObject o;
+  o.present_ = present_;
+  o.members_ = members_;
+  for (auto& [name, value] : o.members_) {
+    for (const auto& [n, v] : values) {
+      if (n == name) value = v;
+    }
+  }
+  o.text_ = "{";
+  for (std::size_t i = 0; i < o.members_.size(); ++i) {
+    if (i) o.text_ += ',';
+    o.text_ += nlohmann::json(o.members_[i].first).dump();
+    o.text_ += ':';
+    o.text_ += o.members_[i].second;
+  }
+  o.text_ += '}';
+  return o;
+}
+
 }  // namespace pgfanout

@@ -32,6 +32,9 @@ class RawObject {
   const std::vector<std::pair<std::string, std::string>>& members() const { return members_; }
   /// The raw JSON text of a member's value, or nullptr.
   const std::string* find(std::string_view name) const;
+  /// A copy whose members named in `values` (name, raw JSON text) hold those values
+  /// instead (duplicates of a name too); names it lacks are not added.
+  RawObject with_values(const std::vector<std::pair<std::string, std::string>>& values) const;
 
  private:
   bool present_ = false;

@@ -230,7 +230,7 @@ void copy_snapshot(const std::string& source_conninfo, const std::string& target
       }
       // One statement for all of them: tables linked by a foreign key can only be
       // truncated together.
-      ApplyStep all{emptied.front(), StepKind::Truncate, {}, {}, emptied, {}};
+      ApplyStep all{emptied.front(), StepKind::Truncate, {}, {}, emptied, {}, {}};
       try {
         dst.exec0(step_sql(all));
       } catch (const pqxx::sql_error& e) {

@@ -34,15 +34,15 @@ WHERE (SELECT count(*) FROM pg_stat_activity a
          AND (a.backend_start IS NULL OR a.backend_start = l.holder_start)) = 0
 RETURNING l.epoch)";
 
-// Installed, and recent enough for this publisher (the outbox has json_nulls, the lease
-// and capture tables exist).
+// Installed, and recent enough for this publisher (the outbox has the text forms, the
+// lease and capture tables exist).
 constexpr const char* kInstalledSql =
     "SELECT to_regclass('pgfanout.changes') IS NOT NULL "
     "AND to_regclass('pgfanout.publisher_state') IS NOT NULL "
     "AND to_regclass('pgfanout.publisher_lease') IS NOT NULL "
     "AND to_regclass('pgfanout.capture') IS NOT NULL "
     "AND EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass('pgfanout.changes') "
-    "            AND attname = 'json_nulls' AND NOT attisdropped)";
+    "            AND attname = 'new_text' AND NOT attisdropped)";
 
 // The head CTE without gaps, and with them ($6, $7): two texts, because most reads have
 // no gaps and need not plan the gap branch.
@@ -89,9 +89,12 @@ WITH snap AS MATERIALIZED (
   FROM pg_current_snapshot() AS s),
 head AS ()") + head + R"(),
 stored AS (
-  SELECT h.*, coalesce(pg_column_size(h.new_row), 0) + 64 AS stored_size,
-         CASE WHEN pg_column_compression(h.new_row) IS NULL THEN 0
-              ELSE pg_column_size(h.new_row) END AS compressed_size
+  SELECT h.*, coalesce(pg_column_size(h.new_row), 0) + coalesce(pg_column_size(h.new_json), 0)
+                + coalesce(pg_column_size(h.new_text), 0) + coalesce(pg_column_size(h.old_text), 0) + 64 AS stored_size,
+         CASE WHEN pg_column_compression(h.new_row) IS NULL AND pg_column_compression(h.new_json) IS NULL
+                   AND pg_column_compression(h.new_text) IS NULL THEN 0
+              ELSE coalesce(pg_column_size(h.new_row), 0) + coalesce(pg_column_size(h.new_json), 0)
+                   + coalesce(pg_column_size(h.new_text), 0) END AS compressed_size
   FROM head h),
 candidates AS (
   SELECT c.*, row_number() OVER w <= $1
@@ -101,17 +104,19 @@ candidates AS (
 measured AS (
   SELECT m.*, CASE WHEN NOT m.candidate THEN 0
                    WHEN m.compressed_size = 0 THEN m.stored_size
-                   ELSE octet_length(m.new_row::text) + 64 END AS size
+                   ELSE coalesce(octet_length(m.new_row::text), octet_length(m.new_json::text), 0)
+                        + coalesce(octet_length(m.new_text::text), 0) + coalesce(octet_length(m.old_text::text), 0) + 64 END AS size
   FROM candidates m),
 sized AS (
   SELECT z.*, z.candidate AND sum(z.size) OVER w - z.size < $2 AS keep
   FROM measured z WINDOW w AS (ORDER BY z.id))
 SELECT snap.xmin, snap.next_xid, s.id, s.keep,
        CASE WHEN s.keep THEN s.schema_name END, CASE WHEN s.keep THEN s.table_name END,
-       CASE WHEN s.keep THEN s.op END, CASE WHEN s.keep THEN s.new_row::text END,
+       CASE WHEN s.keep THEN s.op END, CASE WHEN s.keep THEN coalesce(s.new_row::text, s.new_json::text) END,
        CASE WHEN s.keep THEN s.old_key::text END,
        CASE WHEN s.keep THEN to_char(s.ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"') END,
-       CASE WHEN s.keep THEN to_json(s.json_nulls)::text END
+       CASE WHEN s.keep THEN to_json(s.json_nulls)::text END,
+       CASE WHEN s.keep THEN s.new_text::text END, CASE WHEN s.keep THEN s.old_text::text END
 FROM snap LEFT JOIN sized AS s ON true
 ORDER BY s.id)";
 }
@@ -212,6 +217,8 @@ std::vector<OutboxChange> OutboxReader::read(int max_rows, std::int64_t max_byte
     if (!row[8].is_null()) c.old_key.assign(row[8].c_str(), row[8].size());
     c.ts = row[9].c_str();
     if (!row[10].is_null()) c.json_nulls.assign(row[10].c_str(), row[10].size());
+    if (!row[11].is_null()) c.new_text.assign(row[11].c_str(), row[11].size());
+    if (!row[12].is_null()) c.old_text.assign(row[12].c_str(), row[12].size());
     out.push_back(std::move(c));
   }
   if (advance) {
@@ -263,11 +270,15 @@ void OutboxReader::park(std::span<const OutboxChange> changes) {
   if (changes.empty()) return;
   pqxx::work tx(conn_);
   for (const auto& c : changes) {
-    tx.exec_params("SELECT pgfanout.park($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7::timestamptz, $8::jsonb)", c.id,
+    tx.exec_params("SELECT pgfanout.park($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7::timestamptz, $8::jsonb, $9::jsonb, "
+                   "$10::jsonb)",
+                   c.id,
                     c.schema, c.table, std::string(to_string(c.op)),
                     c.new_row.empty() ? std::optional<std::string>() : std::optional<std::string>(c.new_row),
                     c.old_key.empty() ? std::optional<std::string>() : std::optional<std::string>(c.old_key), c.ts,
-                    c.json_nulls.empty() ? std::optional<std::string>() : std::optional<std::string>(c.json_nulls));
+                    c.json_nulls.empty() ? std::optional<std::string>() : std::optional<std::string>(c.json_nulls),
+                    c.new_text.empty() ? std::optional<std::string>() : std::optional<std::string>(c.new_text),
+                    c.old_text.empty() ? std::optional<std::string>() : std::optional<std::string>(c.old_text));
   }
   tx.commit();
 }

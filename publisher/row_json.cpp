@@ -465,4 +465,22 @@ bool holds_text_form(const TypeShape& shape) {
   }
 }
 
+void set_text_need(TypeShape& shape) {
+  using Need = TypeShape::TextNeed;
+  switch (shape.kind) {
+    case TypeShape::Kind::Json:
+    case TypeShape::Kind::TextForm: shape.text_need = Need::Always; break;
+    case TypeShape::Kind::Array:
+      shape.text_need = shape.element && shape.element->text_need == Need::Always ? Need::Always : Need::Bounds;
+      break;
+    case TypeShape::Kind::Composite:
+      shape.text_need = Need::None;
+      for (const auto& field : shape.fields) shape.text_need = std::max(shape.text_need, field.second->text_need);
+      break;
+    default: shape.text_need = Need::None;
+  }
+}
+
+bool has_array_bounds(std::string_view text) { return text.find("]={") != std::string_view::npos; }
+
 }  // namespace pgfanout

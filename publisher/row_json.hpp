@@ -60,7 +60,19 @@ struct TypeShape {
   bool bare = false;
   /// Composite: the attributes that are not dropped, in attnum order.
   std::vector<std::pair<std::string, std::shared_ptr<const TypeShape>>> fields;
+  /// Whether a value's text form travels beside its JSON form (README, "Message format"):
+  /// Always for json and TextForm and what holds them, Bounds for arrays and what holds
+  /// them (only a value whose text shows lower bounds: see has_array_bounds), else None.
+  enum class TextNeed { None, Bounds, Always };
+  TextNeed text_need = TextNeed::None;
 };
+
+/// Works out shape.text_need from its kind and its element's and fields' (set already).
+void set_text_need(TypeShape& shape);
+
+/// Whether the text output of a value (an array, or something holding one) shows an array
+/// with lower bounds other than 1: array_out writes those as "[0:1]={...}".
+bool has_array_bounds(std::string_view text);
 
 /// Appends to `out` the JSON to_jsonb gives for the value whose text output (under
 /// kPinnedSettings) is `text`. A null inside an array or a composite becomes JSON null; a

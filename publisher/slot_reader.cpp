@@ -29,6 +29,18 @@ bool is_json_null(std::string_view text) {
   return text == "null";
 }
 
+// Adds column's text form to the object texts (opened here, closed by the caller) when
+// its JSON form would not read back as the same value (README, "Message format").
+void append_text_form(std::string& texts, std::string_view column, const TypeShape& shape, std::string_view text) {
+  if (shape.text_need == TypeShape::TextNeed::None ||
+      (shape.text_need == TypeShape::TextNeed::Bounds && !has_array_bounds(text)))
+    return;
+  texts += texts.empty() ? '{' : ',';
+  append_json_string(texts, column);
+  texts += ':';
+  append_json_string(texts, text);
+}
+
 }  // namespace
 
 SlotReader::SlotReader(const std::string& conninfo, pqxx::connection& sql, std::string slot, std::int64_t epoch)
@@ -121,20 +133,20 @@ void SlotReader::handle(std::string_view copy_data, std::vector<OutboxChange>& o
     const RelationInfo& r = relation(insert->relid);
     if (r.is_capture_table) return;
     OutboxChange c = change(r, Op::Insert);
-    append_row(c.new_row, c.json_nulls, r, insert->row, nullptr);
+    append_row(c.new_row, c.json_nulls, c.new_text, r, insert->row, nullptr);
     out.push_back(std::move(c));
   } else if (auto* update = std::get_if<pgoutput::Update>(&message)) {
     const RelationInfo& r = relation(update->relid);
     OutboxChange c = change(r, Op::Update);
     const pgoutput::Tuple* old = update->old_kind == 'O' ? &update->old : nullptr;
-    append_row(c.new_row, c.json_nulls, r, update->row, old);
-    append_key(c.old_key, r, update->old_kind != 0 ? update->old : update->row);
+    append_row(c.new_row, c.json_nulls, c.new_text, r, update->row, old);
+    append_key(c.old_key, c.old_text, r, update->old_kind != 0 ? update->old : update->row);
     out.push_back(std::move(c));
   } else if (auto* del = std::get_if<pgoutput::Delete>(&message)) {
     const RelationInfo& r = relation(del->relid);
     if (r.is_capture_table) return;
     OutboxChange c = change(r, Op::Delete);
-    append_key(c.old_key, r, del->old);
+    append_key(c.old_key, c.old_text, r, del->old);
     out.push_back(std::move(c));
   } else if (auto* truncate = std::get_if<pgoutput::Truncate>(&message)) {
     for (std::uint32_t relid : truncate->relids) {
@@ -147,7 +159,7 @@ void SlotReader::handle(std::string_view copy_data, std::vector<OutboxChange>& o
     c.id = ++last_id_;
     txns_.back().last_id = c.id;
     ++txns_.back().pending;
-    bytes += static_cast<std::int64_t>(c.new_row.size() + c.old_key.size());
+    bytes += static_cast<std::int64_t>(c.new_row.size() + c.old_key.size() + c.new_text.size() + c.old_text.size());
   }
 }
 
@@ -214,11 +226,7 @@ OutboxChange SlotReader::change(const RelationInfo& rel, Op op) {
   return c;
 }
 
-void SlotReader::append_value(std::string& out, std::uint32_t type_oid, std::string_view text) {
-  append_value_json(out, *types_.shape(type_oid), text);
-}
-
-void SlotReader::append_row(std::string& out, std::string& json_nulls, const RelationInfo& rel,
+void SlotReader::append_row(std::string& out, std::string& json_nulls, std::string& texts, const RelationInfo& rel,
                             const pgoutput::Tuple& row, const pgoutput::Tuple* old) {
   const auto& columns = rel.relation.columns;
   if (row.size() != columns.size()) {
@@ -255,6 +263,7 @@ void SlotReader::append_row(std::string& out, std::string& json_nulls, const Rel
         } else {
           append_value_json(out, *shape, value->bytes);
         }
+        append_text_form(texts, columns[i].name, *shape, value->bytes);
         break;
       }
       default:
@@ -263,9 +272,10 @@ void SlotReader::append_row(std::string& out, std::string& json_nulls, const Rel
   }
   out += '}';
   if (!json_nulls.empty()) json_nulls += ']';
+  if (!texts.empty()) texts += '}';
 }
 
-void SlotReader::append_key(std::string& out, const RelationInfo& rel, const pgoutput::Tuple& row) {
+void SlotReader::append_key(std::string& out, std::string& texts, const RelationInfo& rel, const pgoutput::Tuple& row) {
   out += '{';
   bool first = true;
   for (std::size_t i : rel.key) {
@@ -277,9 +287,12 @@ void SlotReader::append_key(std::string& out, const RelationInfo& rel, const pgo
     first = false;
     append_json_string(out, rel.relation.columns[i].name);
     out += ':';
-    append_value(out, rel.relation.columns[i].type_oid, row[i].bytes);
+    const auto shape = types_.shape(rel.relation.columns[i].type_oid);
+    append_value_json(out, *shape, row[i].bytes);
+    append_text_form(texts, rel.relation.columns[i].name, *shape, row[i].bytes);
   }
   out += '}';
+  if (!texts.empty()) texts += '}';
 }
 
 void SlotReader::confirmed(std::size_t n) {

@@ -80,10 +80,9 @@ class SlotReader {
   /// Whether a row change's table has a key to ship it with (false: skipped, with a warning).
   bool keyed(const pgoutput::Message& message);
   OutboxChange change(const RelationInfo& rel, Op op);
-  void append_row(std::string& out, std::string& json_nulls, const RelationInfo& rel,
+  void append_row(std::string& out, std::string& json_nulls, std::string& texts, const RelationInfo& rel,
                   const pgoutput::Tuple& row, const pgoutput::Tuple* old);
-  void append_key(std::string& out, const RelationInfo& rel, const pgoutput::Tuple& row);
-  void append_value(std::string& out, std::uint32_t type_oid, std::string_view text);
+  void append_key(std::string& out, std::string& texts, const RelationInfo& rel, const pgoutput::Tuple& row);
   void send_status(bool reply_requested);
 
   pqxx::connection& sql_;

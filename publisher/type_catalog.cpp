@@ -117,6 +117,7 @@ std::shared_ptr<const TypeShape> TypeCatalog::load(pqxx::transaction_base& tx, s
         shape->kind = Kind::String;
       }
   }
+  set_text_need(*shape);
   shapes_.emplace(type_oid, shape);
   return shape;
 }

@@ -144,7 +144,10 @@ CREATE TABLE IF NOT EXISTS pgfanout.changes (
     new_row     jsonb,
     old_key     jsonb,
     ts          timestamptz NOT NULL DEFAULT clock_timestamp(),
-    json_nulls  text[]      -- columns of new_row holding a JSON null (see JSON nulls below)
+    json_nulls  text[],     -- columns of new_row holding a JSON null (see JSON nulls below)
+    new_text    jsonb,      -- text forms of columns of new_row (see Text forms below)
+    old_text    jsonb,      -- the same for old_key
+    new_json    json        -- the row when to_jsonb cannot hold it (then new_row is NULL)
 );
 COMMENT ON TABLE pgfanout.changes IS
     'Outbox: one row per captured change, written in the writer''s transaction, deleted by the publisher once the broker confirmed it.';
@@ -174,8 +177,9 @@ CREATE TABLE IF NOT EXISTS pgfanout.tracked (
     key_columns text[] NOT NULL,
     tracked_at  timestamptz NOT NULL DEFAULT now(),
     json_columns text[] NOT NULL DEFAULT '{}',
-    prior_identity text    -- logical mode: the replica identity track() replaced with FULL
+    prior_identity text,   -- logical mode: the replica identity track() replaced with FULL
                            -- ('d', 'n', or the identity index's name)
+    text_columns jsonb NOT NULL DEFAULT '{}'  -- see Text forms below
 );
 
 -- Upgrades of an install from before these columns: pending outbox rows get json_nulls
@@ -194,6 +198,20 @@ BEGIN
     IF NOT EXISTS (SELECT FROM pg_attribute WHERE attrelid = 'pgfanout.tracked'::regclass
                    AND attname = 'prior_identity' AND NOT attisdropped) THEN
         ALTER TABLE pgfanout.tracked ADD COLUMN prior_identity text;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_attribute WHERE attrelid = 'pgfanout.changes'::regclass
+                   AND attname = 'new_text' AND NOT attisdropped) THEN
+        ALTER TABLE pgfanout.changes ADD COLUMN new_text jsonb, ADD COLUMN old_text jsonb, ADD COLUMN new_json json;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_attribute WHERE attrelid = 'pgfanout.tracked'::regclass
+                   AND attname = 'text_columns' AND NOT attisdropped) THEN
+        ALTER TABLE pgfanout.tracked ADD COLUMN text_columns jsonb NOT NULL DEFAULT '{}';
+    END IF;
+    IF to_regprocedure('pgfanout.capture_state(regclass, text, text, text, text[], jsonb)') IS NOT NULL THEN
+        DROP FUNCTION pgfanout.capture_state(regclass, text, text, text, text[], jsonb);
+    END IF;
+    IF to_regprocedure('pgfanout.capture_row_change(oid, text, text, text, text[], jsonb, jsonb, text[])') IS NOT NULL THEN
+        DROP FUNCTION pgfanout.capture_row_change(oid, text, text, text, text[], jsonb, jsonb, text[]);
     END IF;
     IF to_regprocedure('pgfanout.capture_row_change(oid, text, text, text, text[], jsonb, jsonb)') IS NOT NULL THEN
         DROP FUNCTION pgfanout.capture_row_change(oid, text, text, text, text[], jsonb, jsonb);
@@ -392,7 +410,7 @@ $$;
 CREATE OR REPLACE FUNCTION pgfanout.json_nulls_sql(cols text[], r text) RETURNS text
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT format('nullif(array_remove(ARRAY[%s]::text[], NULL), ''{}'')',
-                  string_agg(format('CASE WHEN pg_catalog.to_jsonb(%s.%I) = ''null''::jsonb THEN %L END', r, c, c), ', '))
+                  string_agg(format('CASE WHEN pg_catalog.json_typeof(%s.%I::pg_catalog.json) = ''null'' THEN %L END', r, c, c), ', '))
     FROM unnest(cols) AS c
 $$;
 
@@ -422,6 +440,158 @@ BEGIN
 END
 $$;
 
+-- Text forms. Some values' to_jsonb form does not read back as the same value: a type
+-- whose to_jsonb calls a cast to json (hstore and PostGIS make objects their input
+-- functions refuse), json (to_jsonb sorts its keys, drops duplicates and spaces), an array
+-- with lower bounds other than 1 ('[0:1]={5,6}' becomes [5,6]), and anything holding
+-- these. Such a column's value also travels in its text form, as its type's output
+-- function writes it, in new_text (and, for key columns, old_text): an object of column
+-- name to string, NULL when there is none. new_row keeps the to_jsonb form for other
+-- consumers. Tables without such columns never pay for it: track() passes after the
+-- probes (see JSON nulls) another empty argument and the table's text_columns:
+--   {"always": [columns], "bounds": [columns], "old": {the same for the key columns}}
+-- "always" columns get their text form in every row; "bounds" columns (arrays, or
+-- something holding one) only where their text has the '[lower:upper]=' decoration,
+-- which a row's own text form shows first: a row without ']={' in it is not looked at.
+
+-- What a type needs: 'always', 'bounds' or NULL. Follows jsonb_categorize_type: domains
+-- to their base type, true arrays (typsubscript array_subscript_handler) to their element,
+-- composites to their attributes; a cast to json counts only on a type that is none of
+-- these, with an OID of 16384 or more, and only as a function cast (pg_cast method 'f').
+CREATE OR REPLACE FUNCTION pgfanout.type_text_need(typ oid) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    WITH RECURSIVE part(t, depth) AS (
+        SELECT typ, 0
+        UNION ALL
+        SELECT x.sub, part.depth + 1
+        FROM part JOIN pg_type ty ON ty.oid = part.t
+        CROSS JOIN LATERAL (
+            SELECT ty.typbasetype AS sub WHERE ty.typtype = 'd'
+            UNION ALL
+            SELECT ty.typelem WHERE ty.typelem <> 0 AND ty.typsubscript = 'array_subscript_handler'::regproc
+            UNION ALL
+            SELECT a.atttypid FROM pg_attribute a
+            WHERE ty.typtype = 'c' AND a.attrelid = ty.typrelid AND a.attnum > 0 AND NOT a.attisdropped
+        ) x
+        WHERE part.depth < 100
+    )
+    SELECT CASE
+        WHEN bool_or(ty.oid = 'json'::regtype
+                     OR (ty.oid >= 16384 AND ty.typtype NOT IN ('d', 'c')
+                         AND NOT (ty.typelem <> 0 AND ty.typsubscript = 'array_subscript_handler'::regproc)
+                         AND EXISTS (SELECT FROM pg_cast
+                                     WHERE castsource = ty.oid AND casttarget = 'json'::regtype AND castmethod = 'f')))
+            THEN 'always'
+        WHEN bool_or(ty.typelem <> 0 AND ty.typsubscript = 'array_subscript_handler'::regproc) THEN 'bounds'
+    END
+    FROM part JOIN pg_type ty ON ty.oid = part.t
+$$;
+
+-- The text_columns argument of rel's triggers ('{}' when it has no such column).
+CREATE OR REPLACE FUNCTION pgfanout.text_columns(rel regclass, keys text[]) RETURNS jsonb
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    WITH col AS (
+        SELECT a.attname::text AS name, a.attnum, pgfanout.type_text_need(a.atttypid) AS need
+        FROM pg_attribute a
+        WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped
+    ), spec AS (
+        SELECT jsonb_strip_nulls(jsonb_build_object(
+                   'always', (SELECT jsonb_agg(name ORDER BY attnum) FROM col WHERE need = 'always'),
+                   'bounds', (SELECT jsonb_agg(name ORDER BY attnum) FROM col WHERE need = 'bounds'))) AS all_cols,
+               jsonb_strip_nulls(jsonb_build_object(
+                   'always', (SELECT jsonb_agg(name ORDER BY attnum) FROM col WHERE need = 'always' AND name = ANY (keys)),
+                   'bounds', (SELECT jsonb_agg(name ORDER BY attnum) FROM col WHERE need = 'bounds' AND name = ANY (keys)))) AS key_cols
+    )
+    SELECT CASE WHEN key_cols = '{}' THEN all_cols ELSE all_cols || jsonb_build_object('old', key_cols) END
+    FROM spec
+$$;
+
+-- A SQL expression giving the text forms of the row r (an alias or '($1)') for spec (see
+-- above), or NULL when there is none. format('%s') calls the type's output function
+-- (no cast); jsonb_build_object takes at most 50 pairs, so they come in groups.
+CREATE OR REPLACE FUNCTION pgfanout.texts_sql(spec jsonb, r text) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    WITH col AS (
+        SELECT c AS name, false AS bounds, o FROM jsonb_array_elements_text(coalesce(spec -> 'always', '[]')) WITH ORDINALITY AS a(c, o)
+        UNION ALL
+        SELECT c, true, o + 100000 FROM jsonb_array_elements_text(coalesce(spec -> 'bounds', '[]')) WITH ORDINALITY AS b(c, o)
+    ), pair AS (
+        SELECT (row_number() OVER (ORDER BY o) - 1) / 40 AS grp, o,
+               format('%L, CASE WHEN pg_catalog.num_nulls(%s.%I) = 0 %s THEN pg_catalog.format(''%%s'', %s.%I) END',
+                      name, r, name,
+                      CASE WHEN bounds THEN format('AND pg_catalog.strpos(pg_catalog.format(''%%s'', %s.%I), '']={'') > 0', r, name) ELSE '' END,
+                      r, name) AS p
+        FROM col
+    ), grp AS (
+        SELECT grp, format('pg_catalog.jsonb_build_object(%s)', string_agg(p, ', ' ORDER BY o)) AS obj FROM pair GROUP BY grp
+    )
+    SELECT format('NULLIF(pg_catalog.jsonb_strip_nulls(%s), ''{}'')', string_agg(obj, ' || ' ORDER BY grp))
+    FROM grp
+$$;
+
+-- The text forms of r, a row of a tracked table (or of rel given as its text form: a row
+-- of a transition table is an anonymous record, whose columns only a cast back to rel's
+-- row type can name).
+CREATE OR REPLACE FUNCTION pgfanout.texts_of(r anyelement, spec jsonb) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    result jsonb;
+BEGIN
+    EXECUTE 'SELECT ' || pgfanout.texts_sql(spec, '($1)') INTO result USING r;
+    RETURN result;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pgfanout.texts_of_text(r text, rel regclass, spec jsonb) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    result jsonb;
+BEGIN
+    EXECUTE 'SELECT ' || pgfanout.texts_sql(spec, format('($1::%s)', rel)) INTO result USING r;
+    RETURN result;
+END
+$$;
+
+-- The key columns of r as jsonb, for a row whose to_jsonb fails (see row_jsonb below):
+-- they alone, which never hold json.
+CREATE OR REPLACE FUNCTION pgfanout.key_jsonb(r anyelement, keys text[]) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    result jsonb;
+BEGIN
+    EXECUTE 'SELECT pg_catalog.jsonb_build_object('
+            || (SELECT string_agg(format('%L, ($1).%I', k, k), ', ') FROM unnest(keys) AS k) || ')'
+        INTO result USING r;
+    RETURN result;
+END
+$$;
+
+-- The same for a row of rel given as its text form (a row of a transition table).
+CREATE OR REPLACE FUNCTION pgfanout.key_jsonb_text(r text, rel regclass, keys text[]) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    result jsonb;
+BEGIN
+    EXECUTE 'SELECT pg_catalog.jsonb_build_object('
+            || (SELECT string_agg(format('%L, ($1::%s).%I', k, rel, k), ', ') FROM unnest(keys) AS k) || ')'
+        INTO result USING r;
+    RETURN result;
+END
+$$;
+
+-- to_jsonb of a row, or NULL where jsonb cannot hold it: a json value with \u0000 in it
+-- (jsonb has no NUL character), or a row past jsonb's 256 MB. PostgreSQL accepts such a
+-- write, so the capture must too: the change then carries the row as to_json writes it
+-- (new_json). Schema-qualified calls, as the block runs with the writer's search_path.
+CREATE OR REPLACE FUNCTION pgfanout.row_jsonb(r anyelement) RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN pg_catalog.to_jsonb(r);
+EXCEPTION WHEN program_limit_exceeded OR untranslatable_character THEN
+    RETURN NULL;
+END
+$$;
+
 -- Whether the current role reads every row and column of rel: SELECT on the table (or
 -- on each of its columns) and no row-level security applying to it. The captures that
 -- read a tracked table (capture_state, capture_partition_truncate) need it, as they run
@@ -439,12 +609,15 @@ $$;
 -- Writes the current state of the row of rel whose primary key is key: its whole row
 -- (as op, with old_key = key for an UPDATE) if it exists, otherwise a DELETE of key.
 CREATE OR REPLACE FUNCTION pgfanout.capture_state(
-    rel regclass, schema_name text, table_name text, op text, keys text[], key jsonb)
+    rel regclass, schema_name text, table_name text, op text, keys text[], key jsonb, spec jsonb)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     current_row jsonb;
+    current_json json;
+    found_row boolean;
     state_json_nulls text[];
+    state_text jsonb;
     json_cols text[] := pgfanout.json_columns(rel);
 BEGIN
     -- This reads the row as the writer (the capture runs with the writer's rights): a row
@@ -456,30 +629,36 @@ BEGIN
             USING DETAIL = 'A change made at a deeper trigger level than another change of the same table is captured as the row''s current state, read as the writing role.',
                   HINT = format('GRANT SELECT ON %s TO %I, and exempt it from that table''s row-level security (or have the trigger write as a role that may read it).', rel, current_user);
     END IF;
-    EXECUTE format('SELECT to_jsonb(c.*), %s FROM %s %s c, jsonb_to_record($1) AS k(%s) WHERE %s',
+    EXECUTE format('SELECT true, v.j, CASE WHEN v.j IS NULL THEN to_json(c.*) END, %s, %s '
+                   'FROM %s %s c CROSS JOIN LATERAL (SELECT pgfanout.row_jsonb(c.*) AS j) AS v, '
+                   'jsonb_to_record($1) AS k(%s) WHERE %s',
                    CASE WHEN cardinality(json_cols) = 0 THEN 'NULL::text[]'
-                        ELSE pgfanout.json_nulls_sql(json_cols, 'c') END,
+                        ELSE format('CASE WHEN v.j IS NOT NULL THEN %s END', pgfanout.json_nulls_sql(json_cols, 'c')) END,
+                   CASE WHEN spec IS NULL OR spec = '{}' THEN 'NULL::jsonb' ELSE pgfanout.texts_sql(spec, 'c') END,
                    CASE WHEN (SELECT relkind FROM pg_class WHERE oid = rel) = 'p' THEN '' ELSE 'ONLY' END,
                    rel,
                    (SELECT string_agg(format('%I %s', a.attname, format_type(a.atttypid, a.atttypmod)), ', ')
                     FROM unnest(keys) AS k JOIN pg_attribute a ON a.attrelid = rel AND a.attname = k),
                    (SELECT string_agg(format('c.%1$I = k.%1$I', k), ' AND ') FROM unnest(keys) AS k))
-        INTO current_row, state_json_nulls USING key;
-    IF current_row IS NULL THEN
+        INTO found_row, current_row, current_json, state_json_nulls, state_text USING key;
+    IF found_row IS NULL THEN
         INSERT INTO pgfanout.changes (schema_name, table_name, op, old_key)
         VALUES (capture_state.schema_name, capture_state.table_name, 'DELETE', key);
     ELSE
-        INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, old_key, json_nulls)
+        INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, old_key, json_nulls, new_text, new_json)
         VALUES (capture_state.schema_name, capture_state.table_name,
                 CASE WHEN op = 'INSERT' THEN 'INSERT' ELSE 'UPDATE' END, current_row,
-                CASE WHEN op = 'INSERT' THEN NULL ELSE key END, state_json_nulls);
+                CASE WHEN op = 'INSERT' THEN NULL ELSE key END, state_json_nulls, state_text, current_json);
     END IF;
 END
 $$;
 
+-- Trigger arguments of every row capture: the primary-key columns; then, for tables with
+-- json/jsonb or text-form columns, an empty argument and a probe per json/jsonb column
+-- (see JSON nulls); then, for tables with text-form columns, another empty argument and
+-- the table's text_columns (see Text forms).
+
 -- Statement-level AFTER INSERT, REFERENCING NEW TABLE AS pgfanout_new.
--- Trigger arguments: the primary-key columns, then (tables with json/jsonb columns) an
--- empty argument and a probe per such column (see JSON nulls above).
 CREATE OR REPLACE FUNCTION pgfanout.capture_insert() RETURNS trigger
 LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -487,35 +666,51 @@ DECLARE
     written boolean := false;
     notify boolean;
     sep integer := array_position(TG_ARGV, '');
+    sep2 integer := CASE WHEN sep IS NOT NULL THEN array_position(TG_ARGV, '', sep + 1) END;
     keys text[] := CASE WHEN sep IS NULL THEN TG_ARGV ELSE TG_ARGV[0:sep - 1] END;
     probes jsonb[];
+    spec jsonb;
 BEGIN
+    IF sep2 IS NOT NULL THEN
+        spec := TG_ARGV[sep2 + 1]::jsonb;
+    END IF;
     IF pg_trigger_depth() > 1 OR current_setting('pgfanout.nested', true) <> '' THEN
         IF pgfanout.nested_change(TG_RELID) THEN
-            FOR r IN SELECT to_jsonb(n.*) AS j FROM pgfanout_new n LOOP
-                PERFORM pgfanout.capture_state(TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT',
-                                               keys, pgfanout.key_of(r.j, keys));
+            FOR r IN SELECT pgfanout.key_of(pgfanout.row_jsonb(n.*), keys) AS k, (n.*)::text AS t
+                     FROM pgfanout_new n LOOP
+                PERFORM pgfanout.capture_state(TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT', keys,
+                                               coalesce(r.k, pgfanout.key_jsonb_text(r.t, TG_RELID, keys)), spec);
                 written := true;
             END LOOP;
         END IF;
     END IF;
     -- The idle flag is read by the statement that writes the changes: one statement less
     -- per capture (RETURNING names no outbox column, so writers need no SELECT on it).
+    -- A row of 100 kB or more as stored (compressed at most 255 times: 25 MB, a sixth of
+    -- the 256 MB jsonb can hold, as escapes grow text up to six times) goes through
+    -- row_jsonb, which cannot fail; a smaller one through to_jsonb alone, 1 us faster.
     IF written THEN
         notify := (SELECT idle FROM pgfanout.publisher_state);
     ELSIF sep IS NULL THEN
-        WITH w AS (INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row)
-                   SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT', to_jsonb(n.*) FROM pgfanout_new n
+        WITH w AS (INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, new_json)
+                   SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT', o.v, CASE WHEN o.v IS NULL THEN to_json(o.r) END
+                   FROM (SELECT (n.*)::record AS r,
+                                 CASE WHEN pg_column_size(n.*) < 100000 THEN to_jsonb(n.*) ELSE pgfanout.row_jsonb(n.*) END AS v
+                         FROM pgfanout_new n OFFSET 0) AS o
                    RETURNING 1)
         SELECT EXISTS (SELECT FROM w) AND (SELECT idle FROM pgfanout.publisher_state) INTO notify;
     ELSE
-        probes := TG_ARGV[sep + 1:TG_NARGS - 1]::jsonb[];
+        probes := TG_ARGV[sep + 1:coalesce(sep2, TG_NARGS) - 1]::jsonb[];
         -- OFFSET 0 keeps to_jsonb computed once per row (a LATERAL function call would
         -- materialise its result for every row).
-        WITH w AS (INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, json_nulls)
+        WITH w AS (INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, json_nulls, new_text, new_json)
                    SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT', o.v,
-                          CASE WHEN o.v @> ANY (probes) THEN pgfanout.json_nulls_of_text(o.r::text, TG_RELID, probes) END
-                   FROM (SELECT n AS r, to_jsonb(n.*) AS v FROM pgfanout_new n OFFSET 0) AS o
+                          CASE WHEN o.v @> ANY (probes) OR (o.v IS NULL AND cardinality(probes) > 0)
+                               THEN pgfanout.json_nulls_of_text(o.r::text, TG_RELID, probes) END,
+                          CASE WHEN spec ? 'always' OR (spec IS NOT NULL AND strpos(o.r::text, ']={') > 0)
+                               THEN pgfanout.texts_of_text(o.r::text, TG_RELID, spec) END,
+                          CASE WHEN o.v IS NULL THEN to_json(o.r) END
+                   FROM (SELECT (n.*)::record AS r, pgfanout.row_jsonb(n.*) AS v FROM pgfanout_new n OFFSET 0) AS o
                    RETURNING 1)
         SELECT EXISTS (SELECT FROM w) AND (SELECT idle FROM pgfanout.publisher_state) INTO notify;
     END IF;
@@ -530,7 +725,7 @@ $$;
 -- for (a partitioned table for its partitions' rows), keys its primary-key columns.
 CREATE OR REPLACE FUNCTION pgfanout.capture_row_change(
     rel oid, schema_name text, table_name text, op text, keys text[], new_row jsonb, old_row jsonb,
-    json_nulls text[])
+    json_nulls text[], new_text jsonb, old_text jsonb, new_json json, spec jsonb, json_row_key jsonb)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -538,49 +733,84 @@ DECLARE
     new_key jsonb;
 BEGIN
     IF pgfanout.nested_change(rel) THEN
-        new_key := pgfanout.key_of(new_row, keys);
+        new_key := coalesce(json_row_key, pgfanout.key_of(new_row, keys));
         IF old_key IS NOT NULL AND old_key IS DISTINCT FROM new_key THEN
-            PERFORM pgfanout.capture_state(rel, schema_name, table_name, op, keys, old_key);
+            PERFORM pgfanout.capture_state(rel, schema_name, table_name, op, keys, old_key, spec);
         END IF;
         IF new_key IS NOT NULL THEN
-            PERFORM pgfanout.capture_state(rel, schema_name, table_name, op, keys, new_key);
+            PERFORM pgfanout.capture_state(rel, schema_name, table_name, op, keys, new_key, spec);
         END IF;
     ELSE
-        INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, old_key, json_nulls)
+        INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, old_key, json_nulls, new_text, old_text, new_json)
         VALUES (capture_row_change.schema_name, capture_row_change.table_name, op, new_row, old_key,
-                capture_row_change.json_nulls);
+                capture_row_change.json_nulls, capture_row_change.new_text, capture_row_change.old_text,
+                capture_row_change.new_json);
     END IF;
 END
 $$;
 
--- Row-level AFTER INSERT/UPDATE/DELETE. Trigger arguments: as for capture_insert.
+-- Row-level AFTER INSERT/UPDATE/DELETE.
 CREATE OR REPLACE FUNCTION pgfanout.capture_row() RETURNS trigger
 LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     sep integer := array_position(TG_ARGV, '');
+    sep2 integer := CASE WHEN sep IS NOT NULL THEN array_position(TG_ARGV, '', sep + 1) END;
+    spec jsonb;
     new_row jsonb;
     old_row jsonb;
     old_key jsonb;
     json_nulls text[];
+    new_text jsonb;
+    old_text jsonb;
+    new_json json;
     notify boolean;
 BEGIN
-    IF TG_OP <> 'DELETE' THEN
-        new_row := to_jsonb(NEW);
+    -- One block (a subtransaction that writes nothing, 0.5 us) for both rows: jsonb
+    -- cannot hold every row PostgreSQL accepts (see row_jsonb).
+    BEGIN
+        IF TG_OP <> 'DELETE' THEN
+            new_row := to_jsonb(NEW);
+        END IF;
+        IF TG_OP <> 'INSERT' THEN
+            old_row := to_jsonb(OLD);
+        END IF;
+    EXCEPTION WHEN program_limit_exceeded OR untranslatable_character THEN
+        IF TG_OP <> 'DELETE' THEN
+            new_row := pgfanout.row_jsonb(NEW);
+            IF new_row IS NULL THEN
+                new_json := to_json(NEW);
+            END IF;
+        END IF;
+        IF TG_OP <> 'INSERT' THEN
+            old_row := coalesce(pgfanout.row_jsonb(OLD),
+                                pgfanout.key_jsonb(OLD, CASE WHEN sep IS NULL THEN TG_ARGV ELSE TG_ARGV[0:sep - 1] END));
+        END IF;
+    END;
+    IF sep IS NOT NULL THEN
+        IF sep2 IS NOT NULL THEN
+            spec := TG_ARGV[sep2 + 1]::jsonb;
+            IF TG_OP <> 'DELETE' AND (spec ? 'always' OR strpos(NEW::text, ']={') > 0) THEN
+                new_text := pgfanout.texts_of(NEW, spec);
+            END IF;
+            IF TG_OP <> 'INSERT' AND spec ? 'old' AND (spec -> 'old' ? 'always' OR strpos(OLD::text, ']={') > 0) THEN
+                old_text := pgfanout.texts_of(OLD, spec -> 'old');
+            END IF;
+        END IF;
         -- The probe check inline: a function call per row (with its SET search_path)
         -- took a sixth of the trigger's time.
-        IF sep IS NOT NULL AND new_row @> ANY (TG_ARGV[sep + 1:TG_NARGS - 1]::jsonb[]) THEN
-            json_nulls := pgfanout.json_nulls_of(NEW, TG_ARGV[sep + 1:TG_NARGS - 1]);
+        IF new_row @> ANY (TG_ARGV[sep + 1:coalesce(sep2, TG_NARGS) - 1]::jsonb[])
+           OR (new_json IS NOT NULL AND sep2 IS DISTINCT FROM sep + 1) THEN
+            json_nulls := pgfanout.json_nulls_of(NEW, TG_ARGV[sep + 1:coalesce(sep2, TG_NARGS) - 1]);
         END IF;
     END IF;
     IF pg_trigger_depth() > 1 OR current_setting('pgfanout.nested', true) <> '' THEN
         PERFORM pgfanout.capture_row_change(TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP,
                                             CASE WHEN sep IS NULL THEN TG_ARGV ELSE TG_ARGV[0:sep - 1] END,
-                                            new_row, CASE WHEN TG_OP <> 'INSERT' THEN to_jsonb(OLD) END,
-                                            json_nulls);
+                                            new_row, old_row, json_nulls, new_text, old_text, new_json, spec,
+                                            CASE WHEN new_json IS NOT NULL THEN pgfanout.key_jsonb(NEW, CASE WHEN sep IS NULL THEN TG_ARGV ELSE TG_ARGV[0:sep - 1] END) END);
         notify := (SELECT idle FROM pgfanout.publisher_state);
     ELSE
         IF TG_OP <> 'INSERT' THEN
-            old_row := to_jsonb(OLD);
             IF coalesce(sep, TG_NARGS) = 1 THEN  -- one key column: no function call
                 old_key := jsonb_build_object(TG_ARGV[0], old_row -> TG_ARGV[0]);
             ELSE
@@ -588,8 +818,8 @@ BEGIN
             END IF;
         END IF;
         -- The idle flag comes back from the insert: one statement less per change.
-        INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, old_key, json_nulls)
-        VALUES (TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP, new_row, old_key, json_nulls)
+        INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, old_key, json_nulls, new_text, old_text, new_json)
+        VALUES (TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP, new_row, old_key, json_nulls, new_text, old_text, new_json)
         RETURNING (SELECT idle FROM pgfanout.publisher_state) INTO notify;
     END IF;
     IF notify THEN
@@ -601,7 +831,6 @@ $$;
 
 -- Row-level AFTER INSERT/UPDATE/DELETE of a partitioned table, cloned by PostgreSQL onto
 -- each partition: reports the change under the partitioned table's name.
--- Trigger arguments: as for capture_insert.
 CREATE OR REPLACE FUNCTION pgfanout.capture_partition_row() RETURNS trigger
 LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -609,32 +838,63 @@ DECLARE
     root_schema text;
     root_name text;
     sep integer := array_position(TG_ARGV, '');
+    sep2 integer := CASE WHEN sep IS NOT NULL THEN array_position(TG_ARGV, '', sep + 1) END;
     keys text[] := CASE WHEN sep IS NULL THEN TG_ARGV ELSE TG_ARGV[0:sep - 1] END;
+    spec jsonb;
     new_row jsonb;
+    old_row jsonb;
     json_nulls text[];
+    new_text jsonb;
+    old_text jsonb;
+    new_json json;
     notify boolean;
 BEGIN
     SELECT n.nspname, c.relname INTO root_schema, root_name
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.oid = root;
-    IF TG_OP <> 'DELETE' THEN
-        new_row := to_jsonb(NEW);
-        -- The probe check inline: a function call per row (with its SET search_path)
-        -- took a sixth of the trigger's time.
-        IF sep IS NOT NULL AND new_row @> ANY (TG_ARGV[sep + 1:TG_NARGS - 1]::jsonb[]) THEN
-            json_nulls := pgfanout.json_nulls_of(NEW, TG_ARGV[sep + 1:TG_NARGS - 1]);
+    BEGIN
+        IF TG_OP <> 'DELETE' THEN
+            new_row := to_jsonb(NEW);
+        END IF;
+        IF TG_OP <> 'INSERT' THEN
+            old_row := to_jsonb(OLD);
+        END IF;
+    EXCEPTION WHEN program_limit_exceeded OR untranslatable_character THEN
+        IF TG_OP <> 'DELETE' THEN
+            new_row := pgfanout.row_jsonb(NEW);
+            IF new_row IS NULL THEN
+                new_json := to_json(NEW);
+            END IF;
+        END IF;
+        IF TG_OP <> 'INSERT' THEN
+            old_row := coalesce(pgfanout.row_jsonb(OLD), pgfanout.key_jsonb(OLD, keys));
+        END IF;
+    END;
+    IF sep IS NOT NULL THEN
+        IF sep2 IS NOT NULL THEN
+            spec := TG_ARGV[sep2 + 1]::jsonb;
+            IF TG_OP <> 'DELETE' AND (spec ? 'always' OR strpos(NEW::text, ']={') > 0) THEN
+                new_text := pgfanout.texts_of(NEW, spec);
+            END IF;
+            IF TG_OP <> 'INSERT' AND spec ? 'old' AND (spec -> 'old' ? 'always' OR strpos(OLD::text, ']={') > 0) THEN
+                old_text := pgfanout.texts_of(OLD, spec -> 'old');
+            END IF;
+        END IF;
+        IF new_row @> ANY (TG_ARGV[sep + 1:coalesce(sep2, TG_NARGS) - 1]::jsonb[])
+           OR (new_json IS NOT NULL AND sep2 IS DISTINCT FROM sep + 1) THEN
+            json_nulls := pgfanout.json_nulls_of(NEW, TG_ARGV[sep + 1:coalesce(sep2, TG_NARGS) - 1]);
         END IF;
     END IF;
     IF pg_trigger_depth() > 1 OR current_setting('pgfanout.nested', true) <> '' THEN
-        PERFORM pgfanout.capture_row_change(root, root_schema, root_name, TG_OP, keys, new_row,
-                                            CASE WHEN TG_OP <> 'INSERT' THEN to_jsonb(OLD) END,
-                                            json_nulls);
+        PERFORM pgfanout.capture_row_change(root, root_schema, root_name, TG_OP, keys, new_row, old_row,
+                                            json_nulls, new_text, old_text, new_json, spec,
+                                            CASE WHEN new_json IS NOT NULL THEN pgfanout.key_jsonb(NEW, keys) END);
         notify := (SELECT idle FROM pgfanout.publisher_state);
     ELSE
-        INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, old_key, json_nulls)
+        INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, old_key, json_nulls, new_text, old_text, new_json)
         VALUES (root_schema, root_name, TG_OP, new_row,
-                CASE WHEN TG_OP <> 'INSERT' THEN pgfanout.key_of(to_jsonb(OLD), keys) END,
-                json_nulls)
+                CASE WHEN TG_OP <> 'INSERT' THEN pgfanout.key_of(old_row, keys) END,
+                json_nulls, new_text, old_text, new_json)
         RETURNING (SELECT idle FROM pgfanout.publisher_state) INTO notify;
     END IF;
     IF notify THEN
@@ -989,6 +1249,7 @@ DECLARE
     qualified text;
     keys text[];
     json_cols text[];
+    text_cols jsonb;
     args text;
     capture text;
     row_level text;
@@ -1029,11 +1290,15 @@ BEGIN
     END IF;
 
     json_cols := pgfanout.json_columns(rel);
+    text_cols := pgfanout.text_columns(rel, keys);
     args := (SELECT string_agg(quote_literal(k), ', ') FROM unnest(keys) AS k);
-    IF cardinality(json_cols) > 0 THEN
+    IF cardinality(json_cols) > 0 OR text_cols <> '{}' THEN
         args := args || ', ' || quote_literal('')
-                || (SELECT string_agg(', ' || quote_literal(jsonb_build_object(k, NULL)::text), '')
-                    FROM unnest(json_cols) AS k);
+                || coalesce((SELECT string_agg(', ' || quote_literal(jsonb_build_object(k, NULL)::text), '')
+                             FROM unnest(json_cols) AS k), '');
+    END IF;
+    IF text_cols <> '{}' THEN
+        args := args || ', ' || quote_literal('') || ', ' || quote_literal(text_cols::text);
     END IF;
     IF pgfanout.logical() THEN
         IF c.relpersistence = 'u' THEN
@@ -1049,11 +1314,12 @@ BEGIN
             PERFORM pgfanout.add_truncate_triggers(rel);
             PERFORM pgfanout.track_partitions(rel);
         END IF;
-        INSERT INTO pgfanout.tracked (relid, schema_name, table_name, key_columns, json_columns, prior_identity)
-        VALUES (rel, c.nspname, c.relname, keys, json_cols, prior)
+        INSERT INTO pgfanout.tracked (relid, schema_name, table_name, key_columns, json_columns, prior_identity, text_columns)
+        VALUES (rel, c.nspname, c.relname, keys, json_cols, prior, text_cols)
         ON CONFLICT (relid) DO UPDATE
             SET schema_name = EXCLUDED.schema_name, table_name = EXCLUDED.table_name,
                 key_columns = EXCLUDED.key_columns, json_columns = EXCLUDED.json_columns,
+                text_columns = EXCLUDED.text_columns,
                 prior_identity = coalesce(pgfanout.tracked.prior_identity, EXCLUDED.prior_identity);
         RETURN;
     END IF;
@@ -1080,11 +1346,12 @@ BEGIN
                        'FOR EACH STATEMENT EXECUTE FUNCTION pgfanout.capture_truncate()', rel);
     END IF;
 
-    INSERT INTO pgfanout.tracked (relid, schema_name, table_name, key_columns, json_columns)
-    VALUES (rel, c.nspname, c.relname, keys, json_cols)
+    INSERT INTO pgfanout.tracked (relid, schema_name, table_name, key_columns, json_columns, text_columns)
+    VALUES (rel, c.nspname, c.relname, keys, json_cols, text_cols)
     ON CONFLICT (relid) DO UPDATE
         SET schema_name = EXCLUDED.schema_name, table_name = EXCLUDED.table_name,
-            key_columns = EXCLUDED.key_columns, json_columns = EXCLUDED.json_columns;
+            key_columns = EXCLUDED.key_columns, json_columns = EXCLUDED.json_columns,
+            text_columns = EXCLUDED.text_columns;
 END
 $$;
 
@@ -1219,16 +1486,35 @@ REVOKE ALL ON FUNCTION pgfanout.set_capture(text) FROM PUBLIC;
 -- A publisher that stopped after parking a change and before storing its position gets
 -- the change again from the slot, with the same id: it is there already, once.
 CREATE OR REPLACE FUNCTION pgfanout.park(id bigint, schema_name text, table_name text, op text,
-                                         new_row jsonb, old_key jsonb, ts timestamptz, json_nulls jsonb)
+                                         new_row jsonb, old_key jsonb, ts timestamptz, json_nulls jsonb,
+                                         new_text jsonb, old_text jsonb)
 RETURNS void
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    INSERT INTO pgfanout.changes (id, schema_name, table_name, op, new_row, old_key, ts, json_nulls)
+    INSERT INTO pgfanout.changes (id, schema_name, table_name, op, new_row, old_key, ts, json_nulls, new_text, old_text)
     OVERRIDING SYSTEM VALUE
     VALUES (id, schema_name, table_name, op, new_row, old_key, ts,
-            (SELECT array_agg(x) FROM jsonb_array_elements_text(json_nulls) AS x))
+            (SELECT array_agg(x) FROM jsonb_array_elements_text(json_nulls) AS x), new_text, old_text)
     ON CONFLICT (id) DO NOTHING
 $$;
-REVOKE ALL ON FUNCTION pgfanout.park(bigint, text, text, text, jsonb, jsonb, timestamptz, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgfanout.park(bigint, text, text, text, jsonb, jsonb, timestamptz, jsonb, jsonb, jsonb) FROM PUBLIC;
+-- The eight-argument park of earlier installs: its grantees (sql/roles.sql: the
+-- publisher) get this one instead.
+DO $$
+DECLARE
+    old_park regprocedure := to_regprocedure('pgfanout.park(bigint, text, text, text, jsonb, jsonb, timestamptz, jsonb)');
+    g record;
+BEGIN
+    IF old_park IS NULL THEN
+        RETURN;
+    END IF;
+    FOR g IN SELECT DISTINCT a.grantee FROM pg_proc p CROSS JOIN LATERAL aclexplode(p.proacl) AS a
+             WHERE p.oid = old_park AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner AND a.grantee <> 0 LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION pgfanout.park(bigint, text, text, text, jsonb, jsonb, timestamptz, jsonb, jsonb, jsonb) TO %s',
+                       g.grantee::regrole);
+    END LOOP;
+    DROP FUNCTION pgfanout.park(bigint, text, text, text, jsonb, jsonb, timestamptz, jsonb);
+END
+$$;
 
 -- Drops the TRUNCATE triggers of tables that are no longer partitions of a tracked table
 -- (detached, or their tracked table untracked without them). They would write nothing
@@ -1273,6 +1559,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
                 OR c.relispartition
                 OR pgfanout.primary_key(c.oid) IS DISTINCT FROM t.key_columns
                 OR pgfanout.json_columns(c.oid) IS DISTINCT FROM t.json_columns
+                OR pgfanout.text_columns(c.oid, t.key_columns) IS DISTINCT FROM t.text_columns
                 OR pgfanout.primary_key_deferrable(c.oid)
                 OR (pgfanout.logical() AND (
                        NOT EXISTS (SELECT FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
@@ -1454,7 +1741,7 @@ $$;
 REVOKE ALL ON SCHEMA pgfanout FROM PUBLIC;
 GRANT USAGE ON SCHEMA pgfanout TO PUBLIC;
 REVOKE ALL ON pgfanout.changes, pgfanout.tracked, pgfanout.publisher_state FROM PUBLIC;
-GRANT INSERT (schema_name, table_name, op, new_row, old_key, json_nulls) ON pgfanout.changes TO PUBLIC;
+GRANT INSERT (schema_name, table_name, op, new_row, old_key, json_nulls, new_text, old_text, new_json) ON pgfanout.changes TO PUBLIC;
 GRANT SELECT ON pgfanout.tracked, pgfanout.publisher_state TO PUBLIC;
 DO $$
 BEGIN

@@ -90,6 +90,8 @@ std::size_t change_json_size(const OutboxChange& c) {
   n += c.new_row.empty() ? null.size() : c.new_row.size();
   n += c.old_key.empty() ? null.size() : c.old_key.size();
   if (!c.json_nulls.empty()) n += std::string_view(",\"json_nulls\":").size() + c.json_nulls.size();
+  if (!c.new_text.empty()) n += std::string_view(",\"new_text\":").size() + c.new_text.size();
+  if (!c.old_text.empty()) n += std::string_view(",\"old_text\":").size() + c.old_text.size();
   n += json_string_size(c.ts);
   return n;
 }
@@ -113,6 +115,14 @@ void append_change_json(std::string& out, const OutboxChange& c) {
     out += ",\"json_nulls\":";
     out += c.json_nulls;
   }
+  if (!c.new_text.empty()) {
+    out += ",\"new_text\":";
+    out += c.new_text;
+  }
+  if (!c.old_text.empty()) {
+    out += ",\"old_text\":";
+    out += c.old_text;
+  }
   out += ",\"ts\":";
   append_json_string(out, c.ts);
   out += '}';
@@ -121,7 +131,7 @@ void append_change_json(std::string& out, const OutboxChange& c) {
 std::string message_body(std::span<const OutboxChange> changes) {
   std::string out;
   size_t size = 2;
-  for (const auto& c : changes) size += c.new_row.size() + c.old_key.size() + 160;
+  for (const auto& c : changes) size += c.new_row.size() + c.old_key.size() + c.new_text.size() + c.old_text.size() + 160;
   out.reserve(size);
   if (changes.size() == 1) {
     append_change_json(out, changes.front());

@@ -596,5 +596,54 @@ INSERT INTO public.ddocs VALUES (1, 'null'), (2, NULL);
             "5");
 }
 
+// Values whose to_jsonb form does not read back as the same value travel in their text
+// form too (README, "Message format"): types with a cast to json (hstore, PostGIS, an
+// owner's enum), json text, arrays with lower bounds other than 1, and what holds them;
+// a json value with \u0000 in it, which to_jsonb refuses, does not fail the write.
+TEST(ChainExactValues, EveryValueReadsBackTheSame) {
+  SmallChain chain(R"SQL(
+CREATE EXTENSION IF NOT EXISTS hstore;
+CREATE EXTENSION IF NOT EXISTS postgis;
+CREATE TYPE public.kv AS (k int, h hstore, a int[]);
+CREATE TYPE public.mood AS ENUM ('ok', 'sad');
+CREATE FUNCTION public.mood_json(public.mood) RETURNS json LANGUAGE sql IMMUTABLE
+  AS $$ SELECT json_build_object('m', $1::text) $$;
+CREATE CAST (public.mood AS json) WITH FUNCTION public.mood_json(public.mood);
+CREATE TABLE public.exact (id int PRIMARY KEY, h hstore, ha hstore[], a int[], a2 int[], j json, jz json,
+                           kv public.kv, kva public.kv[], g geometry, m public.mood, jb jsonb, t text);
+CREATE TABLE public.exact_keys (a int[] PRIMARY KEY, v text);
+CREATE TABLE public.pexact (id int PRIMARY KEY, h hstore, a int[], j json) PARTITION BY RANGE (id);
+CREATE TABLE public.pexact_1 PARTITION OF public.pexact FOR VALUES FROM (0) TO (100);
+)SQL",
+                   {"public.exact", "public.exact_keys", "public.pexact"});
+  chain.primary.exec(R"SQL(
+INSERT INTO public.exact VALUES
+  (1, 'a=>1, b=>NULL', ARRAY['x=>y', 'z=>"q,r"']::hstore[], '[0:1]={5,6}', '[2:3][1:1]={{1},{2}}',
+   '{"b":1,  "a":2, "a":3}', '{"a":"\u0000"}', ROW(1, 'k=>v', '[0:0]={9}'),
+   ARRAY[ROW(2, 'p=>q', '{1}')::public.kv, ROW(3, NULL, '[7:7]={8}')::public.kv],
+   'SRID=4326;POINT(1 2)', 'ok', 'null', 'x'),
+  (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+  (3, '', '{}', '{}', '{1,2}', 'null', ' [ ] ', ROW(NULL, NULL, NULL), '{}', 'SRID=3857;LINESTRING(0 0,1 1)', 'sad', '{}', 'z');
+UPDATE public.exact SET a = '[5:5]={7}', h = h || 'c=>3'::hstore WHERE id = 1;
+UPDATE public.exact SET j = '{"z" : 1, "z" : 2}', jz = '"\u0000"' WHERE id = 2;
+UPDATE public.exact SET t = 'y' WHERE id = 1;
+DELETE FROM public.exact WHERE id = 3;
+INSERT INTO public.exact_keys VALUES ('[0:1]={1,2}', 'x'), ('{1,2}', 'y'), ('[3:3]={1}', 'z');
+UPDATE public.exact_keys SET v = 'w' WHERE a = '[0:1]={1,2}';
+DELETE FROM public.exact_keys WHERE a = '{1,2}';
+UPDATE public.exact_keys SET a = '[4:4]={1}' WHERE a = '[3:3]={1}';
+INSERT INTO public.pexact VALUES (1, 'a=>b', '[0:0]={1}', '{"k" : [1,2]}'), (2, NULL, '{3}', '{"x":"\u0000"}');
+UPDATE public.pexact SET h = 'c=>d' WHERE id = 2;
+)SQL");
+  expect_converged(chain, {{"public.exact", "t.id", "t::text"},
+                           {"public.exact_keys", "t.a", "t::text"},
+                           {"public.pexact", "t.id", "t::text"}});
+  EXPECT_EQ(chain.replica.value("SELECT ST_SRID(g)::text || ',' || array_lower(a, 1) || ',' || j::text "
+                                "FROM public.exact WHERE id = 1"),
+            "4326,5,{\"b\":1,  \"a\":2, \"a\":3}");
+  EXPECT_EQ(chain.replica.value("SELECT string_agg(array_lower(a, 1)::text, ',' ORDER BY v) FROM public.exact_keys"),
+            "0,4");
+}
+
 }  // namespace
 }  // namespace pgfanout::test

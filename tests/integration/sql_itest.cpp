@@ -48,7 +48,7 @@ TEST_F(SqlTest, InstallCreatesTheDocumentedObjects) {
   auto columns = sql().value(
       "SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute "
       "WHERE attrelid = 'pgfanout.changes'::regclass AND attnum > 0 AND NOT attisdropped");
-  EXPECT_EQ(columns, "id,schema_name,table_name,op,new_row,old_key,ts,json_nulls");
+  EXPECT_EQ(columns, "id,schema_name,table_name,op,new_row,old_key,ts,json_nulls,new_text,old_text,new_json");
   EXPECT_EQ(sql().integer("SELECT count(*) FROM pgfanout.tracked"), 0);
   EXPECT_EQ(sql().value("SELECT idle::text FROM pgfanout.publisher_state"), "true");
   EXPECT_EQ(sql().integer("SELECT count(*) FROM pg_proc WHERE oid IN "
@@ -155,6 +155,70 @@ TEST_F(SqlTest, InstallingAgainUpgradesAnInstallFromBeforeJsonNulls) {
   EXPECT_EQ(sql().query("SELECT op, new_row->>'id', coalesce(json_nulls::text, '-') FROM pgfanout.changes ORDER BY id"),
             (Rows{Row{"INSERT", "1", "-"}, Row{"INSERT", "2", "{j}"}, Row{"INSERT", "3", "-"},
                   Row{"UPDATE", "3", "{j}"}}));
+}
+
+// PostgreSQL accepts rows jsonb cannot hold: a json value with \u0000 in it, a row past
+// jsonb's 256 MB. The capture must not fail such a write: the change carries the row as
+// to_json writes it (new_json), and the json column's text form.
+TEST_F(SqlTest, WritesThatJsonbCannotHoldAreCapturedNotRefused) {
+  sql().exec(R"(
+    CREATE TABLE public.docs (id int PRIMARY KEY, j json, b jsonb);
+    CREATE TABLE public.inh (id int PRIMARY KEY, j json);
+    CREATE TABLE public.inh_child () INHERITS (public.inh);
+    CREATE TABLE public.parts (id int PRIMARY KEY, j json) PARTITION BY RANGE (id);
+    CREATE TABLE public.parts_1 PARTITION OF public.parts FOR VALUES FROM (0) TO (100);
+    CREATE TABLE public.big (id int PRIMARY KEY, v text);
+    SELECT pgfanout.track('public.docs'); SELECT pgfanout.track('public.inh');
+    SELECT pgfanout.track('public.parts'); SELECT pgfanout.track('public.big');)");
+  sql().exec(R"(
+    INSERT INTO public.docs VALUES (1, '{"a":"\u0000"}', 'null'), (2, '{"a":1}', NULL);
+    UPDATE public.docs SET b = '{"k":1}' WHERE id = 1;
+    UPDATE public.docs SET j = '["\u0000"]' WHERE id = 2;
+    DELETE FROM public.docs WHERE id = 1;
+    INSERT INTO public.inh VALUES (1, '"\u0000"');
+    INSERT INTO public.parts VALUES (1, '"\u0000"');
+    UPDATE public.parts SET j = '{}' WHERE id = 1;)");
+  EXPECT_EQ(sql().query("SELECT table_name, op, (new_row IS NULL)::text, coalesce(new_json::text, '-'), "
+                        "coalesce(old_key::text, '-'), coalesce(json_nulls::text, '-'), coalesce(new_text->>'j', '-') "
+                        "FROM pgfanout.changes ORDER BY id"),
+            (Rows{Row{"docs", "INSERT", "true", R"({"id":1,"j":{"a":"\u0000"},"b":null})", "-", "{b}", R"({"a":"\u0000"})"},
+                  Row{"docs", "INSERT", "false", "-", "-", "-", R"({"a":1})"},
+                  Row{"docs", "UPDATE", "true", R"({"id":1,"j":{"a":"\u0000"},"b":{"k": 1}})", R"({"id": 1})", "-",
+                      R"({"a":"\u0000"})"},
+                  Row{"docs", "UPDATE", "true", R"({"id":2,"j":["\u0000"],"b":null})", R"({"id": 2})", "-", R"(["\u0000"])"},
+                  Row{"docs", "DELETE", "true", "-", R"({"id": 1})", "-", "-"},
+                  Row{"inh", "INSERT", "true", R"({"id":1,"j":"\u0000"})", "-", "-", R"("\u0000")"},
+                  Row{"parts", "INSERT", "true", R"({"id":1,"j":"\u0000"})", "-", "-", R"("\u0000")"},
+                  Row{"parts", "UPDATE", "false", "-", R"({"id": 1})", "-", "{}"}}));
+  sql().exec("DELETE FROM pgfanout.changes");
+  // 270 MB of text: jsonb holds 256 MB at most (to_jsonb would fail the INSERT).
+  sql().exec("INSERT INTO public.big VALUES (1, repeat('x', 270000000)); UPDATE public.big SET v = v || 'y'");
+  EXPECT_EQ(sql().query("SELECT op, (new_row IS NULL)::text, octet_length(new_json::text)::text, "
+                        "coalesce(old_key::text, '-') FROM pgfanout.changes ORDER BY id"),
+            (Rows{Row{"INSERT", "true", "270000015", "-"}, Row{"UPDATE", "true", "270000016", R"({"id": 1})"}}));
+}
+
+// The text forms (README, "Message format"): only the columns whose to_jsonb form would
+// not read back, and a bounds column only where the value has other lower bounds.
+TEST_F(SqlTest, TextFormsGoWithTheColumnsThatNeedThem) {
+  sql().exec(R"(
+    CREATE TYPE public.mood AS ENUM ('ok', 'sad');
+    CREATE TYPE public.pair AS (a int, m public.mood);
+    CREATE TABLE public.t (id int PRIMARY KEY, a int[], m public.mood, p public.pair, j json, b jsonb, x text);
+    SELECT pgfanout.track('public.t');
+    INSERT INTO public.t VALUES (1, '[0:1]={1,2}', 'ok', ROW(1, 'ok'), '{"b":1,"a":2}', '{}', 'x'),
+                                (2, '{1,2}', 'ok', NULL, NULL, '{}', 'x');)");
+  EXPECT_EQ(sql().query("SELECT coalesce(new_text::text, '-') FROM pgfanout.changes ORDER BY id"),
+            (Rows{Row{R"({"a": "[0:1]={1,2}", "j": "{\"b\":1,\"a\":2}"})"}, Row{"-"}}));
+  // A cast to json made later makes the enum (and the composite holding it) need them,
+  // once the table is tracked again.
+  sql().exec(R"(
+    CREATE FUNCTION public.mood_json(public.mood) RETURNS json LANGUAGE sql IMMUTABLE AS $$ SELECT '1'::json $$;
+    CREATE CAST (public.mood AS json) WITH FUNCTION public.mood_json(public.mood);
+    SELECT pgfanout.track('public.t');
+    DELETE FROM pgfanout.changes;
+    INSERT INTO public.t VALUES (3, '{1}', 'sad', ROW(2, 'sad'), NULL, NULL, NULL);)");
+  EXPECT_EQ(sql().value("SELECT new_text::text FROM pgfanout.changes"), R"x({"m": "sad", "p": "(2,sad)"})x");
 }
 
 TEST_F(SqlTest, UntrackStopsCapture) {

@@ -130,7 +130,7 @@ TEST(ApplyPlan, JsonNullsAreWrittenAsJsonNull) {
   RawObject one = RawObject::from_text(R"({"id":2,"note":null,"doc":null})");
   RawObject two = RawObject::from_text(R"({"id":3,"note":null,"doc":null,"extra":null})");
   RawObject superseded = RawObject::from_text(R"({"id":3,"doc":null})");
-  ApplyStep step{&docs, StepKind::Upsert, {&plain, &superseded, &one, &two}, {0, 1, 2, 3}, {}, {nullptr, &doc_null, &doc_null, &both}};
+  ApplyStep step{&docs, StepKind::Upsert, {&plain, &superseded, &one, &two}, {0, 1, 2, 3}, {}, {nullptr, &doc_null, &doc_null, &both}, {}};
   EXPECT_EQ(
       step_sql(step),
       R"(INSERT INTO "public"."docs" ("id", "note", "doc", "extra") OVERRIDING SYSTEM VALUE SELECT k."id", k."note", )"
@@ -143,7 +143,7 @@ TEST(ApplyPlan, JsonNullsAreWrittenAsJsonNull) {
             R"({"id":2,"note":null,"doc":null,"pgfanout.json_nulls":[2]},)"
             R"({"id":3,"note":null,"doc":null,"extra":null,"pgfanout.json_nulls":[2,3]}])");
 
-  ApplyStep no_nulls{&docs, StepKind::Upsert, {&plain}, {0}, {}, {nullptr}};
+  ApplyStep no_nulls{&docs, StepKind::Upsert, {&plain}, {0}, {}, {nullptr}, {}};
   EXPECT_EQ(step_sql(no_nulls).find("pgfanout.json_nulls"), std::string::npos);
   EXPECT_EQ(rows_json(no_nulls), R"([{"id":1,"note":"a","doc":{"k":1}}])");
 }

@@ -27,6 +27,10 @@ struct OutboxChange {
   /// JSON array text of the columns of new_row that hold a JSON null (not SQL NULL);
   /// empty when there are none.
   std::string json_nulls;
+  /// JSON object texts of the text forms of columns of new_row and old_key (README,
+  /// "Message format"); empty when there are none.
+  std::string new_text;
+  std::string old_text;
 };
 
 /// The routing key of a table: `schema.table`, names as PostgreSQL stores them.
