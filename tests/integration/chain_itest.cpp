@@ -688,7 +688,8 @@ TEST(ChainExactValues, BuiltInTypesInArraysAndCompositesReadBackTheSame) {
   // Lower bounds other than 1, set through the array's text form, and a new key.
   std::string shift = "UPDATE public.builtin SET id = 3";
   for (std::size_t i = 0; i < types.size(); i += 3) {
-    const std::string a = "a" + std::to_string(i);
+    std::string a("a");
+    a += std::to_string(i);
     shift.append(", ").append(a).append(" = ('[0:1]=' || ").append(a).append("::text)::").append(types[i].first).append("[]");
   }
   chain.primary.exec(shift + " WHERE id = 1");
