@@ -1,4 +1,5 @@
 #include "apply_plan.hpp"
+#include "change_parser.hpp"
 
 #include <gtest/gtest.h>
 
@@ -146,6 +147,44 @@ TEST(ApplyPlan, JsonNullsAreWrittenAsJsonNull) {
   ApplyStep no_nulls{&docs, StepKind::Upsert, {&plain}, {0}, {}, {nullptr}, {}};
   EXPECT_EQ(step_sql(no_nulls).find("pgfanout.json_nulls"), std::string::npos);
   EXPECT_EQ(rows_json(no_nulls), R"([{"id":1,"note":"a","doc":{"k":1}}])");
+}
+
+// A column's text form (README, "Message format") replaces its JSON form as a JSON
+// string, which input functions read; json/jsonb columns get the string's contents cast,
+// by position, as JSON nulls are. Text forms of columns the row lacks are ignored; the
+// key's text forms are what it is matched with.
+TEST(ApplyPlan, TextFormsReplaceJsonFormsAndJsonColumnsCastTheirContents) {
+  TableInfo docs = table("public", "docs", {"id", "h", "j", "b"}, {"id"});
+  docs.types["h"] = "public.hstore";
+  docs.types["j"] = "json";
+  docs.types["b"] = "jsonb";
+  docs.json_columns = {"j", "b"};
+  auto changes = parse_message(
+      R"([{"id":1,"schema":"public","name":"docs","op":"INSERT","new":{"id":[1],"h":{"a":"1"},"j":{"a":2},"b":null},)"
+      R"("new_text":{"h":"\"a\"=>\"1\"","j":"{\"a\":1, \"a\":2}","zz":"x","id":"[0:0]={1}"},"json_nulls":["b"]},)"
+      R"({"id":2,"schema":"public","name":"docs","op":"UPDATE","new":{"id":[2],"h":null,"j":null,"b":{}},)"
+      R"("old":{"id":[2]},"old_text":{"id":"[5:5]={2}"}}])");
+  ASSERT_EQ(changes.size(), 2u);
+  EXPECT_EQ(changes[0].texts, (std::vector<std::string>{"h", "j", "id"})) << "in the order of new_text";
+  EXPECT_EQ(changes[0].new_row.dump().find("=>"), std::string::npos) << "new keeps its JSON form";
+  std::vector<const ParsedChange*> pointers{&changes[0], &changes[1]};
+  auto steps = plan_steps(pointers, {&docs, &docs});
+  ASSERT_EQ(steps.size(), 3u) << "the UPDATE's key text differs from its new row's: delete, then upsert";
+  EXPECT_EQ(steps[0].kind, StepKind::Upsert);
+  EXPECT_EQ(
+      step_sql(steps[0]),
+      R"(INSERT INTO "public"."docs" ("id", "h", "j", "b") OVERRIDING SYSTEM VALUE SELECT k."id", k."h", )"
+      R"(CASE WHEN 2 = ANY (k."pgfanout.json_texts") THEN (k."j" #>> '{}')::json ELSE k."j" END, )"
+      R"(CASE WHEN 3 = ANY (k."pgfanout.json_nulls") THEN 'null'::jsonb ELSE k."b" END )"
+      R"(FROM jsonb_to_recordset($1::jsonb) AS k("id" bigint, "h" public.hstore, "j" json, "b" jsonb, )"
+      R"("pgfanout.json_nulls" int[], "pgfanout.json_texts" int[]) )"
+      R"(ON CONFLICT ("id") DO UPDATE SET "h" = EXCLUDED."h", "j" = EXCLUDED."j", "b" = EXCLUDED."b")");
+  EXPECT_EQ(rows_json(steps[0]),
+            R"([{"id":"[0:0]={1}","h":"\"a\"=>\"1\"","j":"{\"a\":1, \"a\":2}","b":null,)"
+            R"("pgfanout.json_nulls":[3],"pgfanout.json_texts":[2]}])");
+  EXPECT_EQ(steps[1].kind, StepKind::Delete);
+  EXPECT_EQ(rows_json(steps[1]), R"([{"id":"[5:5]={2}"}])");
+  EXPECT_EQ(rows_json(steps[2]), R"([{"id":[2],"h":null,"j":null,"b":{}}])");
 }
 
 TEST(ApplyPlan, KeepingTheLastVersionOfAKeyKeepsItsJsonNulls) {

@@ -221,6 +221,26 @@ TEST(ChangeParser, ReadsTheColumnsHoldingAJsonNull) {
   EXPECT_EQ(reason_of(c), "bad-shape");
 }
 
+TEST(ChangeParser, ReadsTheTextFormsAndRefusesBadOnes) {
+  json c = change(1, "UPDATE", {{"id", 1}, {"h", {{"a", "1"}}}}, {{"id", 1}});
+  c["new_text"] = {{"h", "\"a\"=>\"1\""}};
+  c["old_text"] = nullptr;
+  auto parsed_changes = parse_message(c.dump());
+  ASSERT_EQ(parsed_changes.size(), 1u);
+  EXPECT_EQ(parsed(parsed_changes[0].row()), json({{"id", 1}, {"h", "\"a\"=>\"1\""}}));
+  EXPECT_EQ(parsed(parsed_changes[0].new_row), json({{"id", 1}, {"h", {{"a", "1"}}}}));
+  EXPECT_EQ(parsed(parsed_changes[0].key()), json({{"id", 1}}));
+  EXPECT_EQ(json::parse(parsed_changes[0].new_text), c["new_text"]);
+  for (const json& bad : {json::array(), json(1), json("h"), json({{"h", 1}}), json({{"h", {{"a", 1}}}})}) {
+    json b = c;
+    b["new_text"] = bad;
+    EXPECT_EQ(reason_of(b), "bad-shape") << bad.dump();
+    b = c;
+    b["old_text"] = bad;
+    EXPECT_EQ(reason_of(b), "bad-shape") << bad.dump();
+  }
+}
+
 TEST(ChangeParser, EachOperationNeedsItsRowOrKey) {
   EXPECT_EQ(reason_of(change(1, "INSERT", nullptr, nullptr)), "bad-shape");
   EXPECT_EQ(reason_of(change(1, "INSERT", json::object(), nullptr)), "bad-shape");

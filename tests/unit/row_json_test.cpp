@@ -188,4 +188,29 @@ TEST(RowJson, MalformedTextThrows) {
 }
 
 }  // namespace
+TEST(RowJson, TextNeedFollowsWhatAValueHolds) {
+  using Need = TypeShape::TextNeed;
+  auto shape = [](TypeShape::Kind kind, std::shared_ptr<const TypeShape> element = nullptr) {
+    auto s = std::make_shared<TypeShape>();
+    s->kind = kind;
+    s->element = std::move(element);
+    set_text_need(*s);
+    return s;
+  };
+  EXPECT_EQ(shape(TypeShape::Kind::Jsonb)->text_need, Need::None);
+  EXPECT_EQ(shape(TypeShape::Kind::Json)->text_need, Need::Always);
+  EXPECT_EQ(shape(TypeShape::Kind::TextForm)->text_need, Need::Always);
+  EXPECT_EQ(shape(TypeShape::Kind::Array, shape(TypeShape::Kind::Number))->text_need, Need::Bounds);
+  EXPECT_EQ(shape(TypeShape::Kind::Array, shape(TypeShape::Kind::TextForm))->text_need, Need::Always);
+  auto composite = std::make_shared<TypeShape>();
+  composite->kind = TypeShape::Kind::Composite;
+  composite->fields = {{"a", shape(TypeShape::Kind::String)}, {"b", shape(TypeShape::Kind::Array, shape(TypeShape::Kind::Bool))}};
+  set_text_need(*composite);
+  EXPECT_EQ(composite->text_need, Need::Bounds);
+  EXPECT_TRUE(has_array_bounds("[0:1]={5,6}"));
+  EXPECT_TRUE(has_array_bounds(R"((1,"[2:2]={x}"))"));
+  EXPECT_FALSE(has_array_bounds("{5,6}"));
+  EXPECT_FALSE(has_array_bounds("[1,2]"));
+}
+
 }  // namespace pgfanout
