@@ -449,12 +449,14 @@ $$;
 -- name to string, NULL when there is none. new_row keeps the to_jsonb form for other
 -- consumers. Tables without such columns never pay for it: track() passes after the
 -- probes (see JSON nulls) another empty argument and the table's text_columns:
---   {"always": [columns], "bounds": [columns], "old": {the same for the key columns}}
+--   {"always": [columns], "bounds": [columns], "json": true, "old": {the same for the key columns}}
+-- ("json": some column holds json, whose to_jsonb can fail: see row_jsonb).
 -- "always" columns get their text form in every row; "bounds" columns (arrays, or
 -- something holding one) only where their text has the '[lower:upper]=' decoration,
 -- which a row's own text form shows first: a row without ']={' in it is not looked at.
 
--- What a type needs: 'always', 'bounds' or NULL. Follows jsonb_categorize_type: domains
+-- What a type needs: 'json' (it holds json: always, and to_jsonb can fail on it, see
+-- row_jsonb), 'always', 'bounds' or NULL. Follows jsonb_categorize_type: domains
 -- to their base type, true arrays (typsubscript array_subscript_handler) to their element,
 -- composites to their attributes; a cast to json counts only on a type that is none of
 -- these, with an OID of 16384 or more, and only as a function cast (pg_cast method 'f').
@@ -476,11 +478,11 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
         WHERE part.depth < 100
     )
     SELECT CASE
-        WHEN bool_or(ty.oid = 'json'::regtype
-                     OR (ty.oid >= 16384 AND ty.typtype NOT IN ('d', 'c')
+        WHEN bool_or(ty.oid = 'json'::regtype) THEN 'json'
+        WHEN bool_or(ty.oid >= 16384 AND ty.typtype NOT IN ('d', 'c')
                          AND NOT (ty.typelem <> 0 AND ty.typsubscript = 'array_subscript_handler'::regproc)
                          AND EXISTS (SELECT FROM pg_cast
-                                     WHERE castsource = ty.oid AND casttarget = 'json'::regtype AND castmethod = 'f')))
+                                     WHERE castsource = ty.oid AND casttarget = 'json'::regtype AND castmethod = 'f'))
             THEN 'always'
         WHEN bool_or(ty.typelem <> 0 AND ty.typsubscript = 'array_subscript_handler'::regproc) THEN 'bounds'
     END
@@ -496,10 +498,11 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
         WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped
     ), spec AS (
         SELECT jsonb_strip_nulls(jsonb_build_object(
-                   'always', (SELECT jsonb_agg(name ORDER BY attnum) FROM col WHERE need = 'always'),
-                   'bounds', (SELECT jsonb_agg(name ORDER BY attnum) FROM col WHERE need = 'bounds'))) AS all_cols,
+                   'always', (SELECT jsonb_agg(name ORDER BY attnum) FROM col WHERE need IN ('always', 'json')),
+                   'bounds', (SELECT jsonb_agg(name ORDER BY attnum) FROM col WHERE need = 'bounds'),
+                   'json', (SELECT true FROM col WHERE need = 'json' LIMIT 1))) AS all_cols,
                jsonb_strip_nulls(jsonb_build_object(
-                   'always', (SELECT jsonb_agg(name ORDER BY attnum) FROM col WHERE need = 'always' AND name = ANY (keys)),
+                   'always', (SELECT jsonb_agg(name ORDER BY attnum) FROM col WHERE need IN ('always', 'json') AND name = ANY (keys)),
                    'bounds', (SELECT jsonb_agg(name ORDER BY attnum) FROM col WHERE need = 'bounds' AND name = ANY (keys)))) AS key_cols
     )
     SELECT CASE WHEN key_cols = '{}' THEN all_cols ELSE all_cols || jsonb_build_object('old', key_cols) END
@@ -695,22 +698,37 @@ BEGIN
         WITH w AS (INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, new_json)
                    SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT', o.v, CASE WHEN o.v IS NULL THEN to_json(o.r) END
                    FROM (SELECT (n.*)::record AS r,
-                                 CASE WHEN pg_column_size(n.*) < 100000 THEN to_jsonb(n.*) ELSE pgfanout.row_jsonb(n.*) END AS v
+                                CASE WHEN pg_column_size(n.*) < 100000 THEN to_jsonb(n.*) ELSE pgfanout.row_jsonb(n.*) END AS v
+                         FROM pgfanout_new n OFFSET 0) AS o
+                   RETURNING 1)
+        SELECT EXISTS (SELECT FROM w) AND (SELECT idle FROM pgfanout.publisher_state) INTO notify;
+    ELSIF spec IS NULL THEN
+        probes := TG_ARGV[sep + 1:TG_NARGS - 1]::jsonb[];
+        -- OFFSET 0 keeps to_jsonb computed once per row (a LATERAL function call would
+        -- materialise its result for every row).
+        WITH w AS (INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, json_nulls, new_json)
+                   SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT', o.v,
+                          CASE WHEN o.v @> ANY (probes) OR o.v IS NULL
+                               THEN pgfanout.json_nulls_of_text(o.r::text, TG_RELID, probes) END,
+                          CASE WHEN o.v IS NULL THEN to_json(o.r) END
+                   FROM (SELECT (n.*)::record AS r,
+                                CASE WHEN pg_column_size(n.*) < 100000 THEN to_jsonb(n.*) ELSE pgfanout.row_jsonb(n.*) END AS v
                          FROM pgfanout_new n OFFSET 0) AS o
                    RETURNING 1)
         SELECT EXISTS (SELECT FROM w) AND (SELECT idle FROM pgfanout.publisher_state) INTO notify;
     ELSE
-        probes := TG_ARGV[sep + 1:coalesce(sep2, TG_NARGS) - 1]::jsonb[];
-        -- OFFSET 0 keeps to_jsonb computed once per row (a LATERAL function call would
-        -- materialise its result for every row).
+        probes := TG_ARGV[sep + 1:sep2 - 1]::jsonb[];
         WITH w AS (INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, json_nulls, new_text, new_json)
                    SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT', o.v,
                           CASE WHEN o.v @> ANY (probes) OR (o.v IS NULL AND cardinality(probes) > 0)
                                THEN pgfanout.json_nulls_of_text(o.r::text, TG_RELID, probes) END,
-                          CASE WHEN spec ? 'always' OR (spec IS NOT NULL AND strpos(o.r::text, ']={') > 0)
+                          CASE WHEN spec ? 'always' OR strpos(o.r::text, ']={') > 0
                                THEN pgfanout.texts_of_text(o.r::text, TG_RELID, spec) END,
                           CASE WHEN o.v IS NULL THEN to_json(o.r) END
-                   FROM (SELECT (n.*)::record AS r, pgfanout.row_jsonb(n.*) AS v FROM pgfanout_new n OFFSET 0) AS o
+                   FROM (SELECT (n.*)::record AS r,
+                                CASE WHEN NOT spec ? 'json' AND pg_column_size(n.*) < 100000 THEN to_jsonb(n.*)
+                                     ELSE pgfanout.row_jsonb(n.*) END AS v
+                         FROM pgfanout_new n OFFSET 0) AS o
                    RETURNING 1)
         SELECT EXISTS (SELECT FROM w) AND (SELECT idle FROM pgfanout.publisher_state) INTO notify;
     END IF;
@@ -765,30 +783,42 @@ DECLARE
     new_json json;
     notify boolean;
 BEGIN
-    -- One block (a subtransaction that writes nothing, 0.5 us) for both rows: jsonb
-    -- cannot hold every row PostgreSQL accepts (see row_jsonb).
-    BEGIN
+    IF sep2 IS NOT NULL THEN
+        spec := TG_ARGV[sep2 + 1]::jsonb;
+    END IF;
+    -- to_jsonb cannot fail on a row without json whose stored size is under 100 kB (see
+    -- capture_insert); any other goes through a block that catches what it raises.
+    IF NOT coalesce(spec ? 'json', false)
+       AND coalesce(pg_column_size(NEW), 0) < 100000 AND coalesce(pg_column_size(OLD), 0) < 100000 THEN
         IF TG_OP <> 'DELETE' THEN
             new_row := to_jsonb(NEW);
         END IF;
         IF TG_OP <> 'INSERT' THEN
             old_row := to_jsonb(OLD);
         END IF;
-    EXCEPTION WHEN program_limit_exceeded OR untranslatable_character THEN
-        IF TG_OP <> 'DELETE' THEN
-            new_row := pgfanout.row_jsonb(NEW);
-            IF new_row IS NULL THEN
-                new_json := to_json(NEW);
+    ELSE
+        BEGIN
+            IF TG_OP <> 'DELETE' THEN
+                new_row := to_jsonb(NEW);
             END IF;
-        END IF;
-        IF TG_OP <> 'INSERT' THEN
-            old_row := coalesce(pgfanout.row_jsonb(OLD),
-                                pgfanout.key_jsonb(OLD, CASE WHEN sep IS NULL THEN TG_ARGV ELSE TG_ARGV[0:sep - 1] END));
-        END IF;
-    END;
+            IF TG_OP <> 'INSERT' THEN
+                old_row := to_jsonb(OLD);
+            END IF;
+        EXCEPTION WHEN program_limit_exceeded OR untranslatable_character THEN
+            IF TG_OP <> 'DELETE' THEN
+                new_row := pgfanout.row_jsonb(NEW);
+                IF new_row IS NULL THEN
+                    new_json := to_json(NEW);
+                END IF;
+            END IF;
+            IF TG_OP <> 'INSERT' THEN
+                old_row := coalesce(pgfanout.row_jsonb(OLD),
+                                    pgfanout.key_jsonb(OLD, CASE WHEN sep IS NULL THEN TG_ARGV ELSE TG_ARGV[0:sep - 1] END));
+            END IF;
+        END;
+    END IF;
     IF sep IS NOT NULL THEN
-        IF sep2 IS NOT NULL THEN
-            spec := TG_ARGV[sep2 + 1]::jsonb;
+        IF spec IS NOT NULL THEN
             IF TG_OP <> 'DELETE' AND (spec ? 'always' OR strpos(NEW::text, ']={') > 0) THEN
                 new_text := pgfanout.texts_of(NEW, spec);
             END IF;
@@ -852,27 +882,41 @@ BEGIN
     SELECT n.nspname, c.relname INTO root_schema, root_name
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.oid = root;
-    BEGIN
+    IF sep2 IS NOT NULL THEN
+        spec := TG_ARGV[sep2 + 1]::jsonb;
+    END IF;
+    -- to_jsonb cannot fail on a row without json whose stored size is under 100 kB (see
+    -- capture_insert); any other goes through a block that catches what it raises.
+    IF NOT coalesce(spec ? 'json', false)
+       AND coalesce(pg_column_size(NEW), 0) < 100000 AND coalesce(pg_column_size(OLD), 0) < 100000 THEN
         IF TG_OP <> 'DELETE' THEN
             new_row := to_jsonb(NEW);
         END IF;
         IF TG_OP <> 'INSERT' THEN
             old_row := to_jsonb(OLD);
         END IF;
-    EXCEPTION WHEN program_limit_exceeded OR untranslatable_character THEN
-        IF TG_OP <> 'DELETE' THEN
-            new_row := pgfanout.row_jsonb(NEW);
-            IF new_row IS NULL THEN
-                new_json := to_json(NEW);
+    ELSE
+        BEGIN
+            IF TG_OP <> 'DELETE' THEN
+                new_row := to_jsonb(NEW);
             END IF;
-        END IF;
-        IF TG_OP <> 'INSERT' THEN
-            old_row := coalesce(pgfanout.row_jsonb(OLD), pgfanout.key_jsonb(OLD, keys));
-        END IF;
-    END;
+            IF TG_OP <> 'INSERT' THEN
+                old_row := to_jsonb(OLD);
+            END IF;
+        EXCEPTION WHEN program_limit_exceeded OR untranslatable_character THEN
+            IF TG_OP <> 'DELETE' THEN
+                new_row := pgfanout.row_jsonb(NEW);
+                IF new_row IS NULL THEN
+                    new_json := to_json(NEW);
+                END IF;
+            END IF;
+            IF TG_OP <> 'INSERT' THEN
+                old_row := coalesce(pgfanout.row_jsonb(OLD), pgfanout.key_jsonb(OLD, keys));
+            END IF;
+        END;
+    END IF;
     IF sep IS NOT NULL THEN
-        IF sep2 IS NOT NULL THEN
-            spec := TG_ARGV[sep2 + 1]::jsonb;
+        IF spec IS NOT NULL THEN
             IF TG_OP <> 'DELETE' AND (spec ? 'always' OR strpos(NEW::text, ']={') > 0) THEN
                 new_text := pgfanout.texts_of(NEW, spec);
             END IF;
