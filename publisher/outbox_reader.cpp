@@ -270,7 +270,7 @@ void OutboxReader::park(std::span<const OutboxChange> changes) {
   if (changes.empty()) return;
   pqxx::work tx(conn_);
   for (const auto& c : changes) {
-    tx.exec_params("SELECT pgfanout.park($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7::timestamptz, $8::jsonb, $9::jsonb, "
+    tx.exec_params("SELECT pgfanout.park($1, $2, $3, $4, $5::json, $6::jsonb, $7::timestamptz, $8::jsonb, $9::jsonb, "
                    "$10::jsonb)",
                    c.id,
                     c.schema, c.table, std::string(to_string(c.op)),

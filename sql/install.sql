@@ -1530,17 +1530,30 @@ REVOKE ALL ON FUNCTION pgfanout.set_capture(text) FROM PUBLIC;
 -- A publisher that stopped after parking a change and before storing its position gets
 -- the change again from the slot, with the same id: it is there already, once.
 CREATE OR REPLACE FUNCTION pgfanout.park(id bigint, schema_name text, table_name text, op text,
-                                         new_row jsonb, old_key jsonb, ts timestamptz, json_nulls jsonb,
+                                         new_row json, old_key jsonb, ts timestamptz, json_nulls jsonb,
                                          new_text jsonb, old_text jsonb)
 RETURNS void
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    INSERT INTO pgfanout.changes (id, schema_name, table_name, op, new_row, old_key, ts, json_nulls, new_text, old_text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    row_jsonb jsonb;
+    row_json json;
+BEGIN
+    -- A row jsonb cannot hold (a json value with \u0000) is kept as json, as the trigger
+    -- capture keeps it (see row_jsonb).
+    BEGIN
+        row_jsonb := new_row::jsonb;
+    EXCEPTION WHEN program_limit_exceeded OR untranslatable_character THEN
+        row_json := new_row;
+    END;
+    INSERT INTO pgfanout.changes (id, schema_name, table_name, op, new_row, old_key, ts, json_nulls, new_text, old_text, new_json)
     OVERRIDING SYSTEM VALUE
-    VALUES (id, schema_name, table_name, op, new_row, old_key, ts,
-            (SELECT array_agg(x) FROM jsonb_array_elements_text(json_nulls) AS x), new_text, old_text)
-    ON CONFLICT (id) DO NOTHING
+    VALUES (park.id, park.schema_name, park.table_name, park.op, row_jsonb, park.old_key, park.ts,
+            (SELECT array_agg(x) FROM jsonb_array_elements_text(park.json_nulls) AS x), park.new_text, park.old_text, row_json)
+    ON CONFLICT (id) DO NOTHING;
+END
 $$;
-REVOKE ALL ON FUNCTION pgfanout.park(bigint, text, text, text, jsonb, jsonb, timestamptz, jsonb, jsonb, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgfanout.park(bigint, text, text, text, json, jsonb, timestamptz, jsonb, jsonb, jsonb) FROM PUBLIC;
 -- The eight-argument park of earlier installs: its grantees (sql/roles.sql: the
 -- publisher) get this one instead.
 DO $$
@@ -1553,7 +1566,7 @@ BEGIN
     END IF;
     FOR g IN SELECT DISTINCT a.grantee FROM pg_proc p CROSS JOIN LATERAL aclexplode(p.proacl) AS a
              WHERE p.oid = old_park AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner AND a.grantee <> 0 LOOP
-        EXECUTE format('GRANT EXECUTE ON FUNCTION pgfanout.park(bigint, text, text, text, jsonb, jsonb, timestamptz, jsonb, jsonb, jsonb) TO %s',
+        EXECUTE format('GRANT EXECUTE ON FUNCTION pgfanout.park(bigint, text, text, text, json, jsonb, timestamptz, jsonb, jsonb, jsonb) TO %s',
                        g.grantee::regrole);
     END LOOP;
     DROP FUNCTION pgfanout.park(bigint, text, text, text, jsonb, jsonb, timestamptz, jsonb);

@@ -129,7 +129,7 @@ BEGIN
     IF to_regclass('pgfanout.capture') IS NOT NULL THEN
         EXECUTE format('GRANT SELECT, UPDATE (slot_name) ON pgfanout.capture TO %I', publisher);
         EXECUTE format('GRANT SELECT, UPDATE ON pgfanout.logical_position TO %I', publisher);
-        EXECUTE format('GRANT EXECUTE ON FUNCTION pgfanout.park(bigint, text, text, text, jsonb, jsonb, timestamptz, jsonb, jsonb, jsonb) TO %I', publisher);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION pgfanout.park(bigint, text, text, text, json, jsonb, timestamptz, jsonb, jsonb, jsonb) TO %I', publisher);
     END IF;
     -- Streaming a slot needs the REPLICATION attribute, which only a superuser gives.
     IF current_setting('pgfanout_roles.logical')::boolean THEN
