@@ -107,7 +107,7 @@ std::vector<ApplyStep> plan_steps(const std::vector<const ParsedChange*>& change
 
 namespace {
 
-// jsonb_to_recordset reads a JSON null as SQL NULL whatever the column type. Rows with a
+// json_to_recordset reads a JSON null as SQL NULL whatever the column type. Rows with a
 // JSON null in a json/jsonb column carry this extra member, the positions (in the step's
 // column list) of those columns, and the statement puts 'null' back there.
 constexpr const char* kJsonNullsMember = "pgfanout.json_nulls";
@@ -117,12 +117,15 @@ constexpr const char* kJsonNullsMember = "pgfanout.json_nulls";
 // this member, and the statement casts the string's contents there instead.
 constexpr const char* kJsonTextsMember = "pgfanout.json_texts";
 
-// `jsonb_to_recordset($1::jsonb) AS k("a" int4, ...)` over just these columns: unlike
-// jsonb_populate_recordset over the whole row type, a column the rows do not carry is
-// not built at all, so a NOT NULL domain elsewhere in the table cannot reject it.
+// `json_to_recordset($1::json) AS k("a" int4, ...)` over just these columns: unlike
+// json_populate_recordset over the whole row type, a column the rows do not carry is
+// not built at all, so a NOT NULL domain elsewhere in the table cannot reject it. json,
+// not jsonb: the replica reads the text once instead of building a jsonb of it first
+// (about a third less of its time for 1,000 rows, measured by hand), and a batch is not
+// held to jsonb's 256 MB.
 std::string recordset(const TableInfo& t, const std::vector<std::string>& columns,
                       bool json_nulls = false, bool json_texts = false) {
-  std::string out = "jsonb_to_recordset($1::jsonb) AS k(";
+  std::string out = "json_to_recordset($1::json) AS k(";
   for (std::size_t i = 0; i < columns.size(); ++i) {
     if (i) out += ", ";
     out += quote_ident(columns[i]);
