@@ -107,7 +107,7 @@ std::vector<ApplyStep> plan_steps(const std::vector<const ParsedChange*>& change
 
 namespace {
 
-// json_to_recordset reads a JSON null as SQL NULL whatever the column type. Rows with a
+// jsonb_to_recordset reads a JSON null as SQL NULL whatever the column type. Rows with a
 // JSON null in a json/jsonb column carry this extra member, the positions (in the step's
 // column list) of those columns, and the statement puts 'null' back there.
 constexpr const char* kJsonNullsMember = "pgfanout.json_nulls";
@@ -117,15 +117,20 @@ constexpr const char* kJsonNullsMember = "pgfanout.json_nulls";
 // this member, and the statement casts the string's contents there instead.
 constexpr const char* kJsonTextsMember = "pgfanout.json_texts";
 
-// `json_to_recordset($1::json) AS k("a" int4, ...)` over just these columns: unlike
-// json_populate_recordset over the whole row type, a column the rows do not carry is
-// not built at all, so a NOT NULL domain elsewhere in the table cannot reject it. json,
-// not jsonb: the replica reads the text once instead of building a jsonb of it first
-// (about a third less of its time for 1,000 rows, measured by hand), and a batch is not
-// held to jsonb's 256 MB.
-std::string recordset(const TableInfo& t, const std::vector<std::string>& columns,
+// Which function reads the rows: jsonb_to_recordset, except for a batch past what jsonb
+// holds (256 MB; json holds 1 GB). bench/apply_forms.sh measures the forms on the replica:
+// json_to_recordset costs the same for scalars and arrays and half again more for rows
+// with a jsonb column (it parses each such value's text again); COPY into a staging table
+// saves up to a quarter, but needs every value in COPY's text form (README, "Performance").
+constexpr std::size_t kJsonbBatchLimit = 200u << 20;
+bool read_as_json(std::size_t rows_bytes) { return rows_bytes > kJsonbBatchLimit; }
+
+// `jsonb_to_recordset($1::jsonb) AS k("a" int4, ...)` over just these columns: unlike
+// jsonb_populate_recordset over the whole row type, a column the rows do not carry is
+// not built at all, so a NOT NULL domain elsewhere in the table cannot reject it.
+std::string recordset(const TableInfo& t, const std::vector<std::string>& columns, std::size_t rows_bytes,
                       bool json_nulls = false, bool json_texts = false) {
-  std::string out = "json_to_recordset($1::json) AS k(";
+  std::string out = read_as_json(rows_bytes) ? "json_to_recordset($1::json) AS k(" : "jsonb_to_recordset($1::jsonb) AS k(";
   for (std::size_t i = 0; i < columns.size(); ++i) {
     if (i) out += ", ";
     out += quote_ident(columns[i]);
@@ -229,7 +234,7 @@ std::string positions_member(const char* member, const std::vector<std::size_t>&
 
 }  // namespace
 
-std::string step_sql(const ApplyStep& step) {
+std::string step_sql(const ApplyStep& step, std::size_t rows_bytes) {
   const TableInfo& t = *step.table;
   const std::string q = t.qualified();
   if (step.kind == StepKind::Truncate) {
@@ -244,7 +249,7 @@ std::string step_sql(const ApplyStep& step) {
     return sql;
   }
   if (step.kind == StepKind::Delete) {
-    std::string sql = "DELETE FROM " + q + " AS t USING " + recordset(t, t.key_columns) + " WHERE ";
+    std::string sql = "DELETE FROM " + q + " AS t USING " + recordset(t, t.key_columns, rows_bytes) + " WHERE ";
     for (std::size_t i = 0; i < t.key_columns.size(); ++i) {
       if (i) sql += " AND ";
       std::string c = quote_ident(t.key_columns[i]);
@@ -277,7 +282,7 @@ std::string step_sql(const ApplyStep& step) {
   }
   std::string list = joined(cols);
   std::string sql = "INSERT INTO " + q + " (" + list + ") OVERRIDING SYSTEM VALUE SELECT " + values + " FROM " +
-                    recordset(t, cols, !marks.nulls.empty(), !marks.texts.empty()) + " ON CONFLICT (" +
+                    recordset(t, cols, rows_bytes, !marks.nulls.empty(), !marks.texts.empty()) + " ON CONFLICT (" +
                     joined(t.key_columns) + ") DO ";
   std::string updates;
   for (const auto& c : cols) {

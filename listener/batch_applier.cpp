@@ -65,7 +65,8 @@ void BatchApplier::run(pqxx::nontransaction& tx, const std::vector<std::size_t>&
     if (step.kind == StepKind::Truncate) {
       tx.exec0(step_sql(step));
     } else {
-      tx.exec_params(step_sql(step), rows_json(step));
+      std::string rows = rows_json(step);
+      tx.exec_params(step_sql(step, rows.size()), rows);
     }
   }
 }

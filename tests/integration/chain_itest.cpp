@@ -498,7 +498,7 @@ INSERT INTO public.base VALUES (20, 'after');
   EXPECT_EQ(chain.replica.integer("SELECT count(*) FROM public.derived"), 4);
 }
 
-// A DELETE step reads only the key columns (json_to_recordset with their catalog types):
+// A DELETE step reads only the key columns (jsonb_to_recordset with their catalog types):
 // building the whole row type would fill the other columns with NULL, which a NOT NULL
 // domain column refuses, and every DELETE from such a table would be dead-lettered.
 TEST(ChainFixedBugs, DeleteFromATableWithANotNullDomainColumn) {
@@ -555,7 +555,7 @@ TEST(ChainFixedBugs, ColumnAddedOnBothSidesIsReplicatedAtOnce) {
 }
 
 // to_jsonb writes SQL NULL and a JSON null held in a json or jsonb column alike
-// ({"doc": null}), and json_to_recordset reads null back as SQL NULL; the change's
+// ({"doc": null}), and jsonb_to_recordset reads null back as SQL NULL; the change's
 // json_nulls names the columns whose null is a JSON one, through INSERT (statement
 // trigger), UPDATE (row trigger) and a partitioned table (row triggers on partitions).
 TEST(ChainFixedBugs, JsonNullStaysJsonNull) {

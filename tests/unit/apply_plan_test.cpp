@@ -117,7 +117,7 @@ TEST(ApplyPlan, SplitsRunsByTableAndKindInOrder) {
             }));
 }
 
-// json_to_recordset reads JSON null as SQL NULL; rows whose change lists json_nulls
+// jsonb_to_recordset reads JSON null as SQL NULL; rows whose change lists json_nulls
 // carry the positions of those columns, and the statement writes 'null' there. Steps
 // without any stay exactly as before; a listed column that is not json/jsonb on the
 // replica (or not written) is ignored.
@@ -137,12 +137,15 @@ TEST(ApplyPlan, JsonNullsAreWrittenAsJsonNull) {
       R"(INSERT INTO "public"."docs" ("id", "note", "doc", "extra") OVERRIDING SYSTEM VALUE SELECT k."id", k."note", )"
       R"(CASE WHEN 2 = ANY (k."pgfanout.json_nulls") THEN 'null'::jsonb ELSE k."doc" END, )"
       R"(CASE WHEN 3 = ANY (k."pgfanout.json_nulls") THEN 'null'::public."my json" ELSE k."extra" END )"
-      R"(FROM json_to_recordset($1::json) AS k("id" bigint, "note" text, "doc" jsonb, "extra" public."my json", "pgfanout.json_nulls" int[]) )"
+      R"(FROM jsonb_to_recordset($1::jsonb) AS k("id" bigint, "note" text, "doc" jsonb, "extra" public."my json", "pgfanout.json_nulls" int[]) )"
       R"(ON CONFLICT ("id") DO UPDATE SET "note" = EXCLUDED."note", "doc" = EXCLUDED."doc", "extra" = EXCLUDED."extra")");
   EXPECT_EQ(rows_json(step),
             R"([{"id":1,"note":"a","doc":{"k":1}},{"id":3,"doc":null,"pgfanout.json_nulls":[2]},)"
             R"({"id":2,"note":null,"doc":null,"pgfanout.json_nulls":[2]},)"
             R"({"id":3,"note":null,"doc":null,"extra":null,"pgfanout.json_nulls":[2,3]}])");
+
+  // A batch past what jsonb holds is read as json.
+  EXPECT_NE(step_sql(step, 300u << 20).find("FROM json_to_recordset($1::json) AS k("), std::string::npos);
 
   ApplyStep no_nulls{&docs, StepKind::Upsert, {&plain}, {0}, {}, {nullptr}, {}};
   EXPECT_EQ(step_sql(no_nulls).find("pgfanout.json_nulls"), std::string::npos);
@@ -176,7 +179,7 @@ TEST(ApplyPlan, TextFormsReplaceJsonFormsAndJsonColumnsCastTheirContents) {
       R"(INSERT INTO "public"."docs" ("id", "h", "j", "b") OVERRIDING SYSTEM VALUE SELECT k."id", k."h", )"
       R"(CASE WHEN 2 = ANY (k."pgfanout.json_texts") THEN (k."j" #>> '{}')::json ELSE k."j" END, )"
       R"(CASE WHEN 3 = ANY (k."pgfanout.json_nulls") THEN 'null'::jsonb ELSE k."b" END )"
-      R"(FROM json_to_recordset($1::json) AS k("id" bigint, "h" public.hstore, "j" json, "b" jsonb, )"
+      R"(FROM jsonb_to_recordset($1::jsonb) AS k("id" bigint, "h" public.hstore, "j" json, "b" jsonb, )"
       R"("pgfanout.json_nulls" int[], "pgfanout.json_texts" int[]) )"
       R"(ON CONFLICT ("id") DO UPDATE SET "h" = EXCLUDED."h", "j" = EXCLUDED."j", "b" = EXCLUDED."b")");
   EXPECT_EQ(rows_json(steps[0]),
@@ -301,7 +304,7 @@ TEST(ApplyPlan, UpsertSqlWritesOnlyThePresentColumnsInTableOrder) {
   EXPECT_EQ(
       step_sql(steps[0]),
       R"(INSERT INTO "public"."users" ("id", "name") OVERRIDING SYSTEM VALUE SELECT k."id", k."name" )"
-      R"(FROM json_to_recordset($1::json) AS k("id" bigint, "name" text) )"
+      R"(FROM jsonb_to_recordset($1::jsonb) AS k("id" bigint, "name" text) )"
       R"(ON CONFLICT ("id") DO UPDATE SET "name" = EXCLUDED."name")");
   EXPECT_EQ(rows_json(steps[0]), R"([{"id":1,"name":"a","not_a_column":true},{"id":2}])");
 }
@@ -312,7 +315,7 @@ TEST(ApplyPlan, UpsertSqlOfEveryColumn) {
   EXPECT_EQ(
       step_sql(b.plan()[0]),
       R"(INSERT INTO "shop"."lines" ("order_id", "line", "sku", "qty") OVERRIDING SYSTEM VALUE )"
-      R"(SELECT k."order_id", k."line", k."sku", k."qty" FROM json_to_recordset($1::json) )"
+      R"(SELECT k."order_id", k."line", k."sku", k."qty" FROM jsonb_to_recordset($1::jsonb) )"
       R"(AS k("order_id" bigint, "line" text, "sku" text, "qty" text) )"
       R"(ON CONFLICT ("order_id", "line") DO UPDATE SET "sku" = EXCLUDED."sku", "qty" = EXCLUDED."qty")");
 }
@@ -332,7 +335,7 @@ TEST(ApplyPlan, AllKeyTableDoesNothingOnConflict) {
   EXPECT_EQ(
       step_sql(b.plan()[0]),
       R"(INSERT INTO "public"."pairs" ("a", "b") OVERRIDING SYSTEM VALUE SELECT k."a", k."b" )"
-      R"(FROM json_to_recordset($1::json) AS k("a" text, "b" text) ON CONFLICT ("a", "b") DO NOTHING)");
+      R"(FROM jsonb_to_recordset($1::jsonb) AS k("a" text, "b" text) ON CONFLICT ("a", "b") DO NOTHING)");
   // So does a row that carries only its key.
   Batch only_key;
   only_key.insert(users, {{"id", 1}});
@@ -344,7 +347,7 @@ TEST(ApplyPlan, DeleteSqlMatchesEveryKeyColumn) {
   b.remove(lines, {{"order_id", 1}, {"line", 2}});
   EXPECT_EQ(
       step_sql(b.plan()[0]),
-      R"(DELETE FROM "shop"."lines" AS t USING json_to_recordset($1::json) AS k("order_id" bigint, "line" text) )"
+      R"(DELETE FROM "shop"."lines" AS t USING jsonb_to_recordset($1::jsonb) AS k("order_id" bigint, "line" text) )"
       R"(WHERE t."order_id" = k."order_id" AND t."line" = k."line")");
   EXPECT_EQ(rows_json(b.plan()[0]), R"([{"line":2,"order_id":1}])");
 }
@@ -396,12 +399,12 @@ TEST(ApplyPlan, QuotesIdentifiersContainingQuotes) {
   EXPECT_EQ(
       step_sql(steps[0]),
       R"(INSERT INTO "Sales ""Q"""."odd.Name""; DROP TABLE x; --" ("I""d", "va""l ue") OVERRIDING SYSTEM VALUE )"
-      R"(SELECT k."I""d", k."va""l ue" FROM json_to_recordset($1::json) AS k("I""d" text, "va""l ue" text) )"
+      R"(SELECT k."I""d", k."va""l ue" FROM jsonb_to_recordset($1::jsonb) AS k("I""d" text, "va""l ue" text) )"
       R"(ON CONFLICT ("I""d") DO UPDATE SET "va""l ue" = EXCLUDED."va""l ue")");
   EXPECT_EQ(
       step_sql(steps[1]),
       R"(DELETE FROM "Sales ""Q"""."odd.Name""; DROP TABLE x; --" AS t USING )"
-      R"(json_to_recordset($1::json) AS k("I""d" text) )"
+      R"(jsonb_to_recordset($1::jsonb) AS k("I""d" text) )"
       R"(WHERE t."I""d" = k."I""d")");
   EXPECT_EQ(step_sql(steps[2]), R"(TRUNCATE ONLY "Sales ""Q"""."odd.Name""; DROP TABLE x; --")");
 }
