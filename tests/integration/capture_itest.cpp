@@ -379,6 +379,32 @@ TEST(Capture, SwitchBackAgainAndAgainDropsEachSlotAndShipsWhatFollows) {
   EXPECT_EQ(chain.replica.integer("SELECT count(*) FROM public.t WHERE v LIKE 'trigger %'"), 6);
 }
 
+// In trigger mode the publisher reads pgfanout.capture when a session starts and when
+// set_capture() notifies it, not once per batch (a round trip each): a row-level security
+// policy on the table counts the publisher's reads.
+TEST(Capture, TriggerModeReadsTheModeAtStartNotAtEveryBatch) {
+  Chain chain("CREATE TABLE public.t (k int PRIMARY KEY, v text);", {"public.t"}, /*logical=*/false,
+              /*run_publisher=*/false);
+  PgSession& p = chain.primary;
+  p.exec("CREATE SEQUENCE public.capture_reads; "
+         "GRANT USAGE ON SEQUENCE public.capture_reads TO pgfanout_publisher; "
+         "ALTER TABLE pgfanout.capture ENABLE ROW LEVEL SECURITY; "
+         "CREATE POLICY counted ON pgfanout.capture FOR SELECT TO pgfanout_publisher "
+         "USING (nextval('public.capture_reads') > 0)");
+  auto reads = [&] {
+    return p.integer("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM public.capture_reads");
+  };
+  chain.start();
+  constexpr int kBatches = 20;
+  for (int i = 0; i < kBatches; ++i) {
+    p.exec("INSERT INTO public.t VALUES (" + std::to_string(i) + ", 'x')");
+    wait_outbox_empty(p);  // shipped in a batch of its own
+  }
+  chain.converge("public.t");
+  EXPECT_GE(reads(), 1) << "the session reads the mode when it starts";
+  EXPECT_LT(reads(), kBatches / 2) << "the mode was read at every batch";
+}
+
 // untrack() while the slot still holds changes of the table (the publisher is down):
 // as in trigger mode, where changes already in the outbox are still published, they are
 // shipped, and the publisher goes on with the other tables.
