@@ -435,9 +435,14 @@ asio::awaitable<void> Publisher::stream_slot(const OutboxReader::Capture& captur
       if (!parked.empty()) {
         read += parked.size();
         ship(parked, Source::Outbox);
+        // Shipping may have taken a table's last changes out of the outbox; nothing else
+        // does, and ship() and settle() add the tables they park to the set. What the
+        // trigger capture writes after a switch back has ids above all of the slot's, so
+        // no slot change need wait behind it. So the set is read again only here and at
+        // the start of a session, not at every turn while a table has changes parked.
+        outbox_tables_.clear();
+        for (auto& table : outbox_->tables()) outbox_tables_.insert(std::move(table));
       }
-      outbox_tables_.clear();
-      for (auto& table : outbox_->tables()) outbox_tables_.insert(std::move(table));
     }
     std::vector<OutboxChange> changes = slot_->read(config_.batch_rows, config_.batch_bytes);
     if (!changes.empty()) {

@@ -824,6 +824,35 @@ TEST(Capture, ChangesOfAnUnboundTableAreParkedThenShippedInOrder) {
              "a change of public.u after the parked ones");
 }
 
+// While a table has changes parked, the publisher keeps the set of tables with changes in
+// the outbox itself: it reads it again after shipping from the outbox, not at every turn
+// of its loop. A restrictive row-level security policy counts the publisher's reads of
+// that set (the outbox holds one row, so one count per read).
+TEST(Capture, ParkedChangesDoNotMakeThePublisherReadTheOutboxTablesAtEveryTurn) {
+  Chain chain(kTwoTables, {"public.t", "public.u"}, /*logical=*/true, /*run_publisher=*/true,
+              {"--tables", "public.t"});
+  delete_queue(chain.tap.name());
+  PgSession& p = chain.primary;
+  p.exec("INSERT INTO public.u VALUES (1, 'parked')");
+  eventually([&] { return outbox_count(p) == 1; }, kPatience, "the change of public.u to be parked");
+  p.exec("CREATE SEQUENCE public.table_reads; "
+         "GRANT USAGE ON SEQUENCE public.table_reads TO pgfanout_publisher; "
+         "CREATE POLICY counted ON pgfanout.changes AS RESTRICTIVE FOR SELECT TO pgfanout_publisher "
+         "USING (CASE WHEN current_query() LIKE '%DISTINCT schema_name, table_name%' "
+         "THEN nextval('public.table_reads') > 0 ELSE true END)");
+  auto reads = [&] {
+    return p.integer("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM public.table_reads");
+  };
+  constexpr int kBatches = 20;
+  for (int i = 0; i < kBatches; ++i) {
+    p.exec("INSERT INTO public.t VALUES (" + std::to_string(i) + ", 'x')");
+    eventually([&] { return chain.replica.integer("SELECT count(*) FROM public.t") == i + 1; }, kPatience,
+               "change " + std::to_string(i) + " of public.t to reach the replica");
+  }
+  EXPECT_EQ(outbox_count(p), 1) << "public.u's change stays parked";
+  EXPECT_LT(reads(), kBatches / 2) << "the tables in the outbox were read at every turn";
+}
+
 // A publisher that stops after it parked changes and before it stored its position in
 // the slot gets the same changes again from the slot, with the same ids, and parks them
 // again. The state such a crash leaves is made here exactly: the slot and the position
