@@ -32,6 +32,8 @@ using namespace std::chrono_literals;
 namespace {
 
 constexpr const char* kChannel = "pgfanout";
+// pgfanout.set_capture() notifies here when it switches the capture mode.
+constexpr const char* kCaptureChannel = "pgfanout_capture";
 
 // The header that carries the publisher's lease epoch on every message (README,
 // "Leadership and fencing"): listeners drop messages of an epoch older than one they
@@ -41,11 +43,12 @@ constexpr const char* kEpochHeader = "x-pgfanout-epoch";
 // How long a stop may take before the process leaves without finishing it (see run()).
 constexpr std::chrono::seconds kStopGrace{3};
 
-/// LISTENs on the wake-up channel; the payload is irrelevant, the outbox is the truth.
+/// LISTENs on `channel` and sets `woken` when notified; the payload is irrelevant: the
+/// outbox, or pgfanout.capture, is the truth.
 class WakeReceiver : public pqxx::notification_receiver {
  public:
-  WakeReceiver(pqxx::connection_base& conn, bool& woken)
-      : pqxx::notification_receiver(conn, kChannel), woken_(woken) {}
+  WakeReceiver(pqxx::connection_base& conn, const char* channel, bool& woken)
+      : pqxx::notification_receiver(conn, channel), woken_(woken) {}
   void operator()(const std::string&, int) override { woken_ = true; }
 
  private:
@@ -128,6 +131,7 @@ void Publisher::disconnect() {
   // that may be dead.
   if (pg_) pg_->disconnect();
   wake_.reset();
+  capture_wake_.reset();
   slot_.reset();
   outbox_tables_.clear();
   outbox_.reset();
@@ -221,13 +225,20 @@ asio::awaitable<void> Publisher::session() {
   metrics_.set("pgfanout_publisher_epoch", {}, static_cast<double>(outbox_->epoch()));
   if (!vacuum_) vacuum_ = std::make_unique<OutboxVacuum>(config_.source, metrics_);
 
+  // LISTEN before reading the mode: a switch committed after the LISTEN wakes this
+  // session, and one committed before it (maybe while this publisher was disconnected,
+  // when its NOTIFY reached nobody) is in the mode read now.
+  capture_wake_ = std::make_unique<WakeReceiver>(*pg_, kCaptureChannel, capture_notified_);
+  capture_notified_ = false;
   OutboxReader::Capture capture = outbox_->capture();
   if (!capture.slot.empty()) {
+    // The slot's stream shows a switch back at its place in the WAL (SlotReader).
+    capture_wake_.reset();
     co_await stream_slot(capture);
     co_return;
   }
 
-  wake_ = std::make_unique<WakeReceiver>(*pg_, woken_);
+  wake_ = std::make_unique<WakeReceiver>(*pg_, kChannel, woken_);
   // Asio watches a dup() of libpq's socket, re-read after every (re)connect: libpq owns
   // its descriptor and may change it, and Asio must never close it.
   int fd = ::dup(pg_->sock());
@@ -259,7 +270,7 @@ asio::awaitable<void> Publisher::session() {
     outbox_->set_idle(true);
     idle_ = true;
     if (outbox_->pending(held_now())) continue;
-    if (!outbox_->capture().slot.empty()) {
+    if (capture_switched()) {
       spdlog::info("the capture switched to logical; following it");
       switching_ = true;
       break;
@@ -272,6 +283,13 @@ asio::awaitable<void> Publisher::session() {
   if (pg_) outbox_->set_idle(false);
 }
 
+bool Publisher::capture_switched() {
+  consume_notifications();
+  if (!capture_notified_) return false;
+  capture_notified_ = false;
+  return !outbox_->capture().slot.empty();
+}
+
 void Publisher::consume_notifications() {
   // get_notifs() also reads what libpq buffered earlier; a dead server surfaces here
   // as pqxx::broken_connection.
@@ -281,7 +299,7 @@ void Publisher::consume_notifications() {
 
 asio::awaitable<void> Publisher::wait_for_wake(std::chrono::milliseconds timeout) {
   consume_notifications();
-  if (woken_ || stopping_) co_return;
+  if (woken_ || capture_notified_ || stopping_) co_return;
   co_await wait_readable(timeout);
 }
 
@@ -417,9 +435,14 @@ asio::awaitable<void> Publisher::stream_slot(const OutboxReader::Capture& captur
       if (!parked.empty()) {
         read += parked.size();
         ship(parked, Source::Outbox);
+        // Shipping may have taken a table's last changes out of the outbox; nothing else
+        // does, and ship() and settle() add the tables they park to the set. What the
+        // trigger capture writes after a switch back has ids above all of the slot's, so
+        // no slot change need wait behind it. So the set is read again only here and at
+        // the start of a session, not at every turn while a table has changes parked.
+        outbox_tables_.clear();
+        for (auto& table : outbox_->tables()) outbox_tables_.insert(std::move(table));
       }
-      outbox_tables_.clear();
-      for (auto& table : outbox_->tables()) outbox_tables_.insert(std::move(table));
     }
     std::vector<OutboxChange> changes = slot_->read(config_.batch_rows, config_.batch_bytes);
     if (!changes.empty()) {
@@ -471,8 +494,12 @@ std::size_t Publisher::ship_batch() {
   // A switch to logical capture since this session began (and maybe back already): the
   // slot's changes come before the trigger capture's after a switch back, which this
   // read may hold, so the session ends here and the next one follows the mode
-  // (stream_slot). Read after the outbox: a switch back precedes every change it reads.
-  if (!outbox_->capture().slot.empty()) {
+  // (stream_slot). Checked after the outbox read, without a query of its own unless
+  // set_capture() notified: its NOTIFY is queued before its commit and signalled to this
+  // session's backend before the call returns, so before the switch back, and before any
+  // change this read can see behind it; and a backend sends what it was signalled during
+  // a statement before that statement's ReadyForQuery, so it is in libpq's buffer now.
+  if (capture_switched()) {
     spdlog::info("the capture switched to logical; following it");
     switching_ = true;
     return 0;

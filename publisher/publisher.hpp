@@ -101,6 +101,9 @@ class Publisher {
   void settle(const std::vector<OutboxChange>& changes, const PublishResult& result, Source source);
   void connect_broker();
   void consume_notifications();
+  /// Trigger mode: whether the capture switched to logical (pgfanout.capture names a
+  /// slot). Reads pgfanout.capture only when set_capture() has notified since the last read.
+  bool capture_switched();
   void maybe_log_summary(bool force);
   void disconnect();
   void stop();
@@ -111,6 +114,7 @@ class Publisher {
   boost::asio::steady_timer timer_;
   std::unique_ptr<pqxx::connection> pg_;
   std::unique_ptr<pqxx::notification_receiver> wake_;
+  std::unique_ptr<pqxx::notification_receiver> capture_wake_;  ///< trigger mode: set_capture's NOTIFY
   std::unique_ptr<OutboxReader> outbox_;
   /// Logical mode: the slot being streamed, and the tables with changes in the outbox.
   std::unique_ptr<SlotReader> slot_;
@@ -126,6 +130,7 @@ class Publisher {
   std::atomic<bool> stopping_{false};
   bool idle_ = false;
   bool woken_ = false;
+  bool capture_notified_ = false;
 
   std::chrono::steady_clock::time_point last_summary_;
   std::uint64_t shipped_since_summary_ = 0;

@@ -1494,6 +1494,8 @@ BEGIN
             PERFORM pg_drop_replication_slot(slot);
             RAISE EXCEPTION USING MESSAGE = message, DETAIL = detail, HINT = hint, ERRCODE = state;
         END;
+        -- A publisher in trigger mode reads pgfanout.capture only when told (at commit).
+        PERFORM pg_notify('pgfanout_capture', 'logical');
         PERFORM set_config('pgfanout.installing', coalesce(installing, ''), true);
         RETURN 'logical';
     END IF;
@@ -1516,6 +1518,7 @@ BEGIN
     INTO bound
     FROM pgfanout.logical_position p LEFT JOIN pg_replication_slots s ON s.slot_name = cur.slot_name;
     EXECUTE format('SELECT setval(%L, greatest(%s, (SELECT last_value FROM %s)))', seq, bound, seq);
+    PERFORM pg_notify('pgfanout_capture', 'trigger');
     PERFORM set_config('pgfanout.installing', coalesce(installing, ''), true);
     RETURN 'trigger';
 END

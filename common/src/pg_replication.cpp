@@ -13,49 +13,35 @@ namespace pgfanout {
 
 ReplicationConnection::ReplicationConnection(const std::string& conninfo,
                                              std::string_view application_name,
-                                             std::string_view options) {
-  // The user's conninfo comes first and is expanded (expand_dbname); the settings after
-  // it override what it says about them.
-  std::string app(application_name);
-  std::string opts(options);
-  const char* keys[] = {"dbname", "replication", "application_name", "options", nullptr};
-  const char* values[] = {conninfo.c_str(), "database", app.c_str(), opts.c_str(), nullptr};
-  conn_ = PQconnectdbParams(keys, values, 1);
-  if (conn_ == nullptr) throw pqxx::broken_connection("out of memory opening a replication connection");
-  if (PQstatus(conn_) != CONNECTION_OK) {
-    std::string message = one_line(PQerrorMessage(conn_));
-    PQfinish(conn_);
-    conn_ = nullptr;
-    throw pqxx::broken_connection("replication connection: " + message);
-  }
-}
-
-ReplicationConnection::~ReplicationConnection() {
-  if (conn_) PQfinish(conn_);
-}
+                                             std::string_view options)
+    : conn_(connect_libpq(conninfo,
+                          {{"replication", "database"},
+                           {"application_name", application_name},
+                           {"options", options}},
+                          "replication connection")) {}
 
 void ReplicationConnection::fail(std::string_view what) {
-  std::string message = std::string(what) + ": " + one_line(PQerrorMessage(conn_));
-  if (PQstatus(conn_) != CONNECTION_OK) throw pqxx::broken_connection(message);
+  std::string message = std::string(what) + ": " + one_line(PQerrorMessage(conn_.get()));
+  if (PQstatus(conn_.get()) != CONNECTION_OK) throw pqxx::broken_connection(message);
   throw std::runtime_error(message);
 }
 
 void ReplicationConnection::start_logical(std::string_view slot, std::string_view plugin_options) {
   std::string command = "START_REPLICATION SLOT " + quote_ident(slot) + " LOGICAL 0/0 (" +
                         std::string(plugin_options) + ")";
-  PGresult* result = PQexec(conn_, command.c_str());
+  PGresult* result = PQexec(conn_.get(), command.c_str());
   ExecStatusType status = result ? PQresultStatus(result) : PGRES_FATAL_ERROR;
   PQclear(result);
   if (status != PGRES_COPY_BOTH) fail("START_REPLICATION of slot " + std::string(slot));
-  if (PQsetnonblocking(conn_, 1) != 0) fail("setting the replication connection non-blocking");
+  if (PQsetnonblocking(conn_.get(), 1) != 0) fail("setting the replication connection non-blocking");
 }
 
 std::optional<std::string> ReplicationConnection::read() {
   char* buffer = nullptr;
-  int n = PQgetCopyData(conn_, &buffer, 1);
+  int n = PQgetCopyData(conn_.get(), &buffer, 1);
   if (n == 0) {
-    if (PQconsumeInput(conn_) == 0) fail("reading the replication stream");
-    n = PQgetCopyData(conn_, &buffer, 1);
+    if (PQconsumeInput(conn_.get()) == 0) fail("reading the replication stream");
+    n = PQgetCopyData(conn_.get(), &buffer, 1);
     if (n == 0) return std::nullopt;
   }
   if (n > 0) {
@@ -65,24 +51,24 @@ std::optional<std::string> ReplicationConnection::read() {
   }
   if (n == -1) {
     // The server ended the stream: its final result says why.
-    PGresult* result = PQgetResult(conn_);
+    PGresult* result = PQgetResult(conn_.get());
     std::string message = result ? one_line(PQresultErrorMessage(result)) : "";
     PQclear(result);
-    if (PQstatus(conn_) != CONNECTION_OK) throw pqxx::broken_connection("replication stream ended: " + message);
+    if (PQstatus(conn_.get()) != CONNECTION_OK) throw pqxx::broken_connection("replication stream ended: " + message);
     throw std::runtime_error("replication stream ended" + (message.empty() ? std::string() : ": " + message));
   }
   fail("reading the replication stream");
 }
 
 void ReplicationConnection::send(std::string_view data) {
-  if (PQputCopyData(conn_, data.data(), static_cast<int>(data.size())) != 1) fail("sending a status update");
+  if (PQputCopyData(conn_.get(), data.data(), static_cast<int>(data.size())) != 1) fail("sending a status update");
   // Non-blocking: a status update is small; a flush that cannot finish now completes with
   // the next one (libpq keeps the rest).
-  if (PQflush(conn_) < 0) fail("sending a status update");
+  if (PQflush(conn_.get()) < 0) fail("sending a status update");
 }
 
-int ReplicationConnection::socket() const { return PQsocket(conn_); }
+int ReplicationConnection::socket() const { return PQsocket(conn_.get()); }
 
-int ReplicationConnection::backend_pid() const { return PQbackendPID(conn_); }
+int ReplicationConnection::backend_pid() const { return PQbackendPID(conn_.get()); }
 
 }  // namespace pgfanout

@@ -379,6 +379,32 @@ TEST(Capture, SwitchBackAgainAndAgainDropsEachSlotAndShipsWhatFollows) {
   EXPECT_EQ(chain.replica.integer("SELECT count(*) FROM public.t WHERE v LIKE 'trigger %'"), 6);
 }
 
+// In trigger mode the publisher reads pgfanout.capture when a session starts and when
+// set_capture() notifies it, not once per batch (a round trip each): a row-level security
+// policy on the table counts the publisher's reads.
+TEST(Capture, TriggerModeReadsTheModeAtStartNotAtEveryBatch) {
+  Chain chain("CREATE TABLE public.t (k int PRIMARY KEY, v text);", {"public.t"}, /*logical=*/false,
+              /*run_publisher=*/false);
+  PgSession& p = chain.primary;
+  p.exec("CREATE SEQUENCE public.capture_reads; "
+         "GRANT USAGE ON SEQUENCE public.capture_reads TO pgfanout_publisher; "
+         "ALTER TABLE pgfanout.capture ENABLE ROW LEVEL SECURITY; "
+         "CREATE POLICY counted ON pgfanout.capture FOR SELECT TO pgfanout_publisher "
+         "USING (nextval('public.capture_reads') > 0)");
+  auto reads = [&] {
+    return p.integer("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM public.capture_reads");
+  };
+  chain.start();
+  constexpr int kBatches = 20;
+  for (int i = 0; i < kBatches; ++i) {
+    p.exec("INSERT INTO public.t VALUES (" + std::to_string(i) + ", 'x')");
+    wait_outbox_empty(p);  // shipped in a batch of its own
+  }
+  chain.converge("public.t");
+  EXPECT_GE(reads(), 1) << "the session reads the mode when it starts";
+  EXPECT_LT(reads(), kBatches / 2) << "the mode was read at every batch";
+}
+
 // untrack() while the slot still holds changes of the table (the publisher is down):
 // as in trigger mode, where changes already in the outbox are still published, they are
 // shipped, and the publisher goes on with the other tables.
@@ -796,6 +822,35 @@ TEST(Capture, ChangesOfAnUnboundTableAreParkedThenShippedInOrder) {
   p.exec("UPDATE public.u SET v = 'after'");
   eventually([&] { return r2.integer("SELECT count(*) FROM public.u WHERE v = 'after'") == 4; }, kPatience,
              "a change of public.u after the parked ones");
+}
+
+// While a table has changes parked, the publisher keeps the set of tables with changes in
+// the outbox itself: it reads it again after shipping from the outbox, not at every turn
+// of its loop. A restrictive row-level security policy counts the publisher's reads of
+// that set (the outbox holds one row, so one count per read).
+TEST(Capture, ParkedChangesDoNotMakeThePublisherReadTheOutboxTablesAtEveryTurn) {
+  Chain chain(kTwoTables, {"public.t", "public.u"}, /*logical=*/true, /*run_publisher=*/true,
+              {"--tables", "public.t"});
+  delete_queue(chain.tap.name());
+  PgSession& p = chain.primary;
+  p.exec("INSERT INTO public.u VALUES (1, 'parked')");
+  eventually([&] { return outbox_count(p) == 1; }, kPatience, "the change of public.u to be parked");
+  p.exec("CREATE SEQUENCE public.table_reads; "
+         "GRANT USAGE ON SEQUENCE public.table_reads TO pgfanout_publisher; "
+         "CREATE POLICY counted ON pgfanout.changes AS RESTRICTIVE FOR SELECT TO pgfanout_publisher "
+         "USING (CASE WHEN current_query() LIKE '%DISTINCT schema_name, table_name%' "
+         "THEN nextval('public.table_reads') > 0 ELSE true END)");
+  auto reads = [&] {
+    return p.integer("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM public.table_reads");
+  };
+  constexpr int kBatches = 20;
+  for (int i = 0; i < kBatches; ++i) {
+    p.exec("INSERT INTO public.t VALUES (" + std::to_string(i) + ", 'x')");
+    eventually([&] { return chain.replica.integer("SELECT count(*) FROM public.t") == i + 1; }, kPatience,
+               "change " + std::to_string(i) + " of public.t to reach the replica");
+  }
+  EXPECT_EQ(outbox_count(p), 1) << "public.u's change stays parked";
+  EXPECT_LT(reads(), kBatches / 2) << "the tables in the outbox were read at every turn";
 }
 
 // A publisher that stops after it parked changes and before it stored its position in

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <optional>
 #include <string>
 #include <vector>
@@ -509,6 +510,38 @@ TEST_F(SnapshotTest, RowsAnInterruptedCopyCommittedAreEmptiedAndCopiedAgain) {
   EXPECT_EQ(replica.integer("SELECT count(*) FROM pgfanout.listener_snapshot_copies"), 0);
   EXPECT_EQ(replica.integer("SELECT count(*) FROM pgfanout.listener_snapshots"), 4);
   EXPECT_EQ(again.stop(), 0);
+}
+
+// A worker count that is not a whole number from 1 to 64, from the command line or the
+// environment, is a usage error naming the flag, before any connection is tried.
+TEST(SnapshotCommandLine, MalformedSnapshotWorkersExitTwoWithOneLineNamingTheFlag) {
+  const std::vector<std::pair<std::vector<std::string>, EnvVars>> cases{
+      {{"--snapshot-workers", "0"}, {}},
+      {{"--snapshot-workers", "-1"}, {}},
+      {{"--snapshot-workers", "abc"}, {}},
+      {{"--snapshot-workers", "1x"}, {}},
+      {{"--snapshot-workers", "65"}, {}},
+      {{"--snapshot-workers", "4294967297"}, {}},  // 1 as a 32-bit number
+      {{"--snapshot-workers", "99999999999999999999"}, {}},
+      {{"--snapshot-workers", ""}, {}},
+      {{}, {{"PGFANOUT_SNAPSHOT_WORKERS", "many"}}},
+      {{}, {{"PGFANOUT_SNAPSHOT_WORKERS", "0"}}},
+  };
+  for (const auto& [args, env] : cases) {
+    std::vector<std::string> argv{listener_binary(), "--target", "dbname=x", "--queue", "q",
+                                  "--snapshot", "--source", "dbname=y"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    std::string shown;
+    for (const auto& a : args) shown += " '" + a + "'";
+    for (const auto& [k, v] : env) shown += " " + k + "=" + v;
+    SCOPED_TRACE("pgfanout-listener" + shown);
+    CommandResult r = run_command(argv, 15s, env);
+    EXPECT_EQ(r.exit_code, 2);
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "stderr: " << r.err;
+    EXPECT_NE(r.err.find("--snapshot-workers"), std::string::npos) << "stderr: " << r.err;
+    EXPECT_NE(r.err.find("1 to 64"), std::string::npos) << "stderr: " << r.err;
+    EXPECT_EQ(r.out, "");
+  }
 }
 
 }  // namespace

@@ -6,7 +6,8 @@
 #include <string_view>
 #include <vector>
 
-struct pg_conn;
+#include "pgfanout/libpq_connect.hpp"
+
 struct pg_cancel;
 
 namespace pgfanout {
@@ -40,7 +41,7 @@ class CopyConnection {
                                 const std::string&);
   [[noreturn]] void fail(std::string_view what, const std::string& sql,
                          const char* sqlstate = nullptr);
-  pg_conn* conn_ = nullptr;
+  LibpqConnection conn_;
   pg_cancel* cancel_ = nullptr;
 };
 

@@ -4,7 +4,7 @@
 #include <string>
 #include <string_view>
 
-struct pg_conn;
+#include "pgfanout/libpq_connect.hpp"
 
 namespace pgfanout {
 
@@ -19,7 +19,6 @@ class ReplicationConnection {
   /// `options` as the session's libpq options (settings the output functions use).
   ReplicationConnection(const std::string& conninfo, std::string_view application_name,
                         std::string_view options);
-  ~ReplicationConnection();
   ReplicationConnection(const ReplicationConnection&) = delete;
   ReplicationConnection& operator=(const ReplicationConnection&) = delete;
 
@@ -39,7 +38,7 @@ class ReplicationConnection {
 
  private:
   [[noreturn]] void fail(std::string_view what);
-  pg_conn* conn_ = nullptr;
+  LibpqConnection conn_;
 };
 
 }  // namespace pgfanout
