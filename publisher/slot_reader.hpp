@@ -28,6 +28,8 @@ namespace pgfanout {
 /// shipped), so a transaction decoded again after a restart gets the same ids. That row
 /// is written (synchronously) before the slot's flush position moves past a transaction;
 /// a transaction the server sends again that ends before it was shipped and is skipped.
+/// Rows written into pgfanout.partition_truncates become the changes they stand for (a
+/// DELETE or TRUNCATE of the partitioned table they name); its other changes are not shipped.
 /// The publisher's pqxx connection `sql` reads the catalog (types, key columns) and
 /// writes that position; it is used from the same thread only.
 class SlotReader {

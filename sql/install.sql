@@ -24,7 +24,8 @@
 --             put them there): TRUNCATE of a partition or sub-partition is captured as
 --             one DELETE per row it removes, under the partitioned table's name, like a
 --             DELETE of those rows; TRUNCATE of the partitioned table as one TRUNCATE
---             change only (see pgfanout.capture_partition_truncate).
+--             change only (see pgfanout.capture_partition_truncate). In logical mode
+--             these triggers stay, and write pgfanout.partition_truncates instead.
 -- Partitioned tables and tables in a (non-partition) inheritance tree use row-level
 -- triggers for INSERT and DELETE too: statement triggers fire only for the table named in
 -- the statement, so a write addressed to a partition would be missed, while row triggers

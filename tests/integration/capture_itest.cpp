@@ -11,6 +11,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <csignal>
 #include <map>
 #include <optional>
@@ -203,7 +204,8 @@ TEST(Capture, SwitchMovesTrackedTablesToThePublicationAndBack) {
     EXPECT_EQ(pgfanout_triggers(p, t), 0) << t;
     EXPECT_EQ(replica_identity(p, t), "f") << t;
   }
-  EXPECT_EQ(publication_members(p), (std::vector<std::string>{"pgfanout.capture", "pgfanout.partition_truncates", "t", "u"}));
+  EXPECT_EQ(publication_members(p),
+            (std::vector<std::string>{"pgfanout.capture", "pgfanout.partition_truncates", "t", "u"}));
   ASSERT_TRUE(chain.slot_name().has_value());
   EXPECT_EQ(p.integer("SELECT count(*) FROM pg_replication_slots WHERE slot_name = "
                       "(SELECT slot_name FROM pgfanout.capture) AND plugin = 'pgoutput' "
@@ -419,7 +421,8 @@ TEST(Capture, TrackUntrackAndReinstallInLogicalMode) {
   p.exec("SELECT pgfanout.track('public.u')");
   EXPECT_EQ(pgfanout_triggers(p, "public.u"), 0);
   EXPECT_EQ(replica_identity(p, "public.u"), "f");
-  EXPECT_EQ(publication_members(p), (std::vector<std::string>{"pgfanout.capture", "pgfanout.partition_truncates", "t", "u"}));
+  EXPECT_EQ(publication_members(p),
+            (std::vector<std::string>{"pgfanout.capture", "pgfanout.partition_truncates", "t", "u"}));
   p.exec("INSERT INTO public.u SELECT g, 'u' FROM generate_series(1, 5) g");
   p.exec("UPDATE public.u SET v = 'u2' WHERE k < 3");
   chain.converge("public.u");
@@ -429,7 +432,8 @@ TEST(Capture, TrackUntrackAndReinstallInLogicalMode) {
   EXPECT_EQ(chain.mode(), "logical");
   EXPECT_EQ(chain.slot_name(), slot);
   EXPECT_EQ(chain.slots(), 1);
-  EXPECT_EQ(publication_members(p), (std::vector<std::string>{"pgfanout.capture", "pgfanout.partition_truncates", "t", "u"}));
+  EXPECT_EQ(publication_members(p),
+            (std::vector<std::string>{"pgfanout.capture", "pgfanout.partition_truncates", "t", "u"}));
   for (const char* t : {"public.t", "public.u"}) {
     EXPECT_EQ(pgfanout_triggers(p, t), 0) << t;
     EXPECT_EQ(replica_identity(p, t), "f") << t;
@@ -439,7 +443,8 @@ TEST(Capture, TrackUntrackAndReinstallInLogicalMode) {
 
   p.exec("SELECT pgfanout.untrack('public.u')");
   EXPECT_EQ(replica_identity(p, "public.u"), "n") << "untrack puts back the identity the table had";
-  EXPECT_EQ(publication_members(p), (std::vector<std::string>{"pgfanout.capture", "pgfanout.partition_truncates", "t"}));
+  EXPECT_EQ(publication_members(p),
+            (std::vector<std::string>{"pgfanout.capture", "pgfanout.partition_truncates", "t"}));
   p.exec("INSERT INTO public.u VALUES (100, 'untracked')");
   p.exec("INSERT INTO public.t VALUES (2, 'after untrack')");
   chain.converge("public.t");
@@ -721,13 +726,12 @@ CREATE TABLE public.pt_b_low PARTITION OF public.pt_b FOR VALUES FROM (MINVALUE)
 CREATE TABLE public.pt_b_high PARTITION OF public.pt_b FOR VALUES FROM (10) TO (MAXVALUE);
 )SQL";
 
-// The messages of `tap` with operation `op` (one change per message).
+// How many of `messages` carry operation `op` (one change per message).
 std::size_t count_op(const std::vector<Delivery>& messages, const std::string& op) {
-  std::size_t n = 0;
-  for (const auto& d : messages)
-    if (d.body.find("\"op\":\"" + op + "\"") != std::string::npos || d.body.find("\"op\": \"" + op + "\"") != std::string::npos)
-      ++n;
-  return n;
+  const std::string field = "\"op\":\"" + op + "\"";
+  return static_cast<std::size_t>(std::count_if(messages.begin(), messages.end(), [&](const Delivery& d) {
+    return d.body.find(field) != std::string::npos;
+  }));
 }
 
 // What is left in pgfanout.partition_truncates: nothing, once no transaction is writing.
@@ -952,7 +956,8 @@ TEST(Capture, NoRoleForgesPartitionTruncatesItMayNotTruncate) {
   // A TRUNCATE row of pt written by hand, a row written into pt_a, and the setting the
   // root's trigger would have left: the row is still captured.
   p.exec("BEGIN; "
-         "INSERT INTO pgfanout.partition_truncates (root_schema, root_name, rel, op) VALUES ('public', 'pt', 'public.pt', 'TRUNCATE'); "
+         "INSERT INTO pgfanout.partition_truncates (root_schema, root_name, rel, op) "
+         "  VALUES ('public', 'pt', 'public.pt', 'TRUNCATE'); "
          "INSERT INTO public.pt VALUES ('a', 500, 'written since'); "
          "SELECT set_config(format('pgfanout.truncate_%s_1', 'public.pt'::regclass::oid), "
          "  'mark:' || currval(pg_get_serial_sequence('pgfanout.partition_truncates', 'id')), true); "
