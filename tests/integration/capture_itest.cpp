@@ -853,6 +853,26 @@ TEST(Capture, RolledBackTruncateOfAPartitionLeavesTheReplicaIntact) {
   EXPECT_EQ(leftover_rows(p), 0);
 }
 
+// An install from before pgfanout.partition_truncates, in logical mode with its slot
+// streaming: running install.sql again adds the table to the publication, and the
+// publisher ships TRUNCATE of a partition from then on.
+TEST(Capture, ReinstallOverAnInstallWithoutPartitionTruncatesCapturesThem) {
+  Chain chain(kPartitioned, {"public.pt"}, /*logical=*/true);
+  PgSession& p = chain.primary;
+  p.exec("ALTER PUBLICATION pgfanout DROP TABLE pgfanout.partition_truncates; "
+         "DROP TABLE pgfanout.partition_truncates");
+  fill_partitioned(p);
+  chain.converge("public.pt", "region, k");
+  CommandResult again = psql_file(p.conninfo(), sql_dir() + "/install.sql");
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_EQ(publication_members(p),
+            (std::vector<std::string>{"pgfanout.capture", "pgfanout.partition_truncates", "pt"}));
+  p.exec("TRUNCATE public.pt_b");
+  chain.converge("public.pt", "region, k");
+  EXPECT_EQ(chain.replica.integer("SELECT count(*) FROM public.pt"), 10);
+  EXPECT_EQ(leftover_rows(p), 0);
+}
+
 // A role, dropped at the end (declare it before the Chain, whose databases hold its grants).
 class ScratchRole {
  public:
