@@ -1019,8 +1019,9 @@ $$;
 -- turn; one from an earlier statement, with the partition written since, does not, nor
 -- does a marker written by a role with no TRUNCATE of its own on the root (row-level
 -- security below). A write between (a user's BEFORE TRUNCATE trigger) only makes the
--- partitions write their DELETEs. Runs as the installer, who may update the table; it
--- reads no user value.
+-- partitions write their DELETEs. A check that fails spends the marker (op SPENT, which
+-- the publisher ignores), as its renewal would otherwise pass the next one. Runs as the
+-- installer, who may update the table; it reads no user value.
 CREATE OR REPLACE FUNCTION pgfanout.truncate_marked(marker_id bigint, root_schema text, root_name text)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -1036,7 +1037,12 @@ BEGIN
         RETURN false;
     END IF;
     UPDATE pgfanout.partition_truncates t SET op = t.op WHERE t.id = marker_id RETURNING t.cmin INTO renewed;
-    RETURN renewed::text::bigint = marked::text::bigint + 1;
+    IF renewed::text::bigint = marked::text::bigint + 1 THEN
+        RETURN true;
+    END IF;
+    -- Spent for good: renewed after a write, it would pass the next check.
+    UPDATE pgfanout.partition_truncates t SET op = 'SPENT' WHERE t.id = marker_id;
+    RETURN false;
 END
 $$;
 
