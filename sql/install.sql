@@ -323,9 +323,9 @@ ALTER TABLE pgfanout.partition_truncates SET (
 );
 
 -- The publication of logical mode. It exists from the install on, holding at least
--- pgfanout.capture and pgfanout.partition_truncates: pgoutput reads it with the catalog as of each transaction it
--- decodes, so it must exist before the slot does, or decoding stops at the first
--- transaction older than it. Tracked tables are added by set_capture('logical') (and
+-- pgfanout.capture and pgfanout.partition_truncates: pgoutput reads it with the catalog
+-- as of each transaction it decodes, so it must exist before the slot does, or decoding
+-- stops at the first transaction older than it. Tracked tables are added by set_capture('logical') (and
 -- track() in that mode). Never one that another role made first (see the schema above).
 DO $$
 DECLARE
