@@ -99,6 +99,7 @@ void SlotReader::handle(std::string_view copy_data, std::vector<OutboxChange>& o
     // restart whose status update did not reach the server.
     skipping_ = begin->final_lsn < stored_lsn_;
     switch_in_txn_ = false;
+    truncated_.clear();
     commit_time_ = begin->commit_time;
     if (!skipping_) txns_.push_back(Txn{0, begin->commit_time, last_id_, 0, false, false});
   } else if (auto* commit = std::get_if<pgoutput::Commit>(&message)) {
@@ -127,6 +128,11 @@ void SlotReader::handle(std::string_view copy_data, std::vector<OutboxChange>& o
         switch_in_txn_ = true;
     }
     return;
+  } else if (const RelationInfo* r = partition_truncates_of(message)) {
+    // Only the rows written count: the capture deletes them again at once (and renews a
+    // TRUNCATE row while it checks it).
+    if (const auto* insert = std::get_if<pgoutput::Insert>(&message); insert && !skipping_)
+      partition_truncate(*r, insert->row, out);
   } else if (skipping_ || !keyed(message)) {
     return;
   } else if (auto* insert = std::get_if<pgoutput::Insert>(&message)) {
@@ -151,11 +157,14 @@ void SlotReader::handle(std::string_view copy_data, std::vector<OutboxChange>& o
   } else if (auto* truncate = std::get_if<pgoutput::Truncate>(&message)) {
     for (std::uint32_t relid : truncate->relids) {
       const RelationInfo& r = relation(relid);
-      if (!r.is_capture_table) out.push_back(change(r, Op::Truncate));
+      if (r.is_capture_table || r.partition_truncates) continue;
+      if (!truncated_.empty() && truncated_.contains(routing_key(r.relation.schema, r.relation.name))) continue;
+      out.push_back(change(r, Op::Truncate));
     }
   }
   for (std::size_t i = before; i < out.size(); ++i) {
     OutboxChange& c = out[i];
+    if (!truncated_.empty() && c.op != Op::Truncate) truncated_.erase(routing_key(c.schema, c.table));
     c.id = ++last_id_;
     txns_.back().last_id = c.id;
     ++txns_.back().pending;
@@ -167,7 +176,19 @@ void SlotReader::on_relation(pgoutput::Relation relation) {
   types_.forget_all();
   RelationInfo info;
   info.is_capture_table = relation.schema == "pgfanout" && relation.name == "capture";
-  if (!info.is_capture_table) {
+  if (relation.schema == "pgfanout" && relation.name == "partition_truncates") {
+    auto column = [&](std::string_view name) {
+      auto it = std::find_if(relation.columns.begin(), relation.columns.end(),
+                             [&](const pgoutput::Column& c) { return c.name == name; });
+      if (it == relation.columns.end()) {
+        throw std::runtime_error("column " + std::string(name) +
+                                 " of pgfanout.partition_truncates is not in the stream: run sql/install.sql again");
+      }
+      return static_cast<std::size_t>(it - relation.columns.begin());
+    };
+    info.partition_truncates =
+        PartitionTruncateColumns{column("root_schema"), column("root_name"), column("op"), column("old_key")};
+  } else if (!info.is_capture_table) {
     // The key of a table tracked now; or, for one untracked since its changes were
     // written (they are still published), its primary key as it is now. pgoutput also
     // describes a partition before a change it publishes under its root's name; and a
@@ -218,12 +239,50 @@ const SlotReader::RelationInfo& SlotReader::relation(std::uint32_t oid) const {
 }
 
 OutboxChange SlotReader::change(const RelationInfo& rel, Op op) {
+  return change(rel.relation.schema, rel.relation.name, op);
+}
+
+OutboxChange SlotReader::change(std::string schema, std::string table, Op op) {
   OutboxChange c;
-  c.schema = rel.relation.schema;
-  c.table = rel.relation.name;
+  c.schema = std::move(schema);
+  c.table = std::move(table);
   c.op = op;
   c.ts = pgoutput::iso_utc(commit_time_);
   return c;
+}
+
+const SlotReader::RelationInfo* SlotReader::partition_truncates_of(const pgoutput::Message& message) const {
+  std::uint32_t relid = 0;
+  if (const auto* m = std::get_if<pgoutput::Insert>(&message)) relid = m->relid;
+  if (const auto* m = std::get_if<pgoutput::Update>(&message)) relid = m->relid;
+  if (const auto* m = std::get_if<pgoutput::Delete>(&message)) relid = m->relid;
+  if (relid == 0) return nullptr;
+  const RelationInfo& r = relation(relid);
+  return r.partition_truncates ? &r : nullptr;
+}
+
+void SlotReader::partition_truncate(const RelationInfo& rel, const pgoutput::Tuple& row,
+                                    std::vector<OutboxChange>& out) {
+  const PartitionTruncateColumns& at = *rel.partition_truncates;
+  auto text = [&](std::size_t i) -> const std::string* {
+    return i < row.size() && row[i].kind == pgoutput::ValueKind::Text ? &row[i].bytes : nullptr;
+  };
+  const std::string* schema = text(at.root_schema);
+  const std::string* name = text(at.root_name);
+  const std::string* op = text(at.op);
+  const std::string* old_key = text(at.old_key);
+  // The table's policy and NOT NULL columns admit nothing else; a row that is still odd
+  // has no change to give, and stopping on it would stop the whole stream.
+  if (schema && name && op && *op == "DELETE" && old_key) {
+    OutboxChange c = change(*schema, *name, Op::Delete);
+    c.old_key = *old_key;  // jsonb text, as the outbox gives it
+    out.push_back(std::move(c));
+  } else if (schema && name && op && *op == "TRUNCATE") {
+    out.push_back(change(*schema, *name, Op::Truncate));
+    truncated_.insert(routing_key(*schema, *name));
+  } else {
+    spdlog::warn("skipping a row of pgfanout.partition_truncates that is neither a DELETE with a key nor a TRUNCATE");
+  }
 }
 
 void SlotReader::append_row(std::string& out, std::string& json_nulls, std::string& texts, const RelationInfo& rel,

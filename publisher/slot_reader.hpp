@@ -5,6 +5,8 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -26,6 +28,8 @@ namespace pgfanout {
 /// shipped), so a transaction decoded again after a restart gets the same ids. That row
 /// is written (synchronously) before the slot's flush position moves past a transaction;
 /// a transaction the server sends again that ends before it was shipped and is skipped.
+/// Rows written into pgfanout.partition_truncates become the changes they stand for (a
+/// DELETE or TRUNCATE of the partitioned table they name); its other changes are not shipped.
 /// The publisher's pqxx connection `sql` reads the catalog (types, key columns) and
 /// writes that position; it is used from the same thread only.
 class SlotReader {
@@ -59,10 +63,16 @@ class SlotReader {
   std::int64_t last_id() const { return last_id_; }
 
  private:
+  /// Where the columns of pgfanout.partition_truncates are in its rows.
+  struct PartitionTruncateColumns {
+    std::size_t root_schema = 0, root_name = 0, op = 0, old_key = 0;
+  };
   struct RelationInfo {
     pgoutput::Relation relation;
     std::vector<std::size_t> key;  ///< indexes of the primary-key columns, in key order
     bool is_capture_table = false; ///< pgfanout.capture: a switch of the capture mode
+    /// pgfanout.partition_truncates: a TRUNCATE of a partition (set when it is that table)
+    std::optional<PartitionTruncateColumns> partition_truncates;
     bool tracked = true;           ///< has a primary key (tracked now, or untracked since)
   };
   struct Txn {
@@ -77,9 +87,15 @@ class SlotReader {
   void handle(std::string_view copy_data, std::vector<OutboxChange>& out, std::int64_t& bytes);
   void on_relation(pgoutput::Relation relation);
   const RelationInfo& relation(std::uint32_t oid) const;
+  /// The relation of a row change of pgfanout.partition_truncates; nullptr for anything else.
+  const RelationInfo* partition_truncates_of(const pgoutput::Message& message) const;
   /// Whether a row change's table has a key to ship it with (false: skipped, with a warning).
   bool keyed(const pgoutput::Message& message);
   OutboxChange change(const RelationInfo& rel, Op op);
+  OutboxChange change(std::string schema, std::string table, Op op);
+  /// A row the partition-TRUNCATE capture wrote into pgfanout.partition_truncates: a
+  /// DELETE or TRUNCATE of the partitioned table it names.
+  void partition_truncate(const RelationInfo& rel, const pgoutput::Tuple& row, std::vector<OutboxChange>& out);
   void append_row(std::string& out, std::string& json_nulls, std::string& texts, const RelationInfo& rel,
                   const pgoutput::Tuple& row, const pgoutput::Tuple* old);
   void append_key(std::string& out, std::string& texts, const RelationInfo& rel, const pgoutput::Tuple& row);
@@ -96,6 +112,10 @@ class SlotReader {
   bool skipping_ = false;  ///< a transaction shipped before the last restart
   bool switch_in_txn_ = false;
   bool switched_back_ = false;
+  /// Tables (routing keys) that a TRUNCATE row of pgfanout.partition_truncates truncated
+  /// in this transaction, with no change of them since: pgoutput's own TRUNCATE of them,
+  /// which follows, is not sent again.
+  std::set<std::string> truncated_;
   std::int64_t commit_time_ = 0;
   std::int64_t last_id_ = 0;
   pgoutput::Lsn stored_lsn_ = 0;

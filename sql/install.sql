@@ -24,7 +24,8 @@
 --             put them there): TRUNCATE of a partition or sub-partition is captured as
 --             one DELETE per row it removes, under the partitioned table's name, like a
 --             DELETE of those rows; TRUNCATE of the partitioned table as one TRUNCATE
---             change only (see pgfanout.capture_partition_truncate).
+--             change only (see pgfanout.capture_partition_truncate). In logical mode
+--             these triggers stay, and write pgfanout.partition_truncates instead.
 -- Partitioned tables and tables in a (non-partition) inheritance tree use row-level
 -- triggers for INSERT and DELETE too: statement triggers fire only for the table named in
 -- the statement, so a write addressed to a partition would be missed, while row triggers
@@ -293,10 +294,38 @@ COMMENT ON TABLE pgfanout.logical_position IS
 INSERT INTO pgfanout.logical_position DEFAULT VALUES ON CONFLICT DO NOTHING;
 REVOKE ALL ON pgfanout.capture, pgfanout.logical_position FROM PUBLIC;
 
+-- Logical mode: TRUNCATE of a partition of a tracked partitioned table. pgoutput, which
+-- publishes partitions under their root's name, sends nothing for it, so the partition's
+-- BEFORE TRUNCATE trigger writes here one row per row it removes (op DELETE, old_key its
+-- primary key, rel the partition) and deletes them again at once: the slot carries the
+-- inserts, in their place in the transaction, and the publisher ships each as a DELETE
+-- of the root (root_schema.root_name), as the trigger capture does through the outbox.
+-- A TRUNCATE of the root writes one row op TRUNCATE (rel the root), shipped as a
+-- TRUNCATE of the root: what lets its partitions' triggers, fired by the same statement,
+-- write nothing (see capture_partition_truncate). The publisher ignores every other
+-- change of this table. Rows live for a statement at most, so the table stays empty.
+CREATE TABLE IF NOT EXISTS pgfanout.partition_truncates (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    root_schema text NOT NULL,
+    root_name   text NOT NULL,
+    rel         regclass NOT NULL,
+    op          text NOT NULL,
+    old_key     jsonb
+);
+COMMENT ON TABLE pgfanout.partition_truncates IS
+    'Logical capture: the rows a TRUNCATE of a partition removes, each shipped from the slot as a DELETE of the partitioned table; deleted again in the same statement.';
+ALTER TABLE pgfanout.partition_truncates SET (
+    autovacuum_vacuum_scale_factor = 0,
+    autovacuum_vacuum_threshold = 2000,
+    autovacuum_vacuum_insert_scale_factor = 0,
+    autovacuum_vacuum_insert_threshold = 20000,
+    autovacuum_vacuum_cost_delay = 0
+);
+
 -- The publication of logical mode. It exists from the install on, holding at least
--- pgfanout.capture: pgoutput reads it with the catalog as of each transaction it
--- decodes, so it must exist before the slot does, or decoding stops at the first
--- transaction older than it. Tracked tables are added by set_capture('logical') (and
+-- pgfanout.capture and pgfanout.partition_truncates: pgoutput reads it with the catalog
+-- as of each transaction it decodes, so it must exist before the slot does, or decoding
+-- stops at the first transaction older than it. Tracked tables are added by set_capture('logical') (and
 -- track() in that mode). Never one that another role made first (see the schema above).
 DO $$
 DECLARE
@@ -307,7 +336,8 @@ BEGIN
         -- With wal_level below logical PostgreSQL warns at once; the trigger mode does
         -- not need it, and set_capture('logical') says so clearly.
         PERFORM set_config('client_min_messages', 'error', true);
-        CREATE PUBLICATION pgfanout FOR TABLE pgfanout.capture WITH (publish_via_partition_root = true);
+        CREATE PUBLICATION pgfanout FOR TABLE pgfanout.capture, pgfanout.partition_truncates
+            WITH (publish_via_partition_root = true);
         PERFORM set_config('client_min_messages', 'notice', true);
     ELSIF owner <> current_user::regrole::oid
           AND NOT ((SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
@@ -318,6 +348,13 @@ BEGIN
     ELSIF NOT EXISTS (SELECT FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
                       WHERE p.pubname = 'pgfanout' AND pr.prrelid = 'pgfanout.capture'::regclass) THEN
         ALTER PUBLICATION pgfanout ADD TABLE pgfanout.capture;
+    END IF;
+    -- An install from before pgfanout.partition_truncates: its rows are written only by
+    -- this file's capture_partition_truncate, so every transaction that writes one
+    -- decodes with the table in the publication.
+    IF NOT EXISTS (SELECT FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+                   WHERE p.pubname = 'pgfanout' AND pr.prrelid = 'pgfanout.partition_truncates'::regclass) THEN
+        ALTER PUBLICATION pgfanout ADD TABLE pgfanout.partition_truncates;
     END IF;
 END
 $$;
@@ -1015,6 +1052,53 @@ BEGIN
 END
 $$;
 
+-- Logical mode: whether pgfanout.partition_truncates row marker_id is a TRUNCATE of
+-- root_schema.root_name that this transaction wrote and that nothing has been written
+-- since, by anyone in this transaction. Then a partition of that table being truncated
+-- needs no DELETEs of its own: the TRUNCATE the marker is shipped as covers its rows on
+-- every replica. "Nothing since" is read from command ids: each statement that writes
+-- takes the next one, so the marker's version is renewed here, and the new version's id
+-- must follow the old one's directly (reads between them take none). A marker written
+-- by the TRUNCATE of the root in the same statement passes, renewed by each partition in
+-- turn; one from an earlier statement, with the partition written since, does not, nor
+-- does a marker written by a role with no TRUNCATE of its own on the root (row-level
+-- security below). A write between (a user's BEFORE TRUNCATE trigger) only makes the
+-- partitions write their DELETEs. A check that fails spends the marker (op SPENT, which
+-- the publisher ignores), as its renewal would otherwise pass the next one. Runs as the
+-- installer, who may update the table; it reads no user value.
+CREATE OR REPLACE FUNCTION pgfanout.truncate_marked(marker_id bigint, root_schema text, root_name text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    marked cid;
+    renewed cid;
+BEGIN
+    SELECT t.cmin INTO marked FROM pgfanout.partition_truncates t
+    WHERE t.id = marker_id AND t.op = 'TRUNCATE'
+      AND t.root_schema = truncate_marked.root_schema AND t.root_name = truncate_marked.root_name
+      AND pgfanout.written_here(t.xmin);
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    UPDATE pgfanout.partition_truncates t SET op = t.op WHERE t.id = marker_id RETURNING t.cmin INTO renewed;
+    IF renewed::text::bigint = marked::text::bigint + 1 THEN
+        RETURN true;
+    END IF;
+    -- Spent for good: renewed after a write, it would pass the next check.
+    UPDATE pgfanout.partition_truncates t SET op = 'SPENT' WHERE t.id = marker_id;
+    RETURN false;
+END
+$$;
+
+-- Logical mode: deletes the rows of pgfanout.partition_truncates after after_id that
+-- this transaction wrote. The slot has their inserts already, which is all the publisher
+-- reads; deleting them keeps the table empty. Runs as the installer (writers may not
+-- delete from it); removes nothing another transaction wrote.
+CREATE OR REPLACE FUNCTION pgfanout.forget_partition_truncates(after_id bigint) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    DELETE FROM pgfanout.partition_truncates t WHERE t.id > after_id AND pgfanout.written_here(t.xmin)
+$$;
+
 -- Statement-level BEFORE and AFTER TRUNCATE of a tracked partitioned table (the root) and
 -- of each of its leaf partitions. Statement triggers are not cloned onto partitions, so
 -- track() puts these on every leaf and the DDL event trigger on new ones.
@@ -1043,6 +1127,17 @@ $$;
 --             (TRUNCATE leaf, root). The root's BEFORE trigger then has those DELETEs
 --             removed (pgfanout.supersede_changes), as its TRUNCATE supersedes them.
 -- An error in between rolls the setting back with the (sub)transaction.
+-- Logical mode: the same, through pgfanout.partition_truncates instead of the outbox
+-- (pgoutput publishes partitions under their root's name and sends nothing for a
+-- TRUNCATE of a partition): a leaf writes its DELETEs there and deletes them again (the
+-- slot carries the inserts, shipped as DELETEs of the root); the root's BEFORE trigger
+-- writes a TRUNCATE row there (shipped as a TRUNCATE of the root, which the publisher
+-- does not send twice when pgoutput's own follows) and sets
+--   'mark:N'  the root's BEFORE trigger wrote TRUNCATE row N. A leaf writes nothing only
+--             if pgfanout.truncate_marked(N) confirms it (this transaction's, nothing
+--             written since); the AFTER trigger deletes the row.
+-- A leaf that comes before its root writes its DELETEs; the root's TRUNCATE follows
+-- them in the slot, so nothing needs superseding.
 -- The trigger runs as the role truncating, which must read the leaf's key columns (and
 -- not be subject to its row-level security, which TRUNCATE ignores); otherwise TRUNCATE of
 -- a partition is refused, as its DELETEs could not be written. The root is found with
@@ -1058,6 +1153,8 @@ DECLARE
     root_name text;
     keys text[];
     outbox_id regclass;
+    truncates_id regclass;
+    logical_mode boolean;
     last_id bigint;
     written bigint;
 BEGIN
@@ -1069,6 +1166,9 @@ BEGIN
     IF TG_WHEN = 'AFTER' THEN
         IF state <> '' THEN
             PERFORM set_config(marker, '', true);
+            IF state LIKE 'mark:%' THEN
+                PERFORM pgfanout.forget_partition_truncates(substr(state, 6)::bigint - 1);
+            END IF;
         END IF;
         RETURN NULL;
     END IF;
@@ -1080,22 +1180,21 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
-    IF pgfanout.logical() THEN
-        -- The slot carries a TRUNCATE of the partitioned table, not one of a partition
-        -- alone (pgoutput publishes partitions under their root's name only): refuse
-        -- that, rather than leave the replicas with rows the primary no longer has.
+    logical_mode := pgfanout.logical();
+    IF logical_mode THEN
+        truncates_id := pg_get_serial_sequence('pgfanout.partition_truncates', 'id')::regclass;
         IF TG_RELID = root THEN
-            PERFORM set_config(marker, 'root:0', true);
-        ELSIF state NOT LIKE 'root:%' THEN
-            RAISE EXCEPTION 'pgfanout: TRUNCATE of partition % of tracked table % is not captured in logical mode',
-                TG_RELID::regclass, root::regclass
-                USING HINT = format('DELETE FROM %s, or TRUNCATE %s as a whole; or capture with triggers, which capture it as DELETEs.',
-                                    TG_RELID::regclass, root::regclass);
+            -- Nothing may be written after this row in this trigger: see truncate_marked.
+            INSERT INTO pgfanout.partition_truncates (root_schema, root_name, rel, op)
+            VALUES (root_schema, root_name, root, 'TRUNCATE');
+            PERFORM set_config(marker, 'mark:' || currval(truncates_id), true);
+            RETURN NULL;
+        ELSIF state LIKE 'mark:%' AND pgfanout.truncate_marked(substr(state, 6)::bigint, root_schema, root_name) THEN
+            RETURN NULL;
         END IF;
-        RETURN NULL;
     END IF;
     outbox_id := pg_get_serial_sequence('pgfanout.changes', 'id')::regclass;
-    IF TG_RELID = root THEN
+    IF TG_RELID = root AND NOT logical_mode THEN
         INSERT INTO pgfanout.changes (schema_name, table_name, op)
         VALUES (root_schema, root_name, 'TRUNCATE');
         last_id := currval(outbox_id);
@@ -1104,7 +1203,8 @@ BEGIN
         END IF;
         PERFORM set_config(marker, 'root:' || last_id, true);
         written := 1;
-    ELSIF state LIKE 'root:%' AND pgfanout.truncate_in_force(substr(state, 6)::bigint, root_schema, root_name) THEN
+    ELSIF state LIKE 'root:%' AND NOT logical_mode
+          AND pgfanout.truncate_in_force(substr(state, 6)::bigint, root_schema, root_name) THEN
         RETURN NULL;
     ELSE
         -- The rows are read with the statement's snapshot. Under REPEATABLE READ or
@@ -1121,6 +1221,18 @@ BEGIN
                 USING DETAIL = 'TRUNCATE of a partition is captured as one DELETE per row it removes, read as the truncating role; rows it may not see would stay on the replicas.',
                       HINT = format('GRANT SELECT (%s) ON %s TO %I and exempt it from the partition''s row-level security, or truncate %s as a whole.',
                                     (SELECT string_agg(format('%I', k), ', ') FROM unnest(keys) AS k), TG_RELID::regclass, current_user, root::regclass);
+        END IF;
+        IF logical_mode THEN
+            last_id := coalesce(pg_sequence_last_value(truncates_id), 0);
+            EXECUTE format('INSERT INTO pgfanout.partition_truncates (root_schema, root_name, rel, op, old_key) '
+                           'SELECT $1, $2, $3, %L, jsonb_build_object(%s) FROM ONLY %s p',
+                           'DELETE',
+                           (SELECT string_agg(format('%L, p.%I', k, k), ', ' ORDER BY ord)
+                            FROM unnest(keys) WITH ORDINALITY AS u(k, ord)),
+                           TG_RELID::regclass)
+                USING root_schema, root_name, TG_RELID::regclass;
+            PERFORM pgfanout.forget_partition_truncates(last_id);
+            RETURN NULL;
         END IF;
         -- Every id this statement writes is above the last one handed out so far.
         last_id := coalesce(pg_sequence_last_value(outbox_id), 0);
@@ -1354,7 +1466,7 @@ BEGIN
         prior := pgfanout.publish_table(rel);
         IF c.relkind = 'p' THEN
             -- pgoutput publishes a partitioned table's changes under its name, but not a
-            -- TRUNCATE of one of its partitions: these triggers refuse that TRUNCATE.
+            -- TRUNCATE of one of its partitions: these triggers capture that TRUNCATE.
             PERFORM pgfanout.add_truncate_triggers(rel);
             PERFORM pgfanout.track_partitions(rel);
         END IF;
@@ -1811,6 +1923,18 @@ END
 $$;
 REVOKE ALL ON FUNCTION pgfanout.truncate_in_force(bigint, text, text), pgfanout.supersede_changes(bigint, bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pgfanout.truncate_in_force(bigint, text, text), pgfanout.supersede_changes(bigint, bigint) TO PUBLIC;
+-- pgfanout.partition_truncates (logical mode) likewise: insert (the policy below decides
+-- which rows) and read its id sequence; the installer's functions renew and delete rows.
+REVOKE ALL ON pgfanout.partition_truncates FROM PUBLIC;
+GRANT INSERT (root_schema, root_name, rel, op, old_key) ON pgfanout.partition_truncates TO PUBLIC;
+DO $$
+BEGIN
+    EXECUTE format('REVOKE ALL ON SEQUENCE %s FROM PUBLIC', pg_get_serial_sequence('pgfanout.partition_truncates', 'id'));
+    EXECUTE format('GRANT SELECT ON SEQUENCE %s TO PUBLIC', pg_get_serial_sequence('pgfanout.partition_truncates', 'id'));
+END
+$$;
+REVOKE ALL ON FUNCTION pgfanout.truncate_marked(bigint, text, text), pgfanout.forget_partition_truncates(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgfanout.truncate_marked(bigint, text, text), pgfanout.forget_partition_truncates(bigint) TO PUBLIC;
 
 ALTER TABLE pgfanout.changes ENABLE ROW LEVEL SECURITY;
 DO $$
@@ -1834,6 +1958,36 @@ CREATE POLICY pgfanout_capture ON pgfanout.changes FOR INSERT TO PUBLIC
 -- Who may read or delete is decided by the table's grants alone (the publisher's role).
 CREATE POLICY pgfanout_read ON pgfanout.changes FOR SELECT TO PUBLIC USING (true);
 CREATE POLICY pgfanout_ship ON pgfanout.changes FOR DELETE TO PUBLIC USING (true);
+
+-- Row-level security of pgfanout.partition_truncates, whose rows the publisher ships as
+-- changes of a partitioned table (root_schema.root_name) as it does the outbox's: a role
+-- may write a row only if a TRUNCATE it may run would write it. rel must be in the tree
+-- of that very table; a DELETE needs TRUNCATE on rel or on one of its ancestors (the
+-- partition truncated, or a mid-level one or the root, whose TRUNCATE reaches it with
+-- only their rights checked); a TRUNCATE needs TRUNCATE on the partitioned table itself.
+-- A role that may truncate no part of a tracked table writes nothing of it here.
+ALTER TABLE pgfanout.partition_truncates ENABLE ROW LEVEL SECURITY;
+DO $$
+DECLARE
+    p name;
+BEGIN
+    FOR p IN SELECT polname FROM pg_policy WHERE polrelid = 'pgfanout.partition_truncates'::regclass LOOP
+        EXECUTE format('DROP POLICY %I ON pgfanout.partition_truncates', p);
+    END LOOP;
+END
+$$;
+CREATE POLICY pgfanout_capture ON pgfanout.partition_truncates FOR INSERT TO PUBLIC
+    WITH CHECK (
+        EXISTS (SELECT FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE c.oid = pg_partition_root(rel) AND c.relkind = 'p'
+                  AND n.nspname = root_schema AND c.relname = root_name)
+        AND CASE op
+                WHEN 'DELETE' THEN has_table_privilege(rel, 'TRUNCATE')
+                                   OR EXISTS (SELECT FROM pg_partition_ancestors(rel) a
+                                              WHERE has_table_privilege(a.relid, 'TRUNCATE'))
+                WHEN 'TRUNCATE' THEN pg_partition_root(rel) = rel::oid AND has_table_privilege(rel, 'TRUNCATE')
+                ELSE false
+            END);
 
 -- Event triggers need a superuser. Without one the capture still works; after changing a
 -- tracked table's primary key or renaming it, run pgfanout.track() on it again.

@@ -11,6 +11,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <csignal>
 #include <map>
 #include <optional>
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "harness.hpp"
+#include "pgfanout/pg_connection.hpp"
 
 namespace pgfanout::test {
 namespace {
@@ -202,7 +204,8 @@ TEST(Capture, SwitchMovesTrackedTablesToThePublicationAndBack) {
     EXPECT_EQ(pgfanout_triggers(p, t), 0) << t;
     EXPECT_EQ(replica_identity(p, t), "f") << t;
   }
-  EXPECT_EQ(publication_members(p), (std::vector<std::string>{"pgfanout.capture", "t", "u"}));
+  EXPECT_EQ(publication_members(p),
+            (std::vector<std::string>{"pgfanout.capture", "pgfanout.partition_truncates", "t", "u"}));
   ASSERT_TRUE(chain.slot_name().has_value());
   EXPECT_EQ(p.integer("SELECT count(*) FROM pg_replication_slots WHERE slot_name = "
                       "(SELECT slot_name FROM pgfanout.capture) AND plugin = 'pgoutput' "
@@ -223,7 +226,7 @@ TEST(Capture, SwitchMovesTrackedTablesToThePublicationAndBack) {
     EXPECT_GT(pgfanout_triggers(p, t), 0) << t;
     EXPECT_EQ(replica_identity(p, t), "d") << t;
   }
-  EXPECT_EQ(publication_members(p), (std::vector<std::string>{"pgfanout.capture"}));
+  EXPECT_EQ(publication_members(p), (std::vector<std::string>{"pgfanout.capture", "pgfanout.partition_truncates"}));
   p.exec("UPDATE public.u SET v = 'trigger again'");
   p.exec("INSERT INTO public.t VALUES (100, 'trigger again')");
   chain.converge("public.t");
@@ -444,7 +447,8 @@ TEST(Capture, TrackUntrackAndReinstallInLogicalMode) {
   p.exec("SELECT pgfanout.track('public.u')");
   EXPECT_EQ(pgfanout_triggers(p, "public.u"), 0);
   EXPECT_EQ(replica_identity(p, "public.u"), "f");
-  EXPECT_EQ(publication_members(p), (std::vector<std::string>{"pgfanout.capture", "t", "u"}));
+  EXPECT_EQ(publication_members(p),
+            (std::vector<std::string>{"pgfanout.capture", "pgfanout.partition_truncates", "t", "u"}));
   p.exec("INSERT INTO public.u SELECT g, 'u' FROM generate_series(1, 5) g");
   p.exec("UPDATE public.u SET v = 'u2' WHERE k < 3");
   chain.converge("public.u");
@@ -454,7 +458,8 @@ TEST(Capture, TrackUntrackAndReinstallInLogicalMode) {
   EXPECT_EQ(chain.mode(), "logical");
   EXPECT_EQ(chain.slot_name(), slot);
   EXPECT_EQ(chain.slots(), 1);
-  EXPECT_EQ(publication_members(p), (std::vector<std::string>{"pgfanout.capture", "t", "u"}));
+  EXPECT_EQ(publication_members(p),
+            (std::vector<std::string>{"pgfanout.capture", "pgfanout.partition_truncates", "t", "u"}));
   for (const char* t : {"public.t", "public.u"}) {
     EXPECT_EQ(pgfanout_triggers(p, t), 0) << t;
     EXPECT_EQ(replica_identity(p, t), "f") << t;
@@ -464,7 +469,8 @@ TEST(Capture, TrackUntrackAndReinstallInLogicalMode) {
 
   p.exec("SELECT pgfanout.untrack('public.u')");
   EXPECT_EQ(replica_identity(p, "public.u"), "n") << "untrack puts back the identity the table had";
-  EXPECT_EQ(publication_members(p), (std::vector<std::string>{"pgfanout.capture", "t"}));
+  EXPECT_EQ(publication_members(p),
+            (std::vector<std::string>{"pgfanout.capture", "pgfanout.partition_truncates", "t"}));
   p.exec("INSERT INTO public.u VALUES (100, 'untracked')");
   p.exec("INSERT INTO public.t VALUES (2, 'after untrack')");
   chain.converge("public.t");
@@ -711,7 +717,8 @@ void fill_partitioned(PgSession& p) {
 TEST(Capture, PartitionedTableThroughItsRootWithAPartitionMadeLaterConverges) {
   Chain chain(kPartitioned, {"public.pt"}, /*logical=*/true);
   PgSession& p = chain.primary;
-  EXPECT_EQ(publication_members(p), (std::vector<std::string>{"pgfanout.capture", "pt"}));
+  EXPECT_EQ(publication_members(p),
+            (std::vector<std::string>{"pgfanout.capture", "pgfanout.partition_truncates", "pt"}));
   fill_partitioned(p);
   p.exec("UPDATE public.pt SET v = 'moved', region = 'a' WHERE region = 'b' AND k < 6");  // across partitions
   chain.converge("public.pt", "region, k");
@@ -730,25 +737,284 @@ TEST(Capture, PartitionedTableThroughItsRootWithAPartitionMadeLaterConverges) {
   EXPECT_EQ(chain.replica.integer("SELECT count(*) FROM public.pt_c"), 9);
 }
 
-// The trigger capture sends TRUNCATE of one partition as a DELETE of each of its rows;
-// pgoutput, publishing through the root, sends nothing for it, so logical mode refuses
-// it. TRUNCATE of the partitioned table itself replicates.
-TEST(Capture, TruncateOfOnePartitionIsRefusedAndOfTheWholeTableConverges) {
+// TRUNCATE of partitions (sql/install.sql, pgfanout.capture_partition_truncate):
+// pgoutput, publishing through the root, sends nothing for a partition's, so the
+// partition's trigger writes its rows' keys into pgfanout.partition_truncates, whose
+// inserts the publisher ships as DELETEs of the root, as the trigger capture does.
+
+// A three-level tree: pt -> pt_a, pt_b -> (pt_b_low, pt_b_high); 10 rows in pt_a, 5 in
+// each of pt_b's partitions.
+const char* const kSubPartitioned = R"SQL(
+CREATE TABLE public.pt (region text, k int, v text, PRIMARY KEY (region, k)) PARTITION BY LIST (region);
+CREATE TABLE public.pt_a PARTITION OF public.pt FOR VALUES IN ('a');
+CREATE TABLE public.pt_b PARTITION OF public.pt FOR VALUES IN ('b') PARTITION BY RANGE (k);
+CREATE TABLE public.pt_b_low PARTITION OF public.pt_b FOR VALUES FROM (MINVALUE) TO (10);
+CREATE TABLE public.pt_b_high PARTITION OF public.pt_b FOR VALUES FROM (10) TO (MAXVALUE);
+)SQL";
+
+// How many of `messages` carry operation `op` (one change per message).
+std::size_t count_op(const std::vector<Delivery>& messages, const std::string& op) {
+  const std::string field = "\"op\":\"" + op + "\"";
+  return static_cast<std::size_t>(std::count_if(messages.begin(), messages.end(), [&](const Delivery& d) {
+    return d.body.find(field) != std::string::npos;
+  }));
+}
+
+// What is left in pgfanout.partition_truncates: nothing, once no transaction is writing.
+std::int64_t leftover_rows(PgSession& p) { return p.integer("SELECT count(*) FROM pgfanout.partition_truncates"); }
+
+TEST(Capture, TruncateOfOnePartitionConvergesAsDeletesOfTheRoot) {
   Chain chain(kPartitioned, {"public.pt"}, /*logical=*/true);
   PgSession& p = chain.primary;
+  EXPECT_EQ(publication_members(p),
+            (std::vector<std::string>{"pgfanout.capture", "pgfanout.partition_truncates", "pt"}));
   fill_partitioned(p);
   chain.converge("public.pt", "region, k");
-  try {
-    p.exec("TRUNCATE public.pt_a");
-    ADD_FAILURE() << "TRUNCATE of one partition went through in logical mode";
-  } catch (const SqlError& e) {
-    EXPECT_NE(std::string(e.what()).find("is not captured in logical mode"), std::string::npos) << e.what();
-  }
-  EXPECT_EQ(p.integer("SELECT count(*) FROM public.pt_a"), 10);
+  drain(chain.tap);
+  // Changes before and after it in the same transaction keep their places: the row
+  // inserted before is removed with the partition, the one inserted after stays.
+  p.exec("BEGIN; INSERT INTO public.pt VALUES ('a', 100, 'before'); UPDATE public.pt SET v = 'u' WHERE k = 1; "
+         "TRUNCATE public.pt_a; INSERT INTO public.pt VALUES ('a', 2, 'after'); COMMIT");
+  chain.converge("public.pt", "region, k");
+  EXPECT_EQ(chain.replica.integer("SELECT count(*) FROM public.pt WHERE region = 'a'"), 1);
+  EXPECT_EQ(chain.replica.integer("SELECT count(*) FROM public.pt WHERE region = 'b'"), 10);
+  auto messages = drain(chain.tap);
+  // 11 DELETEs (10 rows and the one inserted before), each with its own id, under the
+  // root's name.
+  EXPECT_EQ(count_op(messages, "DELETE"), 11u);
+  EXPECT_EQ(check_ids(messages), messages.size());
+  for (const auto& d : messages) EXPECT_EQ(d.routing_key, "public.pt") << d.body;
+  EXPECT_EQ(leftover_rows(p), 0);
+
+  // TRUNCATE of the whole table stays one TRUNCATE, although its partitions' triggers fire.
   p.exec("TRUNCATE public.pt");
   p.exec("INSERT INTO public.pt VALUES ('b', 100, 'after')");
   chain.converge("public.pt", "region, k");
   EXPECT_EQ(chain.replica.integer("SELECT count(*) FROM public.pt"), 1);
+  messages = drain(chain.tap);
+  EXPECT_EQ(count_op(messages, "TRUNCATE"), 1u);
+  EXPECT_EQ(count_op(messages, "DELETE"), 0u);
+  EXPECT_EQ(leftover_rows(p), 0);
+}
+
+TEST(Capture, TruncateOfASubPartitionAndOfAMidLevelPartitionConverges) {
+  Chain chain(kSubPartitioned, {"public.pt"}, /*logical=*/true);
+  PgSession& p = chain.primary;
+  p.exec("INSERT INTO public.pt SELECT 'a', g, 'a' FROM generate_series(1, 10) g; "
+         "INSERT INTO public.pt SELECT 'b', g, 'b' FROM generate_series(5, 14) g");
+  chain.converge("public.pt", "region, k");
+  p.exec("TRUNCATE public.pt_b_low");
+  chain.converge("public.pt", "region, k");
+  EXPECT_EQ(chain.replica.integer("SELECT count(*) FROM public.pt WHERE region = 'b'"), 5);
+  p.exec("INSERT INTO public.pt VALUES ('b', 1, 'again')");
+  p.exec("TRUNCATE public.pt_b");  // mid-level: both of its partitions
+  chain.converge("public.pt", "region, k");
+  EXPECT_EQ(chain.replica.integer("SELECT count(*) FROM public.pt WHERE region = 'b'"), 0);
+  EXPECT_EQ(chain.replica.integer("SELECT count(*) FROM public.pt WHERE region = 'a'"), 10);
+  EXPECT_EQ(leftover_rows(p), 0);
+}
+
+// A partition and its root in one statement, in either order, and CASCADE reaching a
+// partitioned table through a foreign key (and from a partition to a table that
+// references the partitioned table).
+TEST(Capture, TruncateOfAPartitionWithItsRootAndThroughCascadeConverges) {
+  Chain chain(R"SQL(
+CREATE TABLE public.owner (k int PRIMARY KEY);
+CREATE TABLE public.pt (region text, k int, owner_k int REFERENCES public.owner, v text, PRIMARY KEY (region, k))
+  PARTITION BY LIST (region);
+CREATE TABLE public.pt_a PARTITION OF public.pt FOR VALUES IN ('a');
+CREATE TABLE public.pt_b PARTITION OF public.pt FOR VALUES IN ('b') PARTITION BY RANGE (k);
+CREATE TABLE public.pt_b_low PARTITION OF public.pt_b FOR VALUES FROM (MINVALUE) TO (10);
+CREATE TABLE public.pt_b_high PARTITION OF public.pt_b FOR VALUES FROM (10) TO (MAXVALUE);
+CREATE TABLE public.ref (k int PRIMARY KEY, region text, pt_k int, FOREIGN KEY (region, pt_k) REFERENCES public.pt);
+)SQL",
+              {"public.owner", "public.pt", "public.ref"}, /*logical=*/true);
+  PgSession& p = chain.primary;
+  auto fill = [&] {
+    p.exec("INSERT INTO public.owner SELECT g FROM generate_series(1, 3) g ON CONFLICT DO NOTHING; "
+           "INSERT INTO public.pt SELECT r, g, g % 3 + 1, r FROM unnest(ARRAY['a', 'b']) r, generate_series(1, 15) g "
+           "ON CONFLICT DO NOTHING; "
+           "INSERT INTO public.ref SELECT g, 'b', g FROM generate_series(1, 5) g ON CONFLICT DO NOTHING");
+  };
+  auto converged = [&] {
+    chain.converge("public.owner");
+    chain.converge("public.pt", "region, k");
+    chain.converge("public.ref");
+  };
+  fill();
+  converged();
+  p.exec("TRUNCATE public.pt_a, public.pt CASCADE");  // the partition first: its DELETEs, then the TRUNCATE
+  p.exec("INSERT INTO public.pt VALUES ('b', 1, 1, 'after')");
+  converged();
+  EXPECT_EQ(chain.replica.integer("SELECT count(*) FROM public.pt"), 1);
+  fill();
+  p.exec("BEGIN; INSERT INTO public.pt VALUES ('a', 99, 1, 'x'); TRUNCATE public.pt, public.pt_b_low CASCADE; "
+         "INSERT INTO public.pt VALUES ('a', 98, 1, 'y'); COMMIT");
+  converged();
+  EXPECT_EQ(chain.replica.integer("SELECT count(*) FROM public.pt"), 1);
+  fill();
+  p.exec("TRUNCATE public.pt_b_low CASCADE");  // reaches public.ref, which references pt
+  converged();
+  EXPECT_EQ(chain.replica.integer("SELECT count(*) FROM public.ref"), 0);
+  EXPECT_EQ(chain.replica.integer("SELECT count(*) FROM public.pt WHERE region = 'b'"), 6);
+  fill();
+  p.exec("TRUNCATE public.owner CASCADE");  // reaches pt, all of its partitions, and ref
+  p.exec("INSERT INTO public.owner VALUES (7)");
+  converged();
+  EXPECT_EQ(chain.replica.integer("SELECT count(*) FROM public.pt"), 0);
+  EXPECT_EQ(leftover_rows(p), 0);
+}
+
+TEST(Capture, RolledBackTruncateOfAPartitionLeavesTheReplicaIntact) {
+  Chain chain(kPartitioned, {"public.pt"}, /*logical=*/true);
+  PgSession& p = chain.primary;
+  fill_partitioned(p);
+  chain.converge("public.pt", "region, k");
+  p.exec("BEGIN; TRUNCATE public.pt_a; ROLLBACK");
+  p.exec("BEGIN; INSERT INTO public.pt VALUES ('b', 101, 'kept'); SAVEPOINT s; TRUNCATE public.pt_a; "
+         "ROLLBACK TO SAVEPOINT s; INSERT INTO public.pt VALUES ('b', 102, 'last'); COMMIT");
+  chain.converge("public.pt", "region, k");
+  EXPECT_EQ(chain.replica.integer("SELECT count(*) FROM public.pt WHERE region = 'a'"), 10);
+  EXPECT_EQ(chain.replica.integer("SELECT count(*) FROM public.pt WHERE k = 102"), 1);
+  EXPECT_EQ(leftover_rows(p), 0);
+}
+
+// An install from before pgfanout.partition_truncates, in logical mode with its slot
+// streaming: running install.sql again adds the table to the publication, and the
+// publisher ships TRUNCATE of a partition from then on.
+TEST(Capture, ReinstallOverAnInstallWithoutPartitionTruncatesCapturesThem) {
+  Chain chain(kPartitioned, {"public.pt"}, /*logical=*/true);
+  PgSession& p = chain.primary;
+  p.exec("ALTER PUBLICATION pgfanout DROP TABLE pgfanout.partition_truncates; "
+         "DROP TABLE pgfanout.partition_truncates");
+  fill_partitioned(p);
+  chain.converge("public.pt", "region, k");
+  CommandResult again = psql_file(p.conninfo(), sql_dir() + "/install.sql");
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_EQ(publication_members(p),
+            (std::vector<std::string>{"pgfanout.capture", "pgfanout.partition_truncates", "pt"}));
+  p.exec("TRUNCATE public.pt_b");
+  chain.converge("public.pt", "region, k");
+  EXPECT_EQ(chain.replica.integer("SELECT count(*) FROM public.pt"), 10);
+  EXPECT_EQ(leftover_rows(p), 0);
+}
+
+// A role, dropped at the end (declare it before the Chain, whose databases hold its grants).
+class ScratchRole {
+ public:
+  ScratchRole() : name_(unique_name("pgft_cap_role")) {
+    PgSession(pg_admin_conninfo()).exec("CREATE ROLE " + quote_ident(name_));
+  }
+  ~ScratchRole() {
+    try {
+      PgSession(pg_admin_conninfo()).exec("DROP ROLE IF EXISTS " + quote_ident(name_));
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << e.what();
+    }
+  }
+  ScratchRole(const ScratchRole&) = delete;
+  ScratchRole& operator=(const ScratchRole&) = delete;
+  std::string ident() const { return quote_ident(name_); }
+
+ private:
+  std::string name_;
+};
+
+// The message of the error a statement raises ("" if it raises none).
+std::string error_of(PgSession& s, const std::string& statement) {
+  try {
+    s.exec(statement);
+  } catch (const SqlError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// The trigger runs as the role truncating: one that may not read the partition's keys
+// cannot have its rows captured, so its TRUNCATE is refused, as in trigger mode; and
+// REPEATABLE READ is refused as there.
+TEST(Capture, TruncateOfAPartitionByARoleThatMayNotReadItsKeysIsRefused) {
+  ScratchRole role;
+  Chain chain(kPartitioned, {"public.pt"}, /*logical=*/true);
+  PgSession& p = chain.primary;
+  fill_partitioned(p);
+  chain.converge("public.pt", "region, k");
+  p.exec("GRANT TRUNCATE ON public.pt_a TO " + role.ident());
+  PgSession as_role(chain.primary_db.db.conninfo());
+  as_role.exec("SET ROLE " + role.ident());
+  EXPECT_NE(error_of(as_role, "TRUNCATE public.pt_a").find("may not read all of its keys"), std::string::npos);
+  EXPECT_NE(error_of(p, "BEGIN ISOLATION LEVEL REPEATABLE READ; TRUNCATE public.pt_a").find("REPEATABLE READ"),
+            std::string::npos);
+  p.exec("ROLLBACK");
+  p.exec("INSERT INTO public.pt VALUES ('b', 100, 'last')");
+  chain.converge("public.pt", "region, k");
+  EXPECT_EQ(p.integer("SELECT count(*) FROM public.pt_a"), 10);
+  EXPECT_EQ(chain.replica.integer("SELECT count(*) FROM public.pt WHERE region = 'a'"), 10);
+  // With SELECT on the keys it may.
+  p.exec("GRANT SELECT (region, k) ON public.pt_a TO " + role.ident());
+  as_role.exec("TRUNCATE public.pt_a");
+  chain.converge("public.pt", "region, k");
+  EXPECT_EQ(chain.replica.integer("SELECT count(*) FROM public.pt WHERE region = 'a'"), 0);
+}
+
+// pgfanout.partition_truncates is shipped as changes of the tables its rows name: a role
+// writes there only what a TRUNCATE it may run would write. And a TRUNCATE row written by
+// hand (which truncates the replicas as any TRUNCATE of the root would) does not let a
+// later TRUNCATE of a partition skip rows written since.
+TEST(Capture, NoRoleForgesPartitionTruncatesItMayNotTruncate) {
+  ScratchRole writer;   // every right on the tree but TRUNCATE
+  ScratchRole leaf;     // TRUNCATE of pt_a only
+  Chain chain(kPartitioned + std::string("CREATE TABLE public.other (k int PRIMARY KEY);"),
+              {"public.pt", "public.other"}, /*logical=*/true);
+  PgSession& p = chain.primary;
+  fill_partitioned(p);
+  chain.converge("public.pt", "region, k");
+  p.exec("GRANT SELECT, INSERT, UPDATE, DELETE ON public.pt, public.pt_a, public.pt_b TO " + writer.ident());
+  p.exec("GRANT SELECT, TRUNCATE ON public.pt_a TO " + leaf.ident());
+  auto forge = [&](const ScratchRole& role, const std::string& values) {
+    PgSession s(chain.primary_db.db.conninfo());
+    s.exec("SET ROLE " + role.ident());
+    return error_of(s, "INSERT INTO pgfanout.partition_truncates (root_schema, root_name, rel, op, old_key) VALUES " +
+                           values);
+  };
+  const std::string rls = "violates row-level security policy";
+  EXPECT_NE(forge(writer, "('public', 'pt', 'public.pt_a', 'DELETE', '{\"region\": \"b\", \"k\": 1}')").find(rls),
+            std::string::npos);
+  EXPECT_NE(forge(writer, "('public', 'pt', 'public.pt', 'TRUNCATE', NULL)").find(rls), std::string::npos);
+  // The partition's own truncater: not the whole table, not another table's rows, not
+  // under another name.
+  EXPECT_NE(forge(leaf, "('public', 'pt', 'public.pt', 'TRUNCATE', NULL)").find(rls), std::string::npos);
+  EXPECT_NE(forge(leaf, "('public', 'pt', 'public.pt_b', 'DELETE', '{\"region\": \"b\", \"k\": 1}')").find(rls),
+            std::string::npos);
+  EXPECT_NE(forge(leaf, "('public', 'other', 'public.pt_a', 'DELETE', '{\"k\": 1}')").find(rls), std::string::npos);
+  EXPECT_NE(forge(leaf, "('public', 'pt', 'public.other', 'DELETE', '{\"k\": 1}')").find(rls), std::string::npos);
+  {
+    PgSession s(chain.primary_db.db.conninfo());
+    s.exec("SET ROLE " + leaf.ident());
+    EXPECT_NE(error_of(s, "DELETE FROM pgfanout.partition_truncates").find("permission denied"), std::string::npos);
+    EXPECT_NE(error_of(s, "UPDATE pgfanout.partition_truncates SET op = 'TRUNCATE'").find("permission denied"),
+              std::string::npos);
+  }
+  p.exec("INSERT INTO public.pt VALUES ('b', 100, 'last')");
+  chain.converge("public.pt", "region, k");
+  EXPECT_EQ(chain.replica.integer("SELECT count(*) FROM public.pt"), 21);
+
+  // A TRUNCATE row of pt written by hand, a row written into pt_a, and the setting the
+  // root's trigger would have left: the row is still captured.
+  p.exec("BEGIN; "
+         "INSERT INTO pgfanout.partition_truncates (root_schema, root_name, rel, op) "
+         "  VALUES ('public', 'pt', 'public.pt', 'TRUNCATE'); "
+         "INSERT INTO public.pt VALUES ('a', 500, 'written since'); "
+         // The check itself, called by hand, renews the row only when it passes.
+         "SELECT pgfanout.truncate_marked(currval(pg_get_serial_sequence('pgfanout.partition_truncates', 'id')), "
+         "  'public', 'pt'); "
+         "SELECT set_config(format('pgfanout.truncate_%s_1', 'public.pt'::regclass::oid), "
+         "  'mark:' || currval(pg_get_serial_sequence('pgfanout.partition_truncates', 'id')), true); "
+         "TRUNCATE public.pt_a; COMMIT");
+  p.exec("INSERT INTO public.pt VALUES ('b', 600, 'last')");
+  eventually([&] { return chain.replica.integer("SELECT count(*) FROM public.pt WHERE k = 600") == 1; }, kPatience,
+             "the last row to reach the replica");
+  EXPECT_EQ(chain.replica.integer("SELECT count(*) FROM public.pt WHERE region = 'a'"), 0);
 }
 
 TEST(Capture, TransactionBiggerThanLogicalDecodingWorkMemConverges) {

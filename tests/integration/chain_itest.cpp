@@ -515,7 +515,8 @@ DELETE FROM public.stock WHERE id <= 2;
 }
 
 // TRUNCATE of one partition of a tracked partitioned table: captured as a DELETE per row
-// under the partitioned table's name (partition_truncate_itest has the details).
+// under the partitioned table's name, in both capture modes (partition_truncate_itest and
+// capture_itest have the details).
 TEST(ChainFixedBugs, TruncateOfOnePartition) {
   SmallChain chain(R"SQL(
 CREATE TABLE public.parted (region text, id int, PRIMARY KEY (region, id)) PARTITION BY LIST (region);
@@ -524,19 +525,7 @@ CREATE TABLE public.parted_us PARTITION OF public.parted FOR VALUES IN ('us');
 )SQL",
                    {"public.parted"});
   chain.primary.exec("INSERT INTO public.parted SELECT r, g FROM unnest(ARRAY['eu', 'us']) r, generate_series(1, 5) g");
-  if (logical_capture()) {
-    // The slot does not carry it (README, "Capture modes"): refused, not lost.
-    try {
-      chain.primary.exec("TRUNCATE public.parted_eu");
-      FAIL() << "TRUNCATE of a partition was accepted in logical mode";
-    } catch (const SqlError& e) {
-      EXPECT_THAT(e.what(), ::testing::HasSubstr("is not captured in logical mode"));
-    }
-    chain.primary.exec("DELETE FROM public.parted_eu; TRUNCATE public.parted");
-    chain.primary.exec("INSERT INTO public.parted VALUES ('us', 9)");
-  } else {
-    chain.primary.exec("TRUNCATE public.parted_eu");
-  }
+  chain.primary.exec("TRUNCATE public.parted_eu");
   expect_converged(chain, {{"public.parted", "t.region, t.id", "t::text"}});
 }
 

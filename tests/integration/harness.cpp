@@ -678,14 +678,15 @@ std::int64_t outbox_count(PgSession& db) { return db.integer("SELECT count(*) FR
 
 std::int64_t pending_changes(PgSession& db) {
   // pgoutput's Insert, Update and Delete messages start with 'I', 'U', 'D'; the capture
-  // table's own changes (mode switches) are not changes of a tracked table.
+  // table's own changes (mode switches) are not changes of a tracked table. (<< and | bind
+  // alike in SQL, left to right: the parentheses make the relid of OIDs above 65535.)
   return outbox_count(db) +
          db.integer("SELECT count(*) FROM (SELECT slot_name FROM pgfanout.capture WHERE slot_name IS NOT NULL) c, "
                     "LATERAL pg_logical_slot_peek_binary_changes(c.slot_name, NULL, NULL, "
                     "'proto_version', '1', 'publication_names', 'pgfanout') p "
                     "WHERE get_byte(p.data, 0) IN (73, 85, 68) "
-                    "AND (get_byte(p.data, 1)::int8 << 24 | get_byte(p.data, 2) << 16 | "
-                    "     get_byte(p.data, 3) << 8 | get_byte(p.data, 4)) <> 'pgfanout.capture'::regclass::oid::int8");
+                    "AND ((get_byte(p.data, 1)::int8 << 24) | (get_byte(p.data, 2) << 16) | "
+                    "     (get_byte(p.data, 3) << 8) | get_byte(p.data, 4)) <> 'pgfanout.capture'::regclass::oid::int8");
 }
 
 void wait_outbox_empty(PgSession& db, std::chrono::milliseconds timeout) {
