@@ -632,6 +632,38 @@ EXCEPTION WHEN program_limit_exceeded OR untranslatable_character THEN
 END
 $$;
 
+-- The forms of a row change's rows where plain to_jsonb may fail (see the row captures):
+-- new_row, or new_json where jsonb cannot hold the row; old_row, or its key alone.
+CREATE OR REPLACE FUNCTION pgfanout.row_forms(op text, new_r anyelement, old_r anyelement, keys text[],
+                                              OUT new_row jsonb, OUT old_row jsonb, OUT new_json json)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF op <> 'DELETE' THEN
+        new_row := pgfanout.row_jsonb(new_r);
+        IF new_row IS NULL THEN
+            new_json := to_json(new_r);
+        END IF;
+    END IF;
+    IF op <> 'INSERT' THEN
+        old_row := coalesce(pgfanout.row_jsonb(old_r), pgfanout.key_jsonb(old_r, keys));
+    END IF;
+END
+$$;
+
+-- The text forms of a row change's rows (spec: the table's text_columns; see Text forms).
+CREATE OR REPLACE FUNCTION pgfanout.row_texts(op text, new_r anyelement, old_r anyelement, spec jsonb,
+                                              OUT new_text jsonb, OUT old_text jsonb)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF op <> 'DELETE' AND (spec ? 'always' OR strpos(new_r::text, ']={') > 0) THEN
+        new_text := pgfanout.texts_of(new_r, spec);
+    END IF;
+    IF op <> 'INSERT' AND spec ? 'old' AND (spec -> 'old' ? 'always' OR strpos(old_r::text, ']={') > 0) THEN
+        old_text := pgfanout.texts_of(old_r, spec -> 'old');
+    END IF;
+END
+$$;
+
 -- Whether the current role reads every row and column of rel: SELECT on the table (or
 -- on each of its columns) and no row-level security applying to it. The captures that
 -- read a tracked table (capture_state, capture_partition_truncate) need it, as they run
@@ -834,34 +866,12 @@ BEGIN
             old_row := to_jsonb(OLD);
         END IF;
     ELSE
-        BEGIN
-            IF TG_OP <> 'DELETE' THEN
-                new_row := to_jsonb(NEW);
-            END IF;
-            IF TG_OP <> 'INSERT' THEN
-                old_row := to_jsonb(OLD);
-            END IF;
-        EXCEPTION WHEN program_limit_exceeded OR untranslatable_character THEN
-            IF TG_OP <> 'DELETE' THEN
-                new_row := pgfanout.row_jsonb(NEW);
-                IF new_row IS NULL THEN
-                    new_json := to_json(NEW);
-                END IF;
-            END IF;
-            IF TG_OP <> 'INSERT' THEN
-                old_row := coalesce(pgfanout.row_jsonb(OLD),
-                                    pgfanout.key_jsonb(OLD, CASE WHEN sep IS NULL THEN TG_ARGV ELSE TG_ARGV[0:sep - 1] END));
-            END IF;
-        END;
+        SELECT f.new_row, f.old_row, f.new_json INTO new_row, old_row, new_json
+        FROM pgfanout.row_forms(TG_OP, NEW, OLD, CASE WHEN sep IS NULL THEN TG_ARGV ELSE TG_ARGV[0:sep - 1] END) AS f;
     END IF;
     IF sep IS NOT NULL THEN
         IF spec IS NOT NULL THEN
-            IF TG_OP <> 'DELETE' AND (spec ? 'always' OR strpos(NEW::text, ']={') > 0) THEN
-                new_text := pgfanout.texts_of(NEW, spec);
-            END IF;
-            IF TG_OP <> 'INSERT' AND spec ? 'old' AND (spec -> 'old' ? 'always' OR strpos(OLD::text, ']={') > 0) THEN
-                old_text := pgfanout.texts_of(OLD, spec -> 'old');
-            END IF;
+            SELECT f.new_text, f.old_text INTO new_text, old_text FROM pgfanout.row_texts(TG_OP, NEW, OLD, spec) AS f;
         END IF;
         -- The probe check inline: a function call per row (with its SET search_path)
         -- took a sixth of the trigger's time.
@@ -933,33 +943,12 @@ BEGIN
             old_row := to_jsonb(OLD);
         END IF;
     ELSE
-        BEGIN
-            IF TG_OP <> 'DELETE' THEN
-                new_row := to_jsonb(NEW);
-            END IF;
-            IF TG_OP <> 'INSERT' THEN
-                old_row := to_jsonb(OLD);
-            END IF;
-        EXCEPTION WHEN program_limit_exceeded OR untranslatable_character THEN
-            IF TG_OP <> 'DELETE' THEN
-                new_row := pgfanout.row_jsonb(NEW);
-                IF new_row IS NULL THEN
-                    new_json := to_json(NEW);
-                END IF;
-            END IF;
-            IF TG_OP <> 'INSERT' THEN
-                old_row := coalesce(pgfanout.row_jsonb(OLD), pgfanout.key_jsonb(OLD, keys));
-            END IF;
-        END;
+        SELECT f.new_row, f.old_row, f.new_json INTO new_row, old_row, new_json
+        FROM pgfanout.row_forms(TG_OP, NEW, OLD, keys) AS f;
     END IF;
     IF sep IS NOT NULL THEN
         IF spec IS NOT NULL THEN
-            IF TG_OP <> 'DELETE' AND (spec ? 'always' OR strpos(NEW::text, ']={') > 0) THEN
-                new_text := pgfanout.texts_of(NEW, spec);
-            END IF;
-            IF TG_OP <> 'INSERT' AND spec ? 'old' AND (spec -> 'old' ? 'always' OR strpos(OLD::text, ']={') > 0) THEN
-                old_text := pgfanout.texts_of(OLD, spec -> 'old');
-            END IF;
+            SELECT f.new_text, f.old_text INTO new_text, old_text FROM pgfanout.row_texts(TG_OP, NEW, OLD, spec) AS f;
         END IF;
         IF new_row @> ANY (TG_ARGV[sep + 1:coalesce(sep2, TG_NARGS) - 1]::jsonb[])
            OR (new_json IS NOT NULL AND sep2 IS DISTINCT FROM sep + 1) THEN
