@@ -187,7 +187,8 @@ void SlotReader::on_relation(pgoutput::Relation relation) {
       return static_cast<std::size_t>(it - relation.columns.begin());
     };
     info.partition_truncates =
-        PartitionTruncateColumns{column("root_schema"), column("root_name"), column("op"), column("old_key")};
+        PartitionTruncateColumns{column("root_schema"), column("root_name"), column("op"), column("old_key"),
+                                 column("old_text")};
   } else if (!info.is_capture_table) {
     // The key of a table tracked now; or, for one untracked since its changes were
     // written (they are still published), its primary key as it is now. pgoutput also
@@ -276,6 +277,7 @@ void SlotReader::partition_truncate(const RelationInfo& rel, const pgoutput::Tup
   if (schema && name && op && *op == "DELETE" && old_key) {
     OutboxChange c = change(*schema, *name, Op::Delete);
     c.old_key = *old_key;  // jsonb text, as the outbox gives it
+    if (const std::string* old_text = text(at.old_text)) c.old_text = *old_text;
     out.push_back(std::move(c));
   } else if (schema && name && op && *op == "TRUNCATE") {
     out.push_back(change(*schema, *name, Op::Truncate));

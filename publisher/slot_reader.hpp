@@ -65,7 +65,7 @@ class SlotReader {
  private:
   /// Where the columns of pgfanout.partition_truncates are in its rows.
   struct PartitionTruncateColumns {
-    std::size_t root_schema = 0, root_name = 0, op = 0, old_key = 0;
+    std::size_t root_schema = 0, root_name = 0, op = 0, old_key = 0, old_text = 0;
   };
   struct RelationInfo {
     pgoutput::Relation relation;

@@ -310,8 +310,10 @@ CREATE TABLE IF NOT EXISTS pgfanout.partition_truncates (
     root_name   text NOT NULL,
     rel         regclass NOT NULL,
     op          text NOT NULL,
-    old_key     jsonb
+    old_key     jsonb,
+    old_text    jsonb   -- text forms of the key (see Text forms below)
 );
+ALTER TABLE pgfanout.partition_truncates ADD COLUMN IF NOT EXISTS old_text jsonb;
 COMMENT ON TABLE pgfanout.partition_truncates IS
     'Logical capture: the rows a TRUNCATE of a partition removes, each shipped from the slot as a DELETE of the partitioned table; deleted again in the same statement.';
 ALTER TABLE pgfanout.partition_truncates SET (
@@ -1141,6 +1143,8 @@ DECLARE
     root_schema text;
     root_name text;
     keys text[];
+    key_spec jsonb;
+    key_texts text;
     outbox_id regclass;
     truncates_id regclass;
     logical_mode boolean;
@@ -1161,7 +1165,7 @@ BEGIN
         END IF;
         RETURN NULL;
     END IF;
-    SELECT n.nspname, c.relname, t.key_columns INTO root_schema, root_name, keys
+    SELECT n.nspname, c.relname, t.key_columns, t.text_columns -> 'old' INTO root_schema, root_name, keys, key_spec
     FROM pgfanout.tracked t
     JOIN pg_class c ON c.oid = t.relid
     JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -1169,6 +1173,8 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
+    -- The key's text forms (see Text forms), for keys whose to_jsonb form does not read back.
+    key_texts := CASE WHEN key_spec IS NULL THEN 'NULL::jsonb' ELSE pgfanout.texts_sql(key_spec, 'p') END;
     logical_mode := pgfanout.logical();
     IF logical_mode THEN
         truncates_id := pg_get_serial_sequence('pgfanout.partition_truncates', 'id')::regclass;
@@ -1213,12 +1219,12 @@ BEGIN
         END IF;
         IF logical_mode THEN
             last_id := coalesce(pg_sequence_last_value(truncates_id), 0);
-            EXECUTE format('INSERT INTO pgfanout.partition_truncates (root_schema, root_name, rel, op, old_key) '
-                           'SELECT $1, $2, $3, %L, jsonb_build_object(%s) FROM ONLY %s p',
+            EXECUTE format('INSERT INTO pgfanout.partition_truncates (root_schema, root_name, rel, op, old_key, old_text) '
+                           'SELECT $1, $2, $3, %L, jsonb_build_object(%s), %s FROM ONLY %s p',
                            'DELETE',
                            (SELECT string_agg(format('%L, p.%I', k, k), ', ' ORDER BY ord)
                             FROM unnest(keys) WITH ORDINALITY AS u(k, ord)),
-                           TG_RELID::regclass)
+                           key_texts, TG_RELID::regclass)
                 USING root_schema, root_name, TG_RELID::regclass;
             PERFORM pgfanout.forget_partition_truncates(last_id);
             RETURN NULL;
@@ -1229,12 +1235,12 @@ BEGIN
         -- change ids, as every other capture does (after the captured write). The
         -- publisher relies on it to tell a rolled-back id from one still in flight.
         PERFORM pg_current_xact_id();
-        EXECUTE format('INSERT INTO pgfanout.changes (schema_name, table_name, op, old_key) '
-                       'SELECT $1, $2, %L, jsonb_build_object(%s) FROM ONLY %s p',
+        EXECUTE format('INSERT INTO pgfanout.changes (schema_name, table_name, op, old_key, old_text) '
+                       'SELECT $1, $2, %L, jsonb_build_object(%s), %s FROM ONLY %s p',
                        'DELETE',
                        (SELECT string_agg(format('%L, p.%I', k, k), ', ' ORDER BY ord)
                         FROM unnest(keys) WITH ORDINALITY AS u(k, ord)),
-                       TG_RELID::regclass)
+                       key_texts, TG_RELID::regclass)
             USING root_schema, root_name;
         GET DIAGNOSTICS written = ROW_COUNT;
         IF written > 0 AND state NOT LIKE 'from:%' THEN
@@ -1915,7 +1921,7 @@ GRANT EXECUTE ON FUNCTION pgfanout.truncate_in_force(bigint, text, text), pgfano
 -- pgfanout.partition_truncates (logical mode) likewise: insert (the policy below decides
 -- which rows) and read its id sequence; the installer's functions renew and delete rows.
 REVOKE ALL ON pgfanout.partition_truncates FROM PUBLIC;
-GRANT INSERT (root_schema, root_name, rel, op, old_key) ON pgfanout.partition_truncates TO PUBLIC;
+GRANT INSERT (root_schema, root_name, rel, op, old_key, old_text) ON pgfanout.partition_truncates TO PUBLIC;
 DO $$
 BEGIN
     EXECUTE format('REVOKE ALL ON SEQUENCE %s FROM PUBLIC', pg_get_serial_sequence('pgfanout.partition_truncates', 'id'));

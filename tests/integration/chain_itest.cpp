@@ -603,8 +603,11 @@ CREATE TABLE public.exact (id int PRIMARY KEY, h hstore, ha hstore[], a int[], a
 CREATE TABLE public.exact_keys (a int[] PRIMARY KEY, v text);
 CREATE TABLE public.pexact (id int PRIMARY KEY, h hstore, a int[], j json) PARTITION BY RANGE (id);
 CREATE TABLE public.pexact_1 PARTITION OF public.pexact FOR VALUES FROM (0) TO (100);
+CREATE TABLE public.pkeys (a int[], v text, PRIMARY KEY (a, v)) PARTITION BY LIST (v);
+CREATE TABLE public.pkeys_x PARTITION OF public.pkeys FOR VALUES IN ('x');
+CREATE TABLE public.pkeys_y PARTITION OF public.pkeys FOR VALUES IN ('y');
 )SQL",
-                   {"public.exact", "public.exact_keys", "public.pexact"});
+                   {"public.exact", "public.exact_keys", "public.pexact", "public.pkeys"});
   chain.primary.exec(R"SQL(
 INSERT INTO public.exact VALUES
   (1, 'a=>1, b=>NULL', ARRAY['x=>y', 'z=>"q,r"']::hstore[], '[0:1]={5,6}', '[2:3][1:1]={{1},{2}}',
@@ -623,10 +626,17 @@ DELETE FROM public.exact_keys WHERE a = '{1,2}';
 UPDATE public.exact_keys SET a = '[4:4]={1}' WHERE a = '[3:3]={1}';
 INSERT INTO public.pexact VALUES (1, 'a=>b', '[0:0]={1}', '{"k" : [1,2]}'), (2, NULL, '{3}', '{"x":"\u0000"}');
 UPDATE public.pexact SET h = 'c=>d' WHERE id = 2;
+INSERT INTO public.pkeys VALUES ('[0:1]={1,2}', 'x'), ('{1,2}', 'x'), ('[0:1]={1,2}', 'y');
 )SQL");
+  // A TRUNCATE of one partition is captured as DELETEs of its keys, text forms included.
+  expect_converged(chain, {{"public.pkeys", "t.a, t.v", "t::text"}});
+  chain.primary.exec("TRUNCATE public.pkeys_x; INSERT INTO public.pkeys VALUES ('[5:5]={1}', 'x')");
   expect_converged(chain, {{"public.exact", "t.id", "t::text"},
                            {"public.exact_keys", "t.a", "t::text"},
-                           {"public.pexact", "t.id", "t::text"}});
+                           {"public.pexact", "t.id", "t::text"},
+                           {"public.pkeys", "t.a, t.v", "t::text"}});
+  EXPECT_EQ(chain.replica.value("SELECT string_agg(a::text || v, ',' ORDER BY v) FROM public.pkeys"),
+            "[5:5]={1}x,[0:1]={1,2}y");
   EXPECT_EQ(chain.replica.value("SELECT ST_SRID(g)::text || ',' || array_lower(a, 1) || ',' || j::text "
                                 "FROM public.exact WHERE id = 1"),
             "4326,5,{\"b\":1,  \"a\":2, \"a\":3}");
