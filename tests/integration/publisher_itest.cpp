@@ -88,7 +88,9 @@ void expect_change(const json& change, const std::string& body, const Expected& 
     // Trigger mode: values keep PostgreSQL's exact text (big numerics, floats), spliced
     // verbatim. Logical mode builds the same values in column order (README, "Message
     // format"): the same meaning, checked above.
-    if (!logical_capture()) EXPECT_THAT(body, HasSubstr("\"new\":" + *e.new_row));
+    if (!logical_capture()) {
+      EXPECT_THAT(body, HasSubstr("\"new\":" + *e.new_row));
+    }
   } else {
     EXPECT_TRUE(change["new"].is_null()) << body;
   }
@@ -373,7 +375,9 @@ TEST_F(PublisherTest, AReturnedMessageWhoseReadFailsKeepsItsChangeInTheOutbox) {
              "the broker to return the change, and the publisher to try again after a failed read");
   // (In logical mode it stays in the slot, which its publisher holds: that it arrives
   // below is the check.)
-  if (!logical_capture()) EXPECT_EQ(outbox_count(sql()), 1) << "a change whose return could not be read left the outbox";
+  if (!logical_capture()) {
+    EXPECT_EQ(outbox_count(sql()), 1) << "a change whose return could not be read left the outbox";
+  }
   EXPECT_NE(pub.log().find("reading a returned message"), std::string::npos) << pub.log();
 
   // Once a queue is bound and returns are read whole again, the change reaches it.
@@ -403,7 +407,9 @@ TEST_F(PublisherTest, OutboxKeepsEveryChangeWhileTheBrokerIsDown) {
     eventually([&] { return pub.count_in_log("reconnecting in") >= reconnects + 2; }, kPatience,
                "the publisher to notice the broker is down and fail to reconnect");
     EXPECT_TRUE(pub.running()) << "the publisher must never exit because the broker went away";
-    if (!logical_capture()) EXPECT_EQ(outbox_count(sql()), 6) << "changes must stay in the outbox while the broker is down";
+    if (!logical_capture()) {
+      EXPECT_EQ(outbox_count(sql()), 6) << "changes must stay in the outbox while the broker is down";
+    }
     broker.start();
   }
 
