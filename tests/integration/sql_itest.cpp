@@ -221,6 +221,23 @@ TEST_F(SqlTest, TextFormsGoWithTheColumnsThatNeedThem) {
   EXPECT_EQ(sql().value("SELECT new_text::text FROM pgfanout.changes"), R"x({"m": "sad", "p": "(2,sad)"})x");
 }
 
+// The logical capture parks the changes of a table no queue is bound for in the outbox
+// (pgfanout.park): a row jsonb cannot hold is parked as json, with its text forms, where
+// a jsonb parameter made the publisher fail and retry forever.
+TEST_F(SqlTest, ParkKeepsARowJsonbCannotHoldAndItsTextForms) {
+  sql().exec(R"(SELECT pgfanout.park(900, 'public', 'docs', 'INSERT', '{"id":1,"j":{"a":"\u0000"}}', NULL, now(),
+                                     NULL, '{"j": "{\"a\":\"\\u0000\"}"}', NULL);
+                SELECT pgfanout.park(901, 'public', 'docs', 'UPDATE', '{"id":1,"j":null}', '{"id":1}', now(),
+                                     '["j"]', NULL, '{"id": "1"}');
+                SELECT pgfanout.park(901, 'public', 'docs', 'UPDATE', '{"id":2}', NULL, now(), NULL, NULL, NULL);)");
+  EXPECT_EQ(sql().query("SELECT id::text, op, coalesce(new_row::text, '-'), coalesce(new_json::text, '-'), "
+                        "coalesce(json_nulls::text, '-'), coalesce(new_text::text, '-'), coalesce(old_text::text, '-') "
+                        "FROM pgfanout.changes ORDER BY id"),
+            (Rows{Row{"900", "INSERT", "-", R"({"id":1,"j":{"a":"\u0000"}})", "-", R"({"j": "{\"a\":\"\\u0000\"}"})", "-"},
+                  Row{"901", "UPDATE", R"({"j": null, "id": 1})", "-", "{j}", "-", R"({"id": "1"})"}}))
+      << "a change parked again (same id) is kept once";
+}
+
 TEST_F(SqlTest, UntrackStopsCapture) {
   sql().exec(R"(
     CREATE TABLE public.t (id int PRIMARY KEY, v text);
