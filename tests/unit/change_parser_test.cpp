@@ -323,6 +323,14 @@ TEST(ChangeParserHostile, ANulInANameIsABadShapeAndAValueIsLeftToTheReplica) {
   EXPECT_EQ(reason_of(insert_body(R"({"id": 1, "t": "a\u0000b", "c\u0000": 1})")), "(parsed)");
 }
 
+TEST(ChangeParserHostile, StructureAfterAStringValueIsChecked) {
+  // A string value followed by ':' looks like a member name to a lenient skip; the rest
+  // of such a body must still be checked, not skipped.
+  EXPECT_EQ(reason_of(insert_body(R"({"id": 1, "a": "x":  "y, "m": ["d]})")), "not-json");
+  EXPECT_EQ(reason_of(std::string(R"({"id": 1, "schema": "s": "n", "name": "t", "op": "TRUNCATE"})")), "not-json");
+  EXPECT_EQ(reason_of(std::string(R"(["a": 1])")), "not-json");
+}
+
 TEST(ChangeParserHostile, EmptyAndWhitespaceBodiesAreNotJson) {
   EXPECT_EQ(reason_of(std::string()), "not-json");
   EXPECT_EQ(reason_of(std::string(" \n\t")), "not-json");
