@@ -5,6 +5,8 @@
 
 #include <simdjson.h>
 
+#include "pgfanout/amqp_connection.hpp"
+
 namespace pgfanout {
 namespace {
 
@@ -14,6 +16,9 @@ namespace od = simdjson::ondemand;
 // this size; after a bigger text they are let go, so that one huge message does not hold
 // several times its size for the life of the process.
 constexpr std::size_t kKeptBytes = std::size_t{1} << 20;
+
+static_assert(kDeliveryBodySlack >= simdjson::SIMDJSON_PADDING,
+              "deliveries must have room for simdjson to read them in place");
 
 bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 

@@ -331,6 +331,28 @@ TEST(ChangeParserHostile, StructureAfterAStringValueIsChecked) {
   EXPECT_EQ(reason_of(std::string(R"(["a": 1])")), "not-json");
 }
 
+TEST(ChangeParserHostile, ABodyReadInPlaceIgnoresTheBytesAfterIt) {
+  // A delivery's body is parsed where it is; the parser may read the bytes past its end,
+  // which may be anything, closing brackets included.
+  const std::string good = insert_body(R"({"id": 1, "n": 1.10})");
+  auto reason_in_place = [](const std::string& body, char pad) -> std::string {
+    std::string buffer = body + std::string(64, pad);
+    try {
+      auto changes = parse_message(std::string_view(buffer.data(), body.size()), buffer.size());
+      EXPECT_EQ(*changes.at(0).new_row.find("n"), "1.10");
+    } catch (const BadMessage& e) {
+      return e.reason();
+    }
+    return "(parsed)";
+  };
+  for (char pad : {' ', '}', ']', '"', ',', '\0'}) {
+    EXPECT_EQ(reason_in_place(good, pad), "(parsed)") << pad;
+    EXPECT_EQ(reason_in_place("[" + good, pad), "not-json") << pad;
+    EXPECT_EQ(reason_in_place("[[" + good + "]", pad), "not-json") << pad;
+    EXPECT_EQ(reason_in_place(good.substr(0, good.size() - 1), pad), "not-json") << pad;
+  }
+}
+
 TEST(ChangeParserHostile, EmptyAndWhitespaceBodiesAreNotJson) {
   EXPECT_EQ(reason_of(std::string()), "not-json");
   EXPECT_EQ(reason_of(std::string(" \n\t")), "not-json");
