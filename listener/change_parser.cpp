@@ -12,30 +12,54 @@ namespace {
 
 using Node = JsonIndex::Node;
 
-// The member `key` of the object at `object`, or nullptr; the last one wins, as in
-// PostgreSQL's jsonb.
-const Node* member(const JsonIndex& index, std::uint32_t object, std::string_view key) {
-  const Node* found = nullptr;
-  for (std::uint32_t i = index.node(object).first_child; i != JsonIndex::kNone; i = index.node(i).next_sibling) {
-    if (index.node(i).name == key) found = &index.node(i);
-  }
-  return found;
-}
+// The members of a change the listener reads, found in one pass over its members; the last
+// of duplicates wins, as in PostgreSQL's jsonb.
+struct Members {
+  const Node* id = nullptr;
+  const Node* schema = nullptr;
+  const Node* name = nullptr;
+  const Node* table = nullptr;
+  const Node* op = nullptr;
+  const Node* new_row = nullptr;
+  const Node* old_key = nullptr;
+  const Node* json_nulls = nullptr;
+  const Node* new_text = nullptr;
+  const Node* old_text = nullptr;
+  const Node* ts = nullptr;
 
-const Node& field(const JsonIndex& index, std::uint32_t object, const char* key) {
-  const Node* v = member(index, object, key);
+  Members(const JsonIndex& index, std::uint32_t object) {
+    for (std::uint32_t i = index.node(object).first_child; i != JsonIndex::kNone; i = index.node(i).next_sibling) {
+      const Node& n = index.node(i);
+      if (const Node** slot = slot_of(n.name)) *slot = &n;
+    }
+  }
+
+ private:
+  const Node** slot_of(std::string_view key) {
+    using namespace std::string_view_literals;
+    for (auto [member, slot] : {std::pair{"id"sv, &id}, {"schema"sv, &schema}, {"name"sv, &name},
+                                {"table"sv, &table}, {"op"sv, &op}, {"new"sv, &new_row}, {"old"sv, &old_key},
+                                {"json_nulls"sv, &json_nulls}, {"new_text"sv, &new_text},
+                                {"old_text"sv, &old_text}, {"ts"sv, &ts}}) {
+      if (key == member) return slot;
+    }
+    return nullptr;
+  }
+};
+
+const Node& field(const Node* v, const char* key) {
   if (!v) throw BadMessage("bad-shape", std::string("change has no \"") + key + "\"");
   return *v;
 }
 
-std::string string_field(const JsonIndex& index, std::uint32_t object, const char* key) {
-  const Node& v = field(index, object, key);
+std::string string_field(const Node* node, const char* key) {
+  const Node& v = field(node, key);
   if (v.kind() != '"') throw BadMessage("bad-shape", std::string("\"") + key + "\" is not a string");
   return std::string(v.string());
 }
 
-std::int64_t integer_field(const JsonIndex& index, std::uint32_t object, const char* key) {
-  std::string_view raw = field(index, object, key).text;
+std::int64_t integer_field(const Node* node, const char* key) {
+  std::string_view raw = field(node, key).text;
   std::int64_t value = 0;
   auto [end, ec] = std::from_chars(raw.data(), raw.data() + raw.size(), value);
   if (ec != std::errc() || end != raw.data() + raw.size()) {
@@ -44,20 +68,19 @@ std::int64_t integer_field(const JsonIndex& index, std::uint32_t object, const c
   return value;
 }
 
-// The members of the object node `n` (names moved out of the index).
-RawObject raw_object(JsonIndex& index, const Node& n) {
+// The members of the object node `n`.
+RawObject raw_object(const JsonIndex& index, const Node& n) {
   RawObject::Members members;
   for (std::uint32_t i = n.first_child; i != JsonIndex::kNone; i = index.node(i).next_sibling) {
-    Node& m = index.node(i);
-    members.emplace_back(std::move(m.name), std::string(m.text));
+    const Node& m = index.node(i);
+    members.emplace_back(m.name, m.text);
   }
   return RawObject::from_parts(std::string(n.text), std::move(members));
 }
 
-// The object in member `key`, or an absent object when it is missing or null; a value
-// that is neither a non-empty object nor null is an error when `required`.
-RawObject object_field(JsonIndex& index, std::uint32_t object, const char* key, bool required, Op op) {
-  const Node* n = member(index, object, key);
+// The object in member `key` (node `n`), or an absent object when it is missing or null; a
+// value that is neither a non-empty object nor null is an error when `required`.
+RawObject object_field(const JsonIndex& index, const Node* n, const char* key, bool required, Op op) {
   if (n && n->kind() == '{' && n->first_child != JsonIndex::kNone) return raw_object(index, *n);
   if (required) {
     throw BadMessage("bad-shape", std::string(to_string(op)) + " without " +
@@ -68,9 +91,8 @@ RawObject object_field(JsonIndex& index, std::uint32_t object, const char* key, 
 }
 
 // The optional list of columns holding a JSON null: absent or null, or an array of strings.
-std::vector<std::string> json_nulls_field(const JsonIndex& index, std::uint32_t object) {
+std::vector<std::string> json_nulls_field(const JsonIndex& index, const Node* n) {
   std::vector<std::string> out;
-  const Node* n = member(index, object, "json_nulls");
   if (!n || n->text == "null") return out;
   if (n->kind() != '[') throw BadMessage("bad-shape", "\"json_nulls\" is not an array");
   for (std::uint32_t i = n->first_child; i != JsonIndex::kNone; i = index.node(i).next_sibling) {
@@ -81,56 +103,54 @@ std::vector<std::string> json_nulls_field(const JsonIndex& index, std::uint32_t 
   return out;
 }
 
-// The optional object of text forms in member `key`: absent or null, or an object whose
-// values are strings. Returns its raw text ("" when absent) and fills `values` with the
-// members `row` has (name, the string's raw JSON text).
-std::string texts_field(const JsonIndex& index, std::uint32_t object, const char* key, const RawObject& row,
+// The optional object of text forms in member `key` (node `n`): absent or null, or an
+// object whose values are strings. Returns its raw text ("" when absent) and fills `values`
+// with the members `row` has (name, the string's raw JSON text).
+std::string texts_field(const JsonIndex& index, const Node* n, const char* key, const RawObject& row,
                         std::vector<std::pair<std::string, std::string>>& values) {
-  const Node* n = member(index, object, key);
   if (!n || n->text == "null") return {};
   if (n->kind() != '{') throw BadMessage("bad-shape", std::string("\"") + key + "\" is not an object");
   for (std::uint32_t i = n->first_child; i != JsonIndex::kNone; i = index.node(i).next_sibling) {
     const Node& m = index.node(i);
     if (m.kind() != '"') throw BadMessage("bad-shape", std::string("\"") + key + "\" holds a non-string");
-    if (row.find(m.name)) values.emplace_back(m.name, std::string(m.text));
+    if (row.find(m.name)) values.emplace_back(m.name, m.text);
   }
   return std::string(n->text);
 }
 
-ParsedChange parse_change_at(JsonIndex& index, std::uint32_t object) {
+ParsedChange parse_change_at(const JsonIndex& index, std::uint32_t object) {
   if (index.node(object).kind() != '{') throw BadMessage("bad-shape", "a change is not a JSON object");
+  Members m(index, object);
   ParsedChange c;
-  c.id = integer_field(index, object, "id");
-  c.schema = string_field(index, object, "schema");
-  c.name = string_field(index, object, "name");
+  c.id = integer_field(m.id, "id");
+  c.schema = string_field(m.schema, "schema");
+  c.name = string_field(m.name, "name");
   if (c.schema.empty() || c.name.empty()) throw BadMessage("bad-shape", "empty schema or name");
   // libpq passes values as C strings: a name cut at a NUL could resolve another table.
   if (c.schema.find('\0') != std::string::npos || c.name.find('\0') != std::string::npos) {
     throw BadMessage("bad-shape", "a schema or table name holds a NUL character");
   }
-  if (const Node* t = member(index, object, "table")) {
-    if (t->kind() != '"' || t->string() != routing_key(c.schema, c.name)) {
-      throw BadMessage("bad-shape", "\"table\" does not match \"schema\".\"name\"");
-    }
+  if (m.table && (m.table->kind() != '"' || m.table->string() != routing_key(c.schema, c.name))) {
+    throw BadMessage("bad-shape", "\"table\" does not match \"schema\".\"name\"");
   }
-  auto op = parse_op(string_field(index, object, "op"));
+  auto op = parse_op(string_field(m.op, "op"));
   if (!op) throw BadMessage("bad-shape", "\"op\" is not INSERT, UPDATE, DELETE or TRUNCATE");
   c.op = *op;
   bool needs_new = c.op == Op::Insert || c.op == Op::Update;
   bool needs_old = c.op == Op::Update || c.op == Op::Delete;
-  if (needs_new) c.new_row = object_field(index, object, "new", true, c.op);
-  if (needs_old) c.old_key = object_field(index, object, "old", true, c.op);
-  if (needs_new) c.json_nulls = json_nulls_field(index, object);
+  if (needs_new) c.new_row = object_field(index, m.new_row, "new", true, c.op);
+  if (needs_old) c.old_key = object_field(index, m.old_key, "old", true, c.op);
+  if (needs_new) c.json_nulls = json_nulls_field(index, m.json_nulls);
   std::vector<std::pair<std::string, std::string>> values;
-  if (needs_new) c.new_text = texts_field(index, object, "new_text", c.new_row, values);
+  if (needs_new) c.new_text = texts_field(index, m.new_text, "new_text", c.new_row, values);
   if (!values.empty()) {
     c.text_row = c.new_row.with_values(values);
     for (auto& v : values) c.texts.push_back(std::move(v.first));
     values.clear();
   }
-  if (needs_old) c.old_text = texts_field(index, object, "old_text", c.old_key, values);
+  if (needs_old) c.old_text = texts_field(index, m.old_text, "old_text", c.old_key, values);
   if (!values.empty()) c.text_key = c.old_key.with_values(values);
-  if (const Node* ts = member(index, object, "ts"); ts && ts->kind() == '"') c.ts = ts->string();
+  if (m.ts && m.ts->kind() == '"') c.ts = m.ts->string();
   return c;
 }
 
@@ -154,6 +174,9 @@ std::vector<ParsedChange> parse_message(std::string_view body, std::size_t capac
   std::vector<ParsedChange> out;
   if (root.kind() == '[') {
     if (root.first_child == JsonIndex::kNone) throw BadMessage("bad-shape", "an empty array of changes");
+    std::size_t count = 0;
+    for (std::uint32_t i = root.first_child; i != JsonIndex::kNone; i = index->node(i).next_sibling) ++count;
+    out.reserve(count);
     for (std::uint32_t i = root.first_child; i != JsonIndex::kNone; i = index->node(i).next_sibling) {
       out.push_back(parse_change_at(*index, i));
     }

@@ -55,16 +55,17 @@ bool is_number(std::string_view s) {
   return i == s.size();
 }
 
-class Walker {
- public:
-  Walker(std::string_view text, std::size_t split_depth, std::size_t max_depth,
-         std::vector<JsonIndex::Node>& nodes)
-      : text_(text), split_depth_(split_depth), max_depth_(max_depth), nodes_(nodes) {}
+}  // namespace
 
-  void run(od::parser& parser, const char* data, std::size_t capacity) {
-    base_ = data;
+// The walk of one text; a friend of JsonIndex, whose nodes it fills.
+class JsonWalker {
+ public:
+  JsonWalker(std::string_view text, std::size_t split_depth, std::size_t max_depth, JsonIndex& index)
+      : text_(text), split_depth_(split_depth), max_depth_(max_depth), index_(index), nodes_(index.nodes_) {}
+
+  void run(od::parser& parser, std::size_t capacity) {
     od::document doc;
-    check(parser.iterate(data, text_.size(), capacity).get(doc), nullptr);
+    check(parser.iterate(text_.data(), text_.size(), capacity).get(doc), nullptr);
     doc_ = &doc;
     od::json_type type;
     check(doc.type().get(type), &doc);
@@ -95,14 +96,14 @@ class Walker {
       return;
     }
     // A scalar alone: its token runs to the next structural character, if any.
-    has_decoded_ = false;
+    decoded_ = {};
     std::string_view value = scalar(token, type, [&](bool decode, std::string_view& s) {
       return decode ? doc.get_string().get(s) : simdjson::SUCCESS;
     });
-    std::string_view rest = text_.substr(static_cast<std::size_t>(token.data() + token.size() - base_));
+    std::string_view rest = text_.substr(static_cast<std::size_t>(token.data() + token.size() - text_.data()));
     if (!trim_end(rest).empty()) invalid("text after the JSON value", rest.data());
     nodes_[0].text = value;
-    if (has_decoded_) nodes_[0].decoded = decoded_;
+    if (decoded_.data()) nodes_[0].decoded = keep(decoded_);
   }
 
  private:
@@ -118,8 +119,8 @@ class Walker {
 
   [[noreturn]] void invalid(const std::string& what, const char* at) const {
     std::string where;
-    if (at && at >= base_ && at <= base_ + text_.size()) {
-      where = " at byte " + std::to_string(at - base_);
+    if (at && at >= text_.data() && at <= text_.data() + text_.size()) {
+      where = " at byte " + std::to_string(at - text_.data());
     }
     throw std::invalid_argument(what + where);
   }
@@ -131,11 +132,14 @@ class Walker {
     invalid(simdjson::error_message(error), at);
   }
 
+  // A decoded text that lives as long as the index (simdjson's buffer is reused).
+  std::string_view keep(std::string_view decoded) { return index_.decoded_.emplace_back(decoded); }
+
   // Checks a scalar's token (its text up to the next structural character); returns its
-  // text. A string is consumed with `consume(decode)`, which decodes it when `decode`
-  // (that checks its escapes; stage 1 of simdjson has checked UTF-8 and control characters
-  // already). It must be consumed: when a value is left for the iterator to skip, simdjson
-  // takes a string followed by ':' for a member name and skips on without checking.
+  // text. A string is consumed with `consume(decode, s)`, which decodes it into s when
+  // `decode` (that checks its escapes; stage 1 of simdjson has checked UTF-8 and control
+  // characters already). It must be consumed: when a value is left for the iterator to
+  // skip, simdjson takes a string followed by ':' for a member name and skips on unchecked.
   template <class Consume>
   std::string_view scalar(std::string_view token, od::json_type type, Consume&& consume) {
     std::string_view value = trim_end(token);
@@ -144,10 +148,7 @@ class Walker {
         bool escaped = std::memchr(value.data(), '\\', value.size()) != nullptr;
         std::string_view s;
         check(consume(escaped, s), doc_);
-        if (escaped) {
-          decoded_ = s;
-          has_decoded_ = true;
-        }
+        if (escaped) decoded_ = s.data() ? s : std::string_view("", 0);
         break;
       }
       case od::json_type::number:
@@ -165,10 +166,12 @@ class Walker {
     return value;
   }
 
-  // Adds a node for a member or element of `parent` (when it is recorded and within
-  // split_depth); returns its index or kNone.
+  bool records_children(const Frame& f) const { return f.node != JsonIndex::kNone && stack_.size() <= split_depth_; }
+
+  // Adds a node for a member or element of `parent` (when it records its children);
+  // returns its index or kNone.
   std::uint32_t add_child(Frame& parent, std::string_view name, std::string_view text) {
-    if (parent.node == JsonIndex::kNone || stack_.size() > split_depth_) return JsonIndex::kNone;
+    if (!records_children(parent)) return JsonIndex::kNone;
     auto index = static_cast<std::uint32_t>(nodes_.size());
     JsonIndex::Node& n = nodes_.emplace_back();
     n.name = name;
@@ -182,7 +185,7 @@ class Walker {
     return index;
   }
 
-  void visit(od::value value, std::string_view name) {
+  void visit(od::value& value, std::string_view name) {
     Frame& parent = stack_.back();
     std::string_view token = value.raw_json_token();
     od::json_type type;
@@ -207,14 +210,27 @@ class Walker {
       stack_.push_back(f);
       return;
     }
-    has_decoded_ = false;
+    decoded_ = {};
     std::string_view text = scalar(token, type, [&](bool decode, std::string_view& s) {
       if (decode) return value.get_string().get(s);
       od::raw_json_string raw;
       return value.get_raw_json_string().get(raw);
     });
     std::uint32_t index = add_child(parent, name, text);
-    if (index != JsonIndex::kNone && has_decoded_) nodes_[index].decoded = decoded_;
+    if (index != JsonIndex::kNone && decoded_.data()) nodes_[index].decoded = keep(decoded_);
+  }
+
+  // A member's name: the text between its quotes when it has no escape (most do), else
+  // decoded, which checks the escapes. Dropped (empty) when the member is not recorded.
+  std::string_view name_of(od::field& field, bool recorded) {
+    const char* begin = field.key().raw();
+    const char* value = field.value().raw_json_token().data();
+    const void* end = std::memchr(begin, '"', static_cast<std::size_t>(value - begin));
+    std::size_t size = end ? static_cast<std::size_t>(static_cast<const char*>(end) - begin) : 0;
+    if (end && !std::memchr(begin, '\\', size)) return recorded ? std::string_view(begin, size) : std::string_view();
+    std::string_view key;
+    check(field.unescaped_key().get(key), doc_);
+    return recorded ? keep(key) : std::string_view();
   }
 
   void walk() {
@@ -237,10 +253,8 @@ class Walker {
       if (f.object) {
         od::field field;
         check((*f.fields).get(field), doc_);
-        std::string_view key;
-        check(field.unescaped_key().get(key), doc_);
-        // Only recorded names are kept; the others are checked and dropped.
-        visit(field.value(), f.node != JsonIndex::kNone ? key : std::string_view());
+        std::string_view name = name_of(field, records_children(f));
+        visit(field.value(), name);
       } else {
         od::value v;
         check((*f.elements).get(v), doc_);
@@ -256,7 +270,7 @@ class Walker {
     const char* end = nullptr;
     auto error = doc_->current_location().get(end);
     if (error == simdjson::OUT_OF_BOUNDS) {
-      end = base_ + text_.size();
+      end = text_.data() + text_.size();
     } else if (error) {
       check(error, nullptr);
     }
@@ -267,13 +281,18 @@ class Walker {
   std::string_view text_;
   std::size_t split_depth_;
   std::size_t max_depth_;
+  JsonIndex& index_;
   std::vector<JsonIndex::Node>& nodes_;
   std::vector<Frame> stack_;
-  const char* base_ = nullptr;
   od::document* doc_ = nullptr;
-  std::string_view decoded_;
-  bool has_decoded_ = false;
+  std::string_view decoded_;  // the last scalar's decoded text, if it had escapes
 };
+
+namespace {
+
+// Node storage is handed from one index to the next in a thread, up to this many nodes.
+constexpr std::size_t kKeptNodes = std::size_t{1} << 16;
+thread_local std::vector<JsonIndex::Node> spare_nodes;
 
 }  // namespace
 
@@ -281,6 +300,8 @@ JsonIndex::JsonIndex(std::string_view text, std::size_t split_depth, std::size_t
                      std::size_t capacity) {
   thread_local od::parser parser;
   thread_local std::string padded;
+  nodes_.swap(spare_nodes);
+  nodes_.clear();
   const char* data = text.data();
   if (capacity < text.size() + simdjson::SIMDJSON_PADDING) {
     padded.assign(text);
@@ -296,12 +317,24 @@ JsonIndex::JsonIndex(std::string_view text, std::size_t split_depth, std::size_t
       std::string().swap(padded);
     }
   } release{text.size()};
-  Walker walker(std::string_view(data, text.size()), split_depth, max_depth, nodes_);
-  walker.run(parser, data, capacity);
+  JsonWalker walker(std::string_view(data, text.size()), split_depth, max_depth, *this);
+  walker.run(parser, capacity);
   // The nodes point into the padded copy, if one was made: point them into `text`.
   if (data != text.data()) {
-    for (Node& n : nodes_) n.text = text.substr(static_cast<std::size_t>(n.text.data() - data), n.text.size());
+    auto moved = [&](std::string_view& v) {
+      if (v.data() >= data && v.data() <= data + text.size()) v = text.substr(static_cast<std::size_t>(v.data() - data), v.size());
+    };
+    for (Node& n : nodes_) {
+      moved(n.text);
+      moved(n.name);
+    }
   }
+}
+
+JsonIndex::~JsonIndex() {
+  if (nodes_.capacity() > kKeptNodes) return;
+  nodes_.clear();
+  spare_nodes.swap(nodes_);
 }
 
 void validate_json(std::string_view text, std::size_t max_depth) { JsonIndex(text, 0, max_depth); }
@@ -317,8 +350,8 @@ RawObject RawObject::from_text(std::string_view text) {
   if (root.kind() != '{') throw std::invalid_argument("not a JSON object");
   Members members;
   for (std::uint32_t i = root.first_child; i != JsonIndex::kNone; i = index.node(i).next_sibling) {
-    JsonIndex::Node& n = index.node(i);
-    members.emplace_back(std::move(n.name), std::string(n.text));
+    const JsonIndex::Node& n = index.node(i);
+    members.emplace_back(n.name, n.text);
   }
   return from_parts(std::string(root.text), std::move(members));
 }

@@ -2,6 +2,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -64,17 +65,15 @@ class JsonIndex {
   static constexpr std::uint32_t kNone = UINT32_MAX;
 
   struct Node {
-    std::string name;       // decoded member name; empty for the root and array elements
-    std::string_view text;  // the value's raw text, without surrounding whitespace
-    std::string decoded;    // a string value's decoded text, when it holds escapes
+    std::string_view name;     // decoded member name; empty for the root and array elements
+    std::string_view text;     // the value's raw text, without surrounding whitespace
+    std::string_view decoded;  // a string value's decoded text when it holds escapes, else empty
     std::uint32_t first_child = kNone;  // members or elements, within split_depth
     std::uint32_t next_sibling = kNone;
 
     char kind() const { return text.front(); }  // '{', '[', '"', 't', 'f', 'n' or a number's first
     /// A string value's decoded text (the node must be a string).
-    std::string_view string() const {
-      return decoded.empty() ? text.substr(1, text.size() - 2) : std::string_view(decoded);
-    }
+    std::string_view string() const { return decoded.data() ? decoded : text.substr(1, text.size() - 2); }
   };
 
   /// Throws std::invalid_argument saying what is wrong (and where, when simdjson knows).
@@ -82,14 +81,18 @@ class JsonIndex {
   /// SIMDJSON_PADDING bytes past the end, so with less room the text is copied first.
   JsonIndex(std::string_view text, std::size_t split_depth, std::size_t max_depth = kMaxJsonDepth,
             std::size_t capacity = 0);
+  ~JsonIndex();
+  JsonIndex(const JsonIndex&) = delete;
+  JsonIndex& operator=(const JsonIndex&) = delete;
 
   const Node& root() const { return nodes_.front(); }
   const Node& node(std::uint32_t i) const { return nodes_[i]; }
-  Node& node(std::uint32_t i) { return nodes_[i]; }
   std::uint32_t root_index() const { return 0; }
 
  private:
+  friend class JsonWalker;
   std::vector<Node> nodes_;
+  std::deque<std::string> decoded_;  // names and strings with escapes, decoded (stable addresses)
 };
 
 /// Checks that `text` is exactly one JSON value in valid UTF-8 nested at most `max_depth`

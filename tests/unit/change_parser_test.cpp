@@ -331,6 +331,23 @@ TEST(ChangeParserHostile, StructureAfterAStringValueIsChecked) {
   EXPECT_EQ(reason_of(std::string(R"(["a": 1])")), "not-json");
 }
 
+TEST(ChangeParserHostile, BadEscapesInMemberNamesAreNotJsonAtAnyDepth) {
+  for (const std::string& name : {std::string(R"("k\x41")"), std::string(R"("\ud800")"), std::string(R"("\udc00x")"),
+                                  std::string(R"("\u12")"), std::string("\"a\x01\""), std::string("\"\xff\"")}) {
+    EXPECT_EQ(reason_of(insert_body(R"({"id": 1, )" + name + ": 1}")), "not-json") << name;
+    EXPECT_EQ(reason_of(insert_body(R"({"id": 1, "doc": {"a": [{)" + name + ": 1}]}}")), "not-json") << name;
+    std::string pack = "[";
+    pack += insert_body(R"({"id": 1})");
+    pack += ", {";
+    pack += name;
+    pack += ": 1}]";
+    EXPECT_EQ(reason_of(pack), "not-json") << name;
+  }
+  auto c = parse_message("[" + insert_body(R"({"id": 1, "a\u0062c": 2, "doc": {"\u00e9": 1}})") + "]")[0];
+  EXPECT_EQ(*c.new_row.find("abc"), "2");
+  EXPECT_EQ(*c.new_row.find("doc"), R"({"\u00e9": 1})");
+}
+
 TEST(ChangeParserHostile, ABodyReadInPlaceIgnoresTheBytesAfterIt) {
   // A delivery's body is parsed where it is; the parser may read the bytes past its end,
   // which may be anything, closing brackets included.
