@@ -10,32 +10,31 @@ namespace {
 // the members the listener reads, each kept as its raw text. Building a DOM and scanning
 // the text again cost most of the listener's CPU.
 
-using Node = JsonIndex::Node;
+constexpr std::uint32_t kNone = JsonIndex::kNone;
 
-// The members of a change the listener reads, found in one pass over its members; the last
-// of duplicates wins, as in PostgreSQL's jsonb.
+// The members of a change the listener reads (node indices, kNone when missing), found in
+// one pass over its members; the last of duplicates wins, as in PostgreSQL's jsonb.
 struct Members {
-  const Node* id = nullptr;
-  const Node* schema = nullptr;
-  const Node* name = nullptr;
-  const Node* table = nullptr;
-  const Node* op = nullptr;
-  const Node* new_row = nullptr;
-  const Node* old_key = nullptr;
-  const Node* json_nulls = nullptr;
-  const Node* new_text = nullptr;
-  const Node* old_text = nullptr;
-  const Node* ts = nullptr;
+  std::uint32_t id = kNone;
+  std::uint32_t schema = kNone;
+  std::uint32_t name = kNone;
+  std::uint32_t table = kNone;
+  std::uint32_t op = kNone;
+  std::uint32_t new_row = kNone;
+  std::uint32_t old_key = kNone;
+  std::uint32_t json_nulls = kNone;
+  std::uint32_t new_text = kNone;
+  std::uint32_t old_text = kNone;
+  std::uint32_t ts = kNone;
 
   Members(const JsonIndex& index, std::uint32_t object) {
-    for (std::uint32_t i = index.node(object).first_child; i != JsonIndex::kNone; i = index.node(i).next_sibling) {
-      const Node& n = index.node(i);
-      if (const Node** slot = slot_of(n.name)) *slot = &n;
+    for (std::uint32_t i = index.first_child(object); i != kNone; i = index.next_sibling(i)) {
+      if (std::uint32_t* slot = slot_of(index.name(i))) *slot = i;
     }
   }
 
  private:
-  const Node** slot_of(std::string_view key) {
+  std::uint32_t* slot_of(std::string_view key) {
     using namespace std::string_view_literals;
     for (auto [member, slot] : {std::pair{"id"sv, &id}, {"schema"sv, &schema}, {"name"sv, &name},
                                 {"table"sv, &table}, {"op"sv, &op}, {"new"sv, &new_row}, {"old"sv, &old_key},
@@ -47,19 +46,19 @@ struct Members {
   }
 };
 
-const Node& field(const Node* v, const char* key) {
-  if (!v) throw BadMessage("bad-shape", std::string("change has no \"") + key + "\"");
-  return *v;
+std::uint32_t field(std::uint32_t node, const char* key) {
+  if (node == kNone) throw BadMessage("bad-shape", std::string("change has no \"") + key + "\"");
+  return node;
 }
 
-std::string string_field(const Node* node, const char* key) {
-  const Node& v = field(node, key);
-  if (v.kind() != '"') throw BadMessage("bad-shape", std::string("\"") + key + "\" is not a string");
-  return std::string(v.string());
+std::string string_field(const JsonIndex& index, std::uint32_t node, const char* key) {
+  std::uint32_t v = field(node, key);
+  if (index.kind(v) != '"') throw BadMessage("bad-shape", std::string("\"") + key + "\" is not a string");
+  return std::string(index.string(v));
 }
 
-std::int64_t integer_field(const Node* node, const char* key) {
-  std::string_view raw = field(node, key).text;
+std::int64_t integer_field(const JsonIndex& index, std::uint32_t node, const char* key) {
+  std::string_view raw = index.text(field(node, key));
   std::int64_t value = 0;
   auto [end, ec] = std::from_chars(raw.data(), raw.data() + raw.size(), value);
   if (ec != std::errc() || end != raw.data() + raw.size()) {
@@ -68,20 +67,16 @@ std::int64_t integer_field(const Node* node, const char* key) {
   return value;
 }
 
-// The members of the object node `n`.
-RawObject raw_object(const JsonIndex& index, const Node& n) {
-  RawObject::Members members;
-  for (std::uint32_t i = n.first_child; i != JsonIndex::kNone; i = index.node(i).next_sibling) {
-    const Node& m = index.node(i);
-    members.emplace_back(m.name, m.text);
-  }
-  return RawObject::from_parts(std::string(n.text), std::move(members));
-}
-
 // The object in member `key` (node `n`), or an absent object when it is missing or null; a
 // value that is neither a non-empty object nor null is an error when `required`.
-RawObject object_field(const JsonIndex& index, const Node* n, const char* key, bool required, Op op) {
-  if (n && n->kind() == '{' && n->first_child != JsonIndex::kNone) return raw_object(index, *n);
+RawObject object_field(const JsonIndex& index, std::uint32_t n, const char* key, bool required, Op op) {
+  if (n != kNone && index.kind(n) == '{' && index.first_child(n) != kNone) {
+    RawObject::Members members;
+    for (std::uint32_t i = index.first_child(n); i != kNone; i = index.next_sibling(i)) {
+      members.emplace_back(index.name(i), index.text(i));
+    }
+    return RawObject::from_parts(std::string(index.text(n)), std::move(members));
+  }
   if (required) {
     throw BadMessage("bad-shape", std::string(to_string(op)) + " without " +
                                       (std::string_view(key) == "new" ? "a \"new\" row object"
@@ -91,14 +86,13 @@ RawObject object_field(const JsonIndex& index, const Node* n, const char* key, b
 }
 
 // The optional list of columns holding a JSON null: absent or null, or an array of strings.
-std::vector<std::string> json_nulls_field(const JsonIndex& index, const Node* n) {
+std::vector<std::string> json_nulls_field(const JsonIndex& index, std::uint32_t n) {
   std::vector<std::string> out;
-  if (!n || n->text == "null") return out;
-  if (n->kind() != '[') throw BadMessage("bad-shape", "\"json_nulls\" is not an array");
-  for (std::uint32_t i = n->first_child; i != JsonIndex::kNone; i = index.node(i).next_sibling) {
-    const Node& e = index.node(i);
-    if (e.kind() != '"') throw BadMessage("bad-shape", "\"json_nulls\" holds a non-string");
-    out.emplace_back(e.string());
+  if (n == kNone || index.text(n) == "null") return out;
+  if (index.kind(n) != '[') throw BadMessage("bad-shape", "\"json_nulls\" is not an array");
+  for (std::uint32_t i = index.first_child(n); i != kNone; i = index.next_sibling(i)) {
+    if (index.kind(i) != '"') throw BadMessage("bad-shape", "\"json_nulls\" holds a non-string");
+    out.emplace_back(index.string(i));
   }
   return out;
 }
@@ -106,34 +100,33 @@ std::vector<std::string> json_nulls_field(const JsonIndex& index, const Node* n)
 // The optional object of text forms in member `key` (node `n`): absent or null, or an
 // object whose values are strings. Returns its raw text ("" when absent) and fills `values`
 // with the members `row` has (name, the string's raw JSON text).
-std::string texts_field(const JsonIndex& index, const Node* n, const char* key, const RawObject& row,
+std::string texts_field(const JsonIndex& index, std::uint32_t n, const char* key, const RawObject& row,
                         std::vector<std::pair<std::string, std::string>>& values) {
-  if (!n || n->text == "null") return {};
-  if (n->kind() != '{') throw BadMessage("bad-shape", std::string("\"") + key + "\" is not an object");
-  for (std::uint32_t i = n->first_child; i != JsonIndex::kNone; i = index.node(i).next_sibling) {
-    const Node& m = index.node(i);
-    if (m.kind() != '"') throw BadMessage("bad-shape", std::string("\"") + key + "\" holds a non-string");
-    if (row.find(m.name)) values.emplace_back(m.name, m.text);
+  if (n == kNone || index.text(n) == "null") return {};
+  if (index.kind(n) != '{') throw BadMessage("bad-shape", std::string("\"") + key + "\" is not an object");
+  for (std::uint32_t i = index.first_child(n); i != kNone; i = index.next_sibling(i)) {
+    if (index.kind(i) != '"') throw BadMessage("bad-shape", std::string("\"") + key + "\" holds a non-string");
+    if (row.find(index.name(i))) values.emplace_back(index.name(i), index.text(i));
   }
-  return std::string(n->text);
+  return std::string(index.text(n));
 }
 
 ParsedChange parse_change_at(const JsonIndex& index, std::uint32_t object) {
-  if (index.node(object).kind() != '{') throw BadMessage("bad-shape", "a change is not a JSON object");
+  if (index.kind(object) != '{') throw BadMessage("bad-shape", "a change is not a JSON object");
   Members m(index, object);
   ParsedChange c;
-  c.id = integer_field(m.id, "id");
-  c.schema = string_field(m.schema, "schema");
-  c.name = string_field(m.name, "name");
+  c.id = integer_field(index, m.id, "id");
+  c.schema = string_field(index, m.schema, "schema");
+  c.name = string_field(index, m.name, "name");
   if (c.schema.empty() || c.name.empty()) throw BadMessage("bad-shape", "empty schema or name");
   // libpq passes values as C strings: a name cut at a NUL could resolve another table.
   if (c.schema.find('\0') != std::string::npos || c.name.find('\0') != std::string::npos) {
     throw BadMessage("bad-shape", "a schema or table name holds a NUL character");
   }
-  if (m.table && (m.table->kind() != '"' || m.table->string() != routing_key(c.schema, c.name))) {
+  if (m.table != kNone && (index.kind(m.table) != '"' || index.string(m.table) != routing_key(c.schema, c.name))) {
     throw BadMessage("bad-shape", "\"table\" does not match \"schema\".\"name\"");
   }
-  auto op = parse_op(string_field(m.op, "op"));
+  auto op = parse_op(string_field(index, m.op, "op"));
   if (!op) throw BadMessage("bad-shape", "\"op\" is not INSERT, UPDATE, DELETE or TRUNCATE");
   c.op = *op;
   bool needs_new = c.op == Op::Insert || c.op == Op::Update;
@@ -150,7 +143,7 @@ ParsedChange parse_change_at(const JsonIndex& index, std::uint32_t object) {
   }
   if (needs_old) c.old_text = texts_field(index, m.old_text, "old_text", c.old_key, values);
   if (!values.empty()) c.text_key = c.old_key.with_values(values);
-  if (m.ts && m.ts->kind() == '"') c.ts = m.ts->string();
+  if (m.ts != kNone && index.kind(m.ts) == '"') c.ts = index.string(m.ts);
   return c;
 }
 
@@ -170,20 +163,20 @@ std::vector<ParsedChange> parse_message(std::string_view body, std::size_t capac
   } catch (const std::invalid_argument& e) {
     throw BadMessage("not-json", std::string("the body is not valid JSON: ") + e.what());
   }
-  const Node& root = index->root();
+  std::uint32_t root = JsonIndex::root();
   std::vector<ParsedChange> out;
-  if (root.kind() == '[') {
-    if (root.first_child == JsonIndex::kNone) throw BadMessage("bad-shape", "an empty array of changes");
+  if (index->kind(root) == '[') {
+    if (index->first_child(root) == kNone) throw BadMessage("bad-shape", "an empty array of changes");
     std::size_t count = 0;
-    for (std::uint32_t i = root.first_child; i != JsonIndex::kNone; i = index->node(i).next_sibling) ++count;
+    for (std::uint32_t i = index->first_child(root); i != kNone; i = index->next_sibling(i)) ++count;
     out.reserve(count);
-    for (std::uint32_t i = root.first_child; i != JsonIndex::kNone; i = index->node(i).next_sibling) {
+    for (std::uint32_t i = index->first_child(root); i != kNone; i = index->next_sibling(i)) {
       out.push_back(parse_change_at(*index, i));
     }
     return out;
   }
-  if (root.kind() != '{') throw BadMessage("bad-shape", "the body is neither a change nor an array");
-  out.push_back(parse_change_at(*index, index->root_index()));
+  if (index->kind(root) != '{') throw BadMessage("bad-shape", "the body is neither a change nor an array");
+  out.push_back(parse_change_at(*index, root));
   return out;
 }
 
@@ -191,7 +184,7 @@ ParsedChange parse_change(const nlohmann::json& o) {
   if (!o.is_object()) throw BadMessage("bad-shape", "a change is not a JSON object");
   std::string text = o.dump();
   JsonIndex index(text, kChangeDepth);
-  return parse_change_at(index, index.root_index());
+  return parse_change_at(index, JsonIndex::root());
 }
 
 void check_change_count(const Headers& headers, std::size_t changes) {

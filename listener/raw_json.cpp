@@ -1,5 +1,6 @@
 #include "raw_json.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <stdexcept>
 
@@ -100,10 +101,10 @@ class JsonWalker {
     std::string_view value = scalar(token, type, [&](bool decode, std::string_view& s) {
       return decode ? doc.get_string().get(s) : simdjson::SUCCESS;
     });
-    std::string_view rest = text_.substr(static_cast<std::size_t>(token.data() + token.size() - text_.data()));
+    std::string_view rest = text_.substr(offset(token.data() + token.size()));
     if (!trim_end(rest).empty()) invalid("text after the JSON value", rest.data());
-    nodes_[0].text = value;
-    if (decoded_.data()) nodes_[0].decoded = keep(decoded_);
+    set_text(nodes_[0], value);
+    if (decoded_.data()) index_.decoded_strings_.emplace_back(0, keep(decoded_));
   }
 
  private:
@@ -132,8 +133,25 @@ class JsonWalker {
     invalid(simdjson::error_message(error), at);
   }
 
-  // A decoded text that lives as long as the index (simdjson's buffer is reused).
-  std::string_view keep(std::string_view decoded) { return index_.decoded_.emplace_back(decoded); }
+  std::uint32_t offset(const char* p) const { return static_cast<std::uint32_t>(p - text_.data()); }
+
+  void set_text(JsonIndex::Node& n, std::string_view text) const {
+    n.text_at = offset(text.data());
+    n.text_size = static_cast<std::uint32_t>(text.size());
+  }
+
+  // Keeps a decoded text as long as the index (simdjson's buffer is reused); returns its
+  // index in decoded_.
+  std::uint32_t keep(std::string_view decoded) {
+    index_.decoded_.emplace_back(decoded);
+    return static_cast<std::uint32_t>(index_.decoded_.size() - 1);
+  }
+
+  // A member name: where it is in the text, or (index in decoded_, kNone).
+  struct Name {
+    std::uint32_t at = 0;
+    std::uint32_t size = 0;
+  };
 
   // Checks a scalar's token (its text up to the next structural character); returns its
   // text. A string is consumed with `consume(decode, s)`, which decodes it into s when
@@ -170,12 +188,13 @@ class JsonWalker {
 
   // Adds a node for a member or element of `parent` (when it records its children);
   // returns its index or kNone.
-  std::uint32_t add_child(Frame& parent, std::string_view name, std::string_view text) {
+  std::uint32_t add_child(Frame& parent, Name name, std::string_view text) {
     if (!records_children(parent)) return JsonIndex::kNone;
     auto index = static_cast<std::uint32_t>(nodes_.size());
     JsonIndex::Node& n = nodes_.emplace_back();
-    n.name = name;
-    n.text = text;
+    n.name_at = name.at;
+    n.name_size = name.size;
+    if (text.data()) set_text(n, text);
     if (parent.last_child == JsonIndex::kNone) {
       nodes_[parent.node].first_child = index;
     } else {
@@ -185,7 +204,7 @@ class JsonWalker {
     return index;
   }
 
-  void visit(od::value& value, std::string_view name) {
+  void visit(od::value& value, Name name) {
     Frame& parent = stack_.back();
     std::string_view token = value.raw_json_token();
     od::json_type type;
@@ -206,7 +225,7 @@ class JsonWalker {
         check(a.begin().get(f.elements), doc_);
       }
       f.start = token.data();
-      f.node = add_child(parent, name, {});  // its text is known once it is closed
+      f.node = add_child(parent, name, {});  // its text is set once it is closed
       stack_.push_back(f);
       return;
     }
@@ -217,20 +236,22 @@ class JsonWalker {
       return value.get_raw_json_string().get(raw);
     });
     std::uint32_t index = add_child(parent, name, text);
-    if (index != JsonIndex::kNone && decoded_.data()) nodes_[index].decoded = keep(decoded_);
+    if (index != JsonIndex::kNone && decoded_.data()) index_.decoded_strings_.emplace_back(index, keep(decoded_));
   }
 
   // A member's name: the text between its quotes when it has no escape (most do), else
   // decoded, which checks the escapes. Dropped (empty) when the member is not recorded.
-  std::string_view name_of(od::field& field, bool recorded) {
+  Name name_of(od::field& field, bool recorded) {
     const char* begin = field.key().raw();
     const char* value = field.value().raw_json_token().data();
     const void* end = std::memchr(begin, '"', static_cast<std::size_t>(value - begin));
     std::size_t size = end ? static_cast<std::size_t>(static_cast<const char*>(end) - begin) : 0;
-    if (end && !std::memchr(begin, '\\', size)) return recorded ? std::string_view(begin, size) : std::string_view();
+    if (end && !std::memchr(begin, '\\', size)) {
+      return recorded ? Name{offset(begin), static_cast<std::uint32_t>(size)} : Name{};
+    }
     std::string_view key;
     check(field.unescaped_key().get(key), doc_);
-    return recorded ? keep(key) : std::string_view();
+    return recorded ? Name{keep(key), JsonIndex::kNone} : Name{};
   }
 
   void walk() {
@@ -253,7 +274,7 @@ class JsonWalker {
       if (f.object) {
         od::field field;
         check((*f.fields).get(field), doc_);
-        std::string_view name = name_of(field, records_children(f));
+        Name name = name_of(field, records_children(f));
         visit(field.value(), name);
       } else {
         od::value v;
@@ -275,7 +296,7 @@ class JsonWalker {
       check(error, nullptr);
     }
     std::string_view text(f.start, static_cast<std::size_t>(end - f.start));
-    nodes_[f.node].text = trim_end(text);
+    set_text(nodes_[f.node], trim_end(text));
   }
 
   std::string_view text_;
@@ -317,18 +338,16 @@ JsonIndex::JsonIndex(std::string_view text, std::size_t split_depth, std::size_t
       std::string().swap(padded);
     }
   } release{text.size()};
+  text_ = text;  // the nodes' offsets hold in the padded copy and in `text` alike
   JsonWalker walker(std::string_view(data, text.size()), split_depth, max_depth, *this);
   walker.run(parser, capacity);
-  // The nodes point into the padded copy, if one was made: point them into `text`.
-  if (data != text.data()) {
-    auto moved = [&](std::string_view& v) {
-      if (v.data() >= data && v.data() <= data + text.size()) v = text.substr(static_cast<std::size_t>(v.data() - data), v.size());
-    };
-    for (Node& n : nodes_) {
-      moved(n.text);
-      moved(n.name);
-    }
-  }
+}
+
+std::string_view JsonIndex::string(std::uint32_t i) const {
+  auto it = std::lower_bound(decoded_strings_.begin(), decoded_strings_.end(), std::pair{i, std::uint32_t{0}});
+  if (it != decoded_strings_.end() && it->first == i) return decoded_[it->second];
+  std::string_view t = text(i);
+  return t.substr(1, t.size() - 2);
 }
 
 JsonIndex::~JsonIndex() {
@@ -346,14 +365,12 @@ RawObject::RawObject(const nlohmann::json& value) {
 
 RawObject RawObject::from_text(std::string_view text) {
   JsonIndex index(text, 1);
-  const JsonIndex::Node& root = index.root();
-  if (root.kind() != '{') throw std::invalid_argument("not a JSON object");
+  if (index.kind(index.root()) != '{') throw std::invalid_argument("not a JSON object");
   Members members;
-  for (std::uint32_t i = root.first_child; i != JsonIndex::kNone; i = index.node(i).next_sibling) {
-    const JsonIndex::Node& n = index.node(i);
-    members.emplace_back(n.name, n.text);
+  for (std::uint32_t i = index.first_child(index.root()); i != JsonIndex::kNone; i = index.next_sibling(i)) {
+    members.emplace_back(index.name(i), index.text(i));
   }
-  return from_parts(std::string(root.text), std::move(members));
+  return from_parts(std::string(index.text(index.root())), std::move(members));
 }
 
 RawObject RawObject::from_parts(std::string text, Members members) {

@@ -64,16 +64,15 @@ class JsonIndex {
  public:
   static constexpr std::uint32_t kNone = UINT32_MAX;
 
+  /// A value within split_depth, by offsets into the text (24 bytes: a hostile pack may
+  /// hold millions of them). The root is node 0.
   struct Node {
-    std::string_view name;     // decoded member name; empty for the root and array elements
-    std::string_view text;     // the value's raw text, without surrounding whitespace
-    std::string_view decoded;  // a string value's decoded text when it holds escapes, else empty
+    std::uint32_t name_at = 0;    // the member name's offset, or its index in decoded_
+    std::uint32_t name_size = 0;  // kNone when the name had escapes and was decoded
+    std::uint32_t text_at = 0;
+    std::uint32_t text_size = 0;
     std::uint32_t first_child = kNone;  // members or elements, within split_depth
     std::uint32_t next_sibling = kNone;
-
-    char kind() const { return text.front(); }  // '{', '[', '"', 't', 'f', 'n' or a number's first
-    /// A string value's decoded text (the node must be a string).
-    std::string_view string() const { return decoded.data() ? decoded : text.substr(1, text.size() - 2); }
   };
 
   /// Throws std::invalid_argument saying what is wrong (and where, when simdjson knows).
@@ -85,14 +84,27 @@ class JsonIndex {
   JsonIndex(const JsonIndex&) = delete;
   JsonIndex& operator=(const JsonIndex&) = delete;
 
-  const Node& root() const { return nodes_.front(); }
-  const Node& node(std::uint32_t i) const { return nodes_[i]; }
-  std::uint32_t root_index() const { return 0; }
+  static constexpr std::uint32_t root() { return 0; }
+  std::uint32_t first_child(std::uint32_t i) const { return nodes_[i].first_child; }
+  std::uint32_t next_sibling(std::uint32_t i) const { return nodes_[i].next_sibling; }
+  /// The value's raw text, without surrounding whitespace.
+  std::string_view text(std::uint32_t i) const { return text_.substr(nodes_[i].text_at, nodes_[i].text_size); }
+  /// '{', '[', '"', 't', 'f', 'n' or a number's first character.
+  char kind(std::uint32_t i) const { return text_[nodes_[i].text_at]; }
+  /// The decoded member name; empty for the root and array elements.
+  std::string_view name(std::uint32_t i) const {
+    const Node& n = nodes_[i];
+    return n.name_size == kNone ? std::string_view(decoded_[n.name_at]) : text_.substr(n.name_at, n.name_size);
+  }
+  /// A string value's decoded text (the node must be a string).
+  std::string_view string(std::uint32_t i) const;
 
  private:
   friend class JsonWalker;
+  std::string_view text_;
   std::vector<Node> nodes_;
-  std::deque<std::string> decoded_;  // names and strings with escapes, decoded (stable addresses)
+  std::deque<std::string> decoded_;  // names and strings that had escapes, decoded
+  std::vector<std::pair<std::uint32_t, std::uint32_t>> decoded_strings_;  // node, index in decoded_
 };
 
 /// Checks that `text` is exactly one JSON value in valid UTF-8 nested at most `max_depth`
