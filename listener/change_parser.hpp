@@ -55,7 +55,9 @@ struct ParsedChange {
 /// Parses a message body in either form of INTERFACE.md (one change object, or a packed
 /// array of them). Throws BadMessage("not-json" | "bad-shape", ...) on anything else,
 /// whatever the bytes: no other exception, no crash, memory and time linear in the body.
-std::vector<ParsedChange> parse_message(std::string_view body);
+/// `capacity` is how many bytes may be read from body.data(): with SIMDJSON_PADDING (64)
+/// more than the body's size, it is parsed where it is, without a copy.
+std::vector<ParsedChange> parse_message(std::string_view body, std::size_t capacity = 0);
 
 /// The header in which a packing publisher says how many changes a message holds.
 inline constexpr const char* kChangeCountHeader = "x-pgfanout-count";
@@ -65,10 +67,8 @@ inline constexpr const char* kChangeCountHeader = "x-pgfanout-count";
 /// integer, or not `changes`. A message without the header is fine.
 void check_change_count(const Headers& headers, std::size_t changes);
 
-/// Parses one change object whose JSON text is `raw`; row values are taken from the text
-/// as they are. Throws BadMessage("bad-shape", ...).
-ParsedChange parse_change(const nlohmann::json& object, std::string_view raw);
-/// The same for an object that is only at hand parsed (its numbers as nlohmann keeps them).
+/// Parses one change object from an already parsed value (its numbers as nlohmann keeps
+/// them). Throws BadMessage("bad-shape", ...).
 ParsedChange parse_change(const nlohmann::json& object);
 
 }  // namespace pgfanout

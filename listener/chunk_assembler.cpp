@@ -148,10 +148,9 @@ void ChunkAssembler::append(Delivery&& d) {
     body_ = std::move(d.body);
   } else {
     // Once: the declared size is bounded (kMaxChunkedBytes), and growing by doubling
-    // would hold up to twice the body.
-    if (body_.capacity() < static_cast<std::size_t>(expected_.bytes)) {
-      body_.reserve(static_cast<std::size_t>(expected_.bytes));
-    }
+    // would hold up to twice the body. The slack lets the parser read it in place.
+    std::size_t room = static_cast<std::size_t>(expected_.bytes) + kDeliveryBodySlack;
+    if (body_.capacity() < room) body_.reserve(room);
     body_ += d.body;
   }
   ++expected_.index;

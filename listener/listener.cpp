@@ -431,7 +431,7 @@ void Listener::process(Batch& batch) {
     }
     try {
       std::optional<std::int64_t> epoch = message_epoch(d.headers);
-      std::vector<ParsedChange> parsed = parse_message(d.body);
+      std::vector<ParsedChange> parsed = parse_message(d.body, d.body.capacity());
       check_change_count(d.headers, parsed.size());
       std::vector<std::shared_ptr<const TableInfo>> resolved;
       for (const auto& c : parsed) {

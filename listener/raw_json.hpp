@@ -1,6 +1,8 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <deque>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -16,20 +18,24 @@ namespace pgfanout {
 /// double's precision (and turn 0.10 into 0.1), and merge distinct big keys.
 class RawObject {
  public:
+  using Members = std::vector<std::pair<std::string, std::string>>;
+
   RawObject() = default;  // absent: JSON null
   /// From an already parsed value (null gives an absent object). Numbers are as precise
   /// as nlohmann kept them; for tests and objects built in code.
   RawObject(const nlohmann::json& value);  // NOLINT: implicit on purpose
   RawObject(std::nullptr_t) {}             // NOLINT
 
-  /// From the text of a JSON object that has already been validated as JSON.
+  /// From the text of a JSON object. Throws std::invalid_argument when it is not one.
   static RawObject from_text(std::string_view text);
+  /// From an object's text and its members as JsonIndex split them.
+  static RawObject from_parts(std::string text, Members members);
 
   bool is_object() const { return present_; }
   bool empty() const { return members_.empty(); }
   /// The object's JSON text, or "null" when absent.
   const std::string& dump() const { return text_; }
-  const std::vector<std::pair<std::string, std::string>>& members() const { return members_; }
+  const Members& members() const { return members_; }
   /// The raw JSON text of a member's value, or nullptr.
   const std::string* find(std::string_view name) const;
   /// A copy whose members named in `values` (name, raw JSON text) hold those values
@@ -39,25 +45,70 @@ class RawObject {
  private:
   bool present_ = false;
   std::string text_ = "null";
-  std::vector<std::pair<std::string, std::string>> members_;
+  Members members_;
 };
 
 /// The deepest nesting of arrays and objects a message may have. PostgreSQL parses jsonb
 /// recursively, so a value nested much deeper fails there; the listener refuses it first.
 inline constexpr std::size_t kMaxJsonDepth = 1000;
 
-/// Checks that `text` is exactly one JSON value (RFC 8259) in valid UTF-8, nested at most
-/// `max_depth` deep. No number is converted, so a number of any length or precision is
-/// valid (PostgreSQL's numeric holds them; a double-based parser would refuse 1e400).
-/// Iterative: no input can exhaust the stack. Throws std::invalid_argument saying what is
-/// wrong and at which byte.
+/// One pass of simdjson over a JSON text: it checks that the text is exactly one JSON value
+/// (RFC 8259) in valid UTF-8, nested at most `max_depth` deep, and keeps the values nested
+/// at most `split_depth` deep (the root is at 0) as their raw text, with their member names
+/// decoded. Numbers are never converted, so a number of any length or precision is valid
+/// and kept as written (PostgreSQL's numeric holds them; a double would round 1.10 and
+/// refuse 1e400). The walk keeps its own stack: no input can exhaust the thread's stack,
+/// and time and memory are linear in the text. The nodes point into `text`, which must
+/// outlive the index.
+class JsonIndex {
+ public:
+  static constexpr std::uint32_t kNone = UINT32_MAX;
+
+  /// A value within split_depth, by offsets into the text (24 bytes: a hostile pack may
+  /// hold millions of them). The root is node 0.
+  struct Node {
+    std::uint32_t name_at = 0;    // the member name's offset, or its index in decoded_
+    std::uint32_t name_size = 0;  // kNone when the name had escapes and was decoded
+    std::uint32_t text_at = 0;
+    std::uint32_t text_size = 0;
+    std::uint32_t first_child = kNone;  // members or elements, within split_depth
+    std::uint32_t next_sibling = kNone;
+  };
+
+  /// Throws std::invalid_argument saying what is wrong (and where, when simdjson knows).
+  /// `capacity` is how many bytes from text.data() may be read: simdjson reads up to
+  /// SIMDJSON_PADDING bytes past the end, so with less room the text is copied first.
+  JsonIndex(std::string_view text, std::size_t split_depth, std::size_t max_depth = kMaxJsonDepth,
+            std::size_t capacity = 0);
+  ~JsonIndex();
+  JsonIndex(const JsonIndex&) = delete;
+  JsonIndex& operator=(const JsonIndex&) = delete;
+
+  static constexpr std::uint32_t root() { return 0; }
+  std::uint32_t first_child(std::uint32_t i) const { return nodes_[i].first_child; }
+  std::uint32_t next_sibling(std::uint32_t i) const { return nodes_[i].next_sibling; }
+  /// The value's raw text, without surrounding whitespace.
+  std::string_view text(std::uint32_t i) const { return text_.substr(nodes_[i].text_at, nodes_[i].text_size); }
+  /// '{', '[', '"', 't', 'f', 'n' or a number's first character.
+  char kind(std::uint32_t i) const { return text_[nodes_[i].text_at]; }
+  /// The decoded member name; empty for the root and array elements.
+  std::string_view name(std::uint32_t i) const {
+    const Node& n = nodes_[i];
+    return n.name_size == kNone ? std::string_view(decoded_[n.name_at]) : text_.substr(n.name_at, n.name_size);
+  }
+  /// A string value's decoded text (the node must be a string).
+  std::string_view string(std::uint32_t i) const;
+
+ private:
+  friend class JsonWalker;
+  std::string_view text_;
+  std::vector<Node> nodes_;
+  std::deque<std::string> decoded_;  // names and strings that had escapes, decoded
+  std::vector<std::pair<std::uint32_t, std::uint32_t>> decoded_strings_;  // node, index in decoded_
+};
+
+/// Checks that `text` is exactly one JSON value in valid UTF-8 nested at most `max_depth`
+/// deep (see JsonIndex). Throws std::invalid_argument saying what is wrong.
 void validate_json(std::string_view text, std::size_t max_depth = kMaxJsonDepth);
-
-/// The raw texts of the members of a JSON object text (names decoded). The text must be
-/// valid JSON; throws std::invalid_argument when it is not an object.
-std::vector<std::pair<std::string, std::string>> raw_members(std::string_view object_text);
-
-/// The raw texts of the elements of a JSON array text (valid JSON).
-std::vector<std::string_view> raw_elements(std::string_view array_text);
 
 }  // namespace pgfanout

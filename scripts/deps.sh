@@ -7,7 +7,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake ninja-build pkg-config
   libpqxx-dev libpq-dev libboost-dev nlohmann-json3-dev librabbitmq-dev libssl-dev
-  libspdlog-dev libcli11-dev googletest libgtest-dev libgmock-dev
+  libspdlog-dev libcli11-dev libsimdjson-dev googletest libgtest-dev libgmock-dev
   postgresql-15 postgresql-client-15 postgresql-15-postgis-3 rabbitmq-server
   python3 python3-yaml procps curl
   dpkg-dev systemd

@@ -471,7 +471,10 @@ std::optional<Delivery> AmqpConnection::read_delivery(std::chrono::milliseconds 
     d.delivery_tag = envelope.delivery_tag;
     d.redelivered = envelope.redelivered != 0;
     d.routing_key = to_string(envelope.routing_key);
-    d.body = to_string(envelope.message.body);
+    d.body.reserve(envelope.message.body.len + kDeliveryBodySlack);
+    if (envelope.message.body.len) {
+      d.body.append(static_cast<const char*>(envelope.message.body.bytes), envelope.message.body.len);
+    }
     if (envelope.message.properties._flags & AMQP_BASIC_MESSAGE_ID_FLAG) {
       d.message_id = to_string(envelope.message.properties.message_id);
     }

@@ -323,6 +323,53 @@ TEST(ChangeParserHostile, ANulInANameIsABadShapeAndAValueIsLeftToTheReplica) {
   EXPECT_EQ(reason_of(insert_body(R"({"id": 1, "t": "a\u0000b", "c\u0000": 1})")), "(parsed)");
 }
 
+TEST(ChangeParserHostile, StructureAfterAStringValueIsChecked) {
+  // A string value followed by ':' looks like a member name to a lenient skip; the rest
+  // of such a body must still be checked, not skipped.
+  EXPECT_EQ(reason_of(insert_body(R"({"id": 1, "a": "x":  "y, "m": ["d]})")), "not-json");
+  EXPECT_EQ(reason_of(std::string(R"({"id": 1, "schema": "s": "n", "name": "t", "op": "TRUNCATE"})")), "not-json");
+  EXPECT_EQ(reason_of(std::string(R"(["a": 1])")), "not-json");
+}
+
+TEST(ChangeParserHostile, BadEscapesInMemberNamesAreNotJsonAtAnyDepth) {
+  for (const std::string& name : {std::string(R"("k\x41")"), std::string(R"("\ud800")"), std::string(R"("\udc00x")"),
+                                  std::string(R"("\u12")"), std::string("\"a\x01\""), std::string("\"\xff\"")}) {
+    EXPECT_EQ(reason_of(insert_body(R"({"id": 1, )" + name + ": 1}")), "not-json") << name;
+    EXPECT_EQ(reason_of(insert_body(R"({"id": 1, "doc": {"a": [{)" + name + ": 1}]}}")), "not-json") << name;
+    std::string pack = "[";
+    pack += insert_body(R"({"id": 1})");
+    pack += ", {";
+    pack += name;
+    pack += ": 1}]";
+    EXPECT_EQ(reason_of(pack), "not-json") << name;
+  }
+  auto c = parse_message("[" + insert_body(R"({"id": 1, "a\u0062c": 2, "doc": {"\u00e9": 1}})") + "]")[0];
+  EXPECT_EQ(*c.new_row.find("abc"), "2");
+  EXPECT_EQ(*c.new_row.find("doc"), R"({"\u00e9": 1})");
+}
+
+TEST(ChangeParserHostile, ABodyReadInPlaceIgnoresTheBytesAfterIt) {
+  // A delivery's body is parsed where it is; the parser may read the bytes past its end,
+  // which may be anything, closing brackets included.
+  const std::string good = insert_body(R"({"id": 1, "n": 1.10})");
+  auto reason_in_place = [](const std::string& body, char pad) -> std::string {
+    std::string buffer = body + std::string(64, pad);
+    try {
+      auto changes = parse_message(std::string_view(buffer.data(), body.size()), buffer.size());
+      EXPECT_EQ(*changes.at(0).new_row.find("n"), "1.10");
+    } catch (const BadMessage& e) {
+      return e.reason();
+    }
+    return "(parsed)";
+  };
+  for (char pad : {' ', '}', ']', '"', ',', '\0'}) {
+    EXPECT_EQ(reason_in_place(good, pad), "(parsed)") << pad;
+    EXPECT_EQ(reason_in_place("[" + good, pad), "not-json") << pad;
+    EXPECT_EQ(reason_in_place("[[" + good + "]", pad), "not-json") << pad;
+    EXPECT_EQ(reason_in_place(good.substr(0, good.size() - 1), pad), "not-json") << pad;
+  }
+}
+
 TEST(ChangeParserHostile, EmptyAndWhitespaceBodiesAreNotJson) {
   EXPECT_EQ(reason_of(std::string()), "not-json");
   EXPECT_EQ(reason_of(std::string(" \n\t")), "not-json");

@@ -55,6 +55,10 @@ struct OutgoingMessage {
   Headers headers;
 };
 
+/// Spare bytes a delivered body is allocated with past its end: a JSON parser may read
+/// that far (simdjson's padding), so the listener parses the body where it is, uncopied.
+inline constexpr std::size_t kDeliveryBodySlack = 64;
+
 /// A message delivered to a consumer. Ack it (after it has been applied) on the same
 /// connection that delivered it: its delivery tag means nothing on any other.
 struct Delivery {
