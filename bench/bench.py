@@ -1097,6 +1097,8 @@ def log_outbox(o):
 def report_fanout(b, captures):
     R = b.results
     ns = b.args.fanout_ns
+    if not ns:  # no fan-out series asked for (--only without fanout)
+        return
     systems = [s for s in [f"pgfanout {c}" for c in captures] + ["native LR"] if ("fanout", s, ns[0]) in R]
     if not systems:
         return
