@@ -53,8 +53,8 @@ bool key_changed(const ParsedChange& change);
 std::vector<ApplyStep> plan_steps(const std::vector<const ParsedChange*>& changes,
                                   const std::vector<const TableInfo*>& tables);
 
-/// The SQL of a step; `$1` is a JSON array of the step's rows, `$1_bytes` long (see
-/// recordset_reader).
+/// The SQL of a step; `$1` is a JSON array of the step's rows, whose text is `rows_bytes`
+/// long (a batch past what jsonb holds is read as json).
 std::string step_sql(const ApplyStep& step, std::size_t rows_bytes = 0);
 
 /// The step's rows as one JSON array text, for `$1`.

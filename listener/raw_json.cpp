@@ -7,6 +7,7 @@
 #include <simdjson.h>
 
 #include "pgfanout/amqp_connection.hpp"
+#include "pgfanout/change.hpp"
 
 namespace pgfanout {
 namespace {
@@ -401,7 +402,7 @@ RawObject RawObject::with_values(const std::vector<std::pair<std::string, std::s
   o.text_ = "{";
   for (std::size_t i = 0; i < o.members_.size(); ++i) {
     if (i) o.text_ += ',';
-    o.text_ += nlohmann::json(o.members_[i].first).dump();
+    append_json_string(o.text_, o.members_[i].first);
     o.text_ += ':';
     o.text_ += o.members_[i].second;
   }

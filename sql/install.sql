@@ -760,9 +760,11 @@ BEGIN
     END IF;
     -- The idle flag is read by the statement that writes the changes: one statement less
     -- per capture (RETURNING names no outbox column, so writers need no SELECT on it).
-    -- A row of 100 kB or more as stored (compressed at most 255 times: 25 MB, a sixth of
-    -- the 256 MB jsonb can hold, as escapes grow text up to six times) goes through
-    -- row_jsonb, which cannot fail; a smaller one through to_jsonb alone, 1 us faster.
+    -- A row of 100 kB or more as stored goes through row_jsonb, which cannot fail; a
+    -- smaller one through to_jsonb alone, 1 us faster. Stored values are compressed at most
+    -- 255 times (lz4; pglz less), so such a row holds under 25 MB of values, and to_jsonb
+    -- makes at most about six times its stored size of them (a boolean's byte becomes false):
+    -- under the 256 MB jsonb can hold.
     IF written THEN
         notify := (SELECT idle FROM pgfanout.publisher_state);
     ELSIF sep IS NULL THEN
