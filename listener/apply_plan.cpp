@@ -1,6 +1,7 @@
 #include "apply_plan.hpp"
 
 #include <algorithm>
+#include <cstdint>
 #include <optional>
 #include <set>
 #include <unordered_map>
@@ -72,7 +73,7 @@ std::vector<ApplyStep> plan_steps(const std::vector<const ParsedChange*>& change
   std::vector<ApplyStep> steps;
   auto add = [&](std::size_t index, StepKind kind, const RawObject* row,
                  const std::vector<std::string>* json_nulls = nullptr,
-                 const std::vector<std::string>* texts = nullptr) {
+                 const std::vector<std::string>* texts = nullptr, bool insert = false) {
     const TableInfo* table = tables[index];
     bool joins = !steps.empty() && steps.back().kind == kind &&
                  (kind == StepKind::Truncate || steps.back().table == table);
@@ -86,13 +87,14 @@ std::vector<ApplyStep> plan_steps(const std::vector<const ParsedChange*>& change
     if (row && kind == StepKind::Upsert) {
       step.json_nulls.push_back(json_nulls);
       step.texts.push_back(texts);
+      step.inserts_only = step.inserts_only && insert;
     }
     if (step.changes.empty() || step.changes.back() != index) step.changes.push_back(index);
   };
   for (std::size_t i = 0; i < changes.size(); ++i) {
     const ParsedChange& c = *changes[i];
     switch (c.op) {
-      case Op::Insert: add(i, StepKind::Upsert, &c.row(), &c.json_nulls, &c.texts); break;
+      case Op::Insert: add(i, StepKind::Upsert, &c.row(), &c.json_nulls, &c.texts, true); break;
       case Op::Update:
         if (key_changed(c)) add(i, StepKind::Delete, &c.key());
         add(i, StepKind::Upsert, &c.row(), &c.json_nulls, &c.texts);
@@ -146,22 +148,6 @@ std::string recordset(const TableInfo& t, const std::vector<std::string>& column
   }
   out += ')';
   return out;
-}
-
-// The columns an upsert step writes: those its rows carry, in table order. Only columns
-// the rows carry are written, so a replica column the primary lacks keeps its own value
-// (or default) instead of being overwritten with NULL.
-std::vector<std::string> upsert_columns(const ApplyStep& step) {
-  const TableInfo& t = *step.table;
-  std::set<std::string, std::less<>> present;
-  for (const auto* row : step.rows) {
-    for (const auto& member : row->members()) present.insert(member.first);
-  }
-  std::vector<std::string> cols;
-  for (const auto& c : t.columns) {
-    if (present.count(c)) cols.push_back(c);
-  }
-  return cols;
 }
 
 using ColumnLists = std::vector<const std::vector<std::string>*>;
@@ -234,6 +220,22 @@ std::string positions_member(const char* member, const std::vector<std::size_t>&
 
 }  // namespace
 
+// The columns an upsert step writes: those its rows carry, in table order. Only columns
+// the rows carry are written, so a replica column the primary lacks keeps its own value
+// (or default) instead of being overwritten with NULL.
+std::vector<std::string> upsert_columns(const ApplyStep& step) {
+  const TableInfo& t = *step.table;
+  std::set<std::string, std::less<>> present;
+  for (const auto* row : step.rows) {
+    for (const auto& member : row->members()) present.insert(member.first);
+  }
+  std::vector<std::string> cols;
+  for (const auto& c : t.columns) {
+    if (present.count(c)) cols.push_back(c);
+  }
+  return cols;
+}
+
 std::string step_sql(const ApplyStep& step, std::size_t rows_bytes) {
   const TableInfo& t = *step.table;
   const std::string q = t.qualified();
@@ -287,6 +289,7 @@ std::string step_sql(const ApplyStep& step, std::size_t rows_bytes) {
   std::string updates;
   for (const auto& c : cols) {
     if (std::find(t.key_columns.begin(), t.key_columns.end(), c) != t.key_columns.end()) continue;
+    if (t.identity_always.count(c)) continue;
     if (!updates.empty()) updates += ", ";
     std::string qc = quote_ident(c);
     updates += qc + " = EXCLUDED." + qc;
@@ -320,6 +323,200 @@ std::string rows_json(const ApplyStep& step) {
   }
   out += ']';
   return out;
+}
+
+namespace {
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// The code unit of the four hex digits at `p` (which has at least four chars), or -1.
+long hex4(const char* p) {
+  long v = 0;
+  for (int i = 0; i < 4; ++i) {
+    int d = hex_value(p[i]);
+    if (d < 0) return -1;
+    v = v * 16 + d;
+  }
+  return v;
+}
+
+void append_utf8(std::uint32_t cp, std::string& out) {
+  if (cp < 0x80) {
+    out += static_cast<char>(cp);
+  } else if (cp < 0x800) {
+    out += static_cast<char>(0xC0 | (cp >> 6));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else if (cp < 0x10000) {
+    out += static_cast<char>(0xE0 | (cp >> 12));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else {
+    out += static_cast<char>(0xF0 | (cp >> 18));
+    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  }
+}
+
+// A JSON text as one COPY field: COPY's text format reads a backslash and the line and
+// field separators only when escaped.
+void json_text_to_copy(std::string_view text, std::string& out) {
+  std::size_t from = 0;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char* escape = nullptr;
+    switch (text[i]) {
+      case '\\': escape = "\\\\"; break;
+      case '\n': escape = "\\n"; break;
+      case '\r': escape = "\\r"; break;
+      case '\t': escape = "\\t"; break;
+      default: continue;
+    }
+    out.append(text, from, i - from);
+    out += escape;
+    from = i + 1;
+  }
+  out.append(text, from, text.size() - from);
+}
+
+}  // namespace
+
+bool json_string_to_copy(std::string_view token, std::string& out) {
+  if (token.size() < 2 || token.front() != '"' || token.back() != '"') return false;
+  std::string_view s = token.substr(1, token.size() - 2);
+  std::size_t from = 0;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x20 || c == '"') return false;  // raw in a JSON string: not JSON
+    if (c != '\\') continue;
+    out.append(s, from, i - from);
+    if (++i == s.size()) return false;
+    switch (s[i]) {
+      // JSON's and COPY's escapes of these are the same two characters.
+      case '\\': case 'b': case 'f': case 'n': case 'r': case 't':
+        out += '\\';
+        out += s[i];
+        break;
+      case '"': out += '"'; break;
+      case '/': out += '/'; break;
+      case 'u': {
+        if (s.size() - i < 5) return false;
+        long unit = hex4(s.data() + i + 1);
+        i += 4;
+        if (unit < 0) return false;
+        auto cp = static_cast<std::uint32_t>(unit);
+        if (cp >= 0xDC00 && cp <= 0xDFFF) return false;  // a low surrogate first
+        if (cp >= 0xD800 && cp <= 0xDBFF) {
+          if (s.size() - i < 7 || s[i + 1] != '\\' || s[i + 2] != 'u') return false;
+          long low = hex4(s.data() + i + 3);
+          if (low < 0xDC00 || low > 0xDFFF) return false;
+          cp = 0x10000 + ((cp - 0xD800) << 10) + (static_cast<std::uint32_t>(low) - 0xDC00);
+          i += 6;
+        }
+        if (cp == 0) return false;
+        if (cp < 0x20 || cp == '\\') {
+          // Octal, which COPY reads as at most three digits, whatever follows.
+          out += '\\';
+          out += static_cast<char>('0' + ((cp >> 6) & 7));
+          out += static_cast<char>('0' + ((cp >> 3) & 7));
+          out += static_cast<char>('0' + (cp & 7));
+        } else {
+          append_utf8(cp, out);
+        }
+        break;
+      }
+      default: return false;
+    }
+    from = i + 1;
+  }
+  out.append(s, from, s.size() - from);
+  return true;
+}
+
+std::string copy_target(const ApplyStep& step, const std::vector<std::string>& columns) {
+  return step.table->qualified() + " (" + joined(columns) + ")";
+}
+
+bool copy_rows(const ApplyStep& step, const std::vector<std::string>& columns, std::string& out) {
+  const TableInfo& t = *step.table;
+  const std::size_t n = columns.size();
+  // Per column: 0 not json, 1 jsonb (its input reads any JSON text as the recordset would
+  // have built it), 2 json or a domain (whose text the recordset would have normalised).
+  std::vector<char> json(n, 0);
+  // Columns whose input function reads a number in exponent notation as the recordset's
+  // numeric would: the same value, by the same numeric_in or to the same double.
+  std::vector<char> exponent(n, 0);
+  std::unordered_map<std::string_view, std::size_t> position;
+  position.reserve(n);
+  for (std::size_t c = 0; c < n; ++c) {
+    position.emplace(columns[c], c);
+    const std::string& type = t.types.at(columns[c]);
+    if (t.json_columns.count(columns[c])) json[c] = type == "jsonb" ? 1 : 2;
+    exponent[c] = type == "double precision" || type == "real" || type == "numeric" || type.starts_with("numeric(");
+  }
+  auto listed = [](const std::vector<const std::vector<std::string>*>& lists, std::size_t row,
+                   const std::string& name) {
+    if (row >= lists.size() || !lists[row]) return false;
+    const auto& names = *lists[row];
+    return std::find(names.begin(), names.end(), name) != names.end();
+  };
+  std::vector<const std::string*> values(n);
+  for (std::size_t r = 0; r < step.rows.size(); ++r) {
+    std::fill(values.begin(), values.end(), nullptr);
+    // The last of a duplicated name wins, as in jsonb. Members usually come in the
+    // table's order, so the next column is tried before the map.
+    std::size_t guess = 0;
+    for (const auto& [name, raw] : step.rows[r]->members()) {
+      std::size_t at = n;
+      if (guess < n && columns[guess] == name) {
+        at = guess;
+      } else if (auto it = position.find(name); it != position.end()) {
+        at = it->second;
+      }
+      if (at == n) continue;
+      values[at] = &raw;
+      guess = at + 1;
+    }
+    for (std::size_t c = 0; c < n; ++c) {
+      if (c) out += '\t';
+      const std::string* v = values[c];
+      if (!v || v->empty()) {
+        out += "\\N";
+        continue;
+      }
+      const char first = v->front();
+      if (json[c]) {
+        if (first == 'n') {
+          out += listed(step.json_nulls, r, columns[c]) ? "null" : "\\N";
+        } else if (listed(step.texts, r, columns[c])) {
+          if (first != '"' || !json_string_to_copy(*v, out)) return false;
+        } else if (json[c] == 2 && (first == '"' || first == '{' || first == '[')) {
+          return false;
+        } else {
+          json_text_to_copy(*v, out);
+        }
+        continue;
+      }
+      switch (first) {
+        case '"':
+          if (!json_string_to_copy(*v, out)) return false;
+          break;
+        case 'n': out += "\\N"; break;
+        case 't': case 'f': out += *v; break;
+        case '{': case '[': return false;
+        default:
+          // A number: the recordset reads it as numeric, and numeric prints no exponent.
+          if (!exponent[c] && v->find_first_of("eE") != std::string::npos) return false;
+          out += *v;
+      }
+    }
+    out += '\n';
+  }
+  return true;
 }
 
 }  // namespace pgfanout

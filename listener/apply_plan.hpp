@@ -4,6 +4,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "change_parser.hpp"
@@ -21,6 +22,12 @@ struct TableInfo {
   std::map<std::string, std::string, std::less<>> types;
   std::set<std::string, std::less<>> json_columns;  // json, jsonb or a domain over them
   bool partitioned = false;               // relkind 'p': TRUNCATE cannot take ONLY
+  /// COPY FROM writes rows as INSERT would: no row-level security (COPY FROM refuses it)
+  /// and no rules (COPY ignores them).
+  bool copyable = false;
+  /// GENERATED ALWAYS AS IDENTITY: an INSERT writes them (OVERRIDING SYSTEM VALUE), an
+  /// UPDATE only to DEFAULT, so the upsert's DO UPDATE leaves them as they are.
+  std::set<std::string, std::less<>> identity_always;
   std::string qualified() const;          // "schema"."name"
 };
 
@@ -43,6 +50,8 @@ struct ApplyStep {
   std::vector<const std::vector<std::string>*> json_nulls;
   /// Upsert: for each row, its columns whose value is their text form (nullptr: none).
   std::vector<const std::vector<std::string>*> texts;
+  /// Upsert: every row is an INSERT's, so on the primary none of them existed before.
+  bool inserts_only = true;
 };
 
 /// True when an UPDATE moved the row to another primary key.
@@ -59,5 +68,24 @@ std::string step_sql(const ApplyStep& step, std::size_t rows_bytes = 0);
 
 /// The step's rows as one JSON array text, for `$1`.
 std::string rows_json(const ApplyStep& step);
+
+/// The columns an upsert step writes: those its rows carry, in table order.
+std::vector<std::string> upsert_columns(const ApplyStep& step);
+
+/// `"schema"."table" ("a", "b")`, what COPY ... FROM STDIN writes for an upsert step.
+std::string copy_target(const ApplyStep& step, const std::vector<std::string>& columns);
+
+/// Appends the upsert step's rows over `columns` in COPY's text format (one line per row,
+/// tab-separated, `\N` for NULL) to `out`, each value read by its column's input function
+/// as the step's statement would read it. Returns false, with `out` in an unknown state,
+/// when some value has no such form here (an array or object for a column that is not
+/// json/jsonb, a number in exponent notation, an escape PostgreSQL would refuse): the
+/// statement then applies the step instead.
+bool copy_rows(const ApplyStep& step, const std::vector<std::string>& columns, std::string& out);
+
+/// Appends the contents of `token`, the text of one JSON string quotes included, as one
+/// field of COPY's text format. Returns false when it is not a well-formed JSON string or
+/// holds U+0000, which no PostgreSQL text holds.
+bool json_string_to_copy(std::string_view token, std::string& out);
 
 }  // namespace pgfanout

@@ -4,6 +4,9 @@
 #include <string>
 
 #include <pqxx/pqxx>
+#include <pqxx/tablewriter>
+
+#include <spdlog/spdlog.h>
 
 #include "epoch_fence.hpp"
 #include "pgfanout/log_text.hpp"
@@ -45,6 +48,10 @@ std::optional<std::string> refusal_of(Work&& work) {
   }
 }
 
+// The fewest rows worth a COPY: it costs a savepoint (two round trips) more than the
+// statement.
+constexpr std::size_t kCopyMinRows = 16;
+
 }  // namespace
 
 BatchApplier::BatchApplier(pqxx::connection& conn, std::string queue)
@@ -52,7 +59,7 @@ BatchApplier::BatchApplier(pqxx::connection& conn, std::string queue)
 
 void BatchApplier::run(pqxx::nontransaction& tx, const std::vector<std::size_t>& subset,
                        const std::vector<const ParsedChange*>& changes,
-                       const std::vector<const TableInfo*>& tables) {
+                       const std::vector<const TableInfo*>& tables, bool copy) {
   std::vector<const ParsedChange*> c;
   std::vector<const TableInfo*> t;
   c.reserve(subset.size());
@@ -64,6 +71,8 @@ void BatchApplier::run(pqxx::nontransaction& tx, const std::vector<std::size_t>&
   for (const ApplyStep& step : plan_steps(c, t)) {
     if (step.kind == StepKind::Truncate) {
       tx.exec0(step_sql(step));
+    } else if (copy && copy_step(tx, step)) {
+      continue;
     } else {
       std::string rows = rows_json(step);
       tx.exec_params(step_sql(step, rows.size()), rows);
@@ -71,12 +80,44 @@ void BatchApplier::run(pqxx::nontransaction& tx, const std::vector<std::size_t>&
   }
 }
 
+bool BatchApplier::copy_step(pqxx::nontransaction& tx, const ApplyStep& step) {
+  if (step.kind != StepKind::Upsert || !step.inserts_only || !step.table->copyable ||
+      step.rows.size() < kCopyMinRows) {
+    return false;
+  }
+  std::vector<std::string> columns = upsert_columns(step);
+  std::string text;
+  if (!copy_rows(step, columns, text)) return false;
+  tx.exec0("SAVEPOINT pgfanout_copy");
+  auto refused = refusal_of([&] {
+    // libpqxx 6.4's only way to send COPY data already in COPY's text format. The target
+    // and columns are pasted as given: copy_target quotes them.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+    std::vector<std::string> none;
+    pqxx::tablewriter writer(tx, copy_target(step, columns), none.begin(), none.end());
+#pragma GCC diagnostic pop
+    writer.write_raw_line(text);
+    writer.complete();
+  });
+  if (!refused) {
+    tx.exec0("RELEASE SAVEPOINT pgfanout_copy");
+    copied_rows_ += step.rows.size();
+    return true;
+  }
+  tx.exec0("ROLLBACK TO SAVEPOINT pgfanout_copy");
+  tx.exec0("RELEASE SAVEPOINT pgfanout_copy");
+  spdlog::debug("COPY of {} rows into {} refused ({}); the statement applies them", step.rows.size(),
+                step.table->qualified(), *refused);
+  return false;
+}
+
 void BatchApplier::isolate(pqxx::nontransaction& tx, const std::vector<std::size_t>& subset,
                            const std::vector<const ParsedChange*>& changes,
                            const std::vector<const TableInfo*>& tables,
                            std::vector<RejectedChange>& rejected) {
   tx.exec0("SAVEPOINT pgfanout_isolate");
-  std::optional<std::string> error = refusal_of([&] { run(tx, subset, changes, tables); });
+  std::optional<std::string> error = refusal_of([&] { run(tx, subset, changes, tables, false); });
   if (!error) {
     tx.exec0("RELEASE SAVEPOINT pgfanout_isolate");
     return;
@@ -160,14 +201,18 @@ ApplyResult BatchApplier::apply(const std::vector<const ParsedChange*>& changes,
   pqxx::nontransaction tx(conn_);
   tx.exec0("BEGIN");
   bool at_commit = false;
+  copied_rows_ = 0;
   auto first = refusal_of([&] {
     std::vector<std::size_t> live = fence(tx, epochs, result);
-    run(tx, live, changes, tables);
+    run(tx, live, changes, tables, true);
     record(tx, changes, live, 0, false, result);
     at_commit = true;
     tx.exec0("COMMIT");
   });
-  if (!first) return result;
+  if (!first) {
+    result.copied_rows = copied_rows_;
+    return result;
+  }
   tx.exec0("ROLLBACK");
   // A failure at COMMIT comes from a deferred check (a deferred constraint trigger, foreign
   // key or unique index): savepoints cannot isolate it while it waits for the COMMIT, so

@@ -26,6 +26,8 @@ struct ApplyResult {
   std::vector<std::size_t> stale;
   /// The largest publisher epoch applied on this queue, this batch included.
   std::optional<std::int64_t> epoch;
+  /// Rows written by COPY rather than by the upsert statement (BatchApplier::copy_step).
+  std::size_t copied_rows = 0;
 };
 
 /// Applies a batch of changes to the replica in one transaction, as set-based statements
@@ -51,9 +53,15 @@ class BatchApplier {
                     const std::vector<std::optional<std::int64_t>>& epochs);
 
  private:
+  /// Applies the changes of `subset`. With `copy`, a step of new rows is first tried as a
+  /// COPY (see copy_step), which the passes that isolate a failure do not use.
   void run(pqxx::nontransaction& tx, const std::vector<std::size_t>& subset,
            const std::vector<const ParsedChange*>& changes,
-           const std::vector<const TableInfo*>& tables);
+           const std::vector<const TableInfo*>& tables, bool copy);
+  /// Writes an upsert step of INSERTs' rows with COPY, under a savepoint; false (and the
+  /// savepoint rolled back) when COPY cannot carry a value or the replica refused it, so
+  /// that the statement applies the step instead.
+  bool copy_step(pqxx::nontransaction& tx, const ApplyStep& step);
   void isolate(pqxx::nontransaction& tx, const std::vector<std::size_t>& subset,
                const std::vector<const ParsedChange*>& changes,
                const std::vector<const TableInfo*>& tables, std::vector<RejectedChange>& rejected);
@@ -68,6 +76,7 @@ class BatchApplier {
               ApplyResult& result);
 
   pqxx::connection& conn_;
+  std::size_t copied_rows_ = 0;  // by copy_step, in the pass under way
   std::string queue_;
 };
 

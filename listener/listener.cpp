@@ -179,7 +179,10 @@ Listener::Listener(ListenerConfig config, MetricsRegistry& metrics)
                     "Id of the last change applied to the replica.");
   metrics_.describe("pgfanout_listener_stale_messages_total", T::Counter,
                     "Messages dropped because a deposed publisher sent them (older epoch).");
+  metrics_.describe("pgfanout_listener_copied_rows_total", T::Counter,
+                    "Rows of INSERTs written to the replica with COPY instead of the upsert statement.");
   metrics_.add("pgfanout_listener_stale_messages_total", {}, 0);
+  metrics_.add("pgfanout_listener_copied_rows_total", {}, 0);
   metrics_.set("pgfanout_listener_lag_seconds", {}, 0);
 }
 
@@ -548,6 +551,9 @@ void Listener::process(Batch& batch) {
   }
   for (const auto& [k, n] : applied) {
     metrics_.add("pgfanout_listener_changes_applied_total", {{"table", k.first}, {"op", k.second}}, n);
+  }
+  if (result.copied_rows > 0) {
+    metrics_.add("pgfanout_listener_copied_rows_total", {}, static_cast<double>(result.copied_rows));
   }
   if (!changes.empty()) {
     metrics_.observe("pgfanout_listener_batch_size", {}, static_cast<double>(changes.size()));

@@ -14,7 +14,9 @@ SELECT a.attname, a.attgenerated = '' AS insertable,
           SELECT a.atttypid
           UNION ALL
           SELECT t.typbasetype FROM base JOIN pg_type t ON t.oid = base.typ WHERE t.typtype = 'd')
-        SELECT bool_or(typ IN ('json'::regtype, 'jsonb'::regtype)) FROM base) AS json
+        SELECT bool_or(typ IN ('json'::regtype, 'jsonb'::regtype)) FROM base) AS json,
+       NOT c.relrowsecurity AND NOT c.relhasrules AS copyable,
+       a.attidentity = 'a' AS identity_always
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -49,12 +51,14 @@ std::shared_ptr<const TableInfo> TableCatalog::resolve(pqxx::connection& conn, c
   info->schema = schema;
   info->name = name;
   info->partitioned = r[0][4].as<bool>();
+  info->copyable = r[0][6].as<bool>();
   std::map<int, std::string> keys;
   for (const auto& row : r) {
     std::string column = row[0].c_str();
     if (row[1].as<bool>()) info->columns.push_back(column);
     info->types.emplace(column, row[3].c_str());
     if (row[5].as<bool>()) info->json_columns.insert(column);
+    if (row[7].as<bool>()) info->identity_always.insert(column);
     if (!row[2].is_null()) keys.emplace(row[2].as<int>(), column);
   }
   for (auto& [pos, column] : keys) info->key_columns.push_back(column);

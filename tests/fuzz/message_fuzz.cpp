@@ -52,6 +52,25 @@ TableInfo table_for(const std::vector<ParsedChange>& changes, std::string name) 
   return t;
 }
 
+// COPY's text of an upsert step, when it has one, is one line per row of exactly one field
+// per column: every tab and newline in a value escaped.
+void check_copy_text(const ApplyStep& step) {
+  std::vector<std::string> columns = upsert_columns(step);
+  std::string text;
+  if (!copy_rows(step, columns, text)) return;
+  std::size_t lines = 0, tabs = 0;
+  for (char c : text) {
+    if (c == '\n') {
+      if (tabs + 1 != columns.size()) std::abort();
+      ++lines;
+      tabs = 0;
+    } else if (c == '\t') {
+      ++tabs;
+    }
+  }
+  if (lines != step.rows.size() || tabs != 0) std::abort();
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -89,6 +108,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     } catch (const std::invalid_argument&) {
       std::abort();  // the replica would be sent rows that are not JSON
     }
+    if (step.kind != StepKind::Upsert) continue;
+    // COPY's text of the same rows, as they are (jsonb columns) and into text columns.
+    TableInfo as_text = *step.table;
+    for (auto& [column, type] : as_text.types) type = "text";
+    as_text.json_columns.clear();
+    ApplyStep text_step = step;
+    text_step.table = &as_text;
+    check_copy_text(step);
+    check_copy_text(text_step);
   }
   return 0;
 }

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -695,6 +696,97 @@ TEST(ChainExactValues, BuiltInTypesInArraysAndCompositesReadBackTheSame) {
   chain.primary.exec("UPDATE public.builtin SET c = (SELECT c FROM public.builtin WHERE id = 3) WHERE id = 2");
   expect_converged(chain, {{"public.builtin", "t.id", "t::text"}});
   EXPECT_EQ(chain.replica.value("SELECT array_lower(a0, 1)::text FROM public.builtin WHERE id = 3"), "0");
+}
+
+// A GENERATED ALWAYS identity column that is not the key: the upsert's DO UPDATE set it
+// to EXCLUDED's value, which PostgreSQL refuses ("can only be updated to DEFAULT") even
+// when no row conflicts, so every change of such a table was dead-lettered.
+TEST(ChainFixedBugs, AnIdentityColumnGeneratedAlwaysBesideTheKey) {
+  SmallChain chain(R"SQL(
+CREATE TABLE public.ticket (id int PRIMARY KEY, seq bigint GENERATED ALWAYS AS IDENTITY, v text);
+)SQL",
+                   {"public.ticket"});
+  chain.primary.exec(R"SQL(
+INSERT INTO public.ticket (id, v) VALUES (1, 'a'), (2, 'b');
+UPDATE public.ticket SET v = 'c' WHERE id = 1;
+INSERT INTO public.ticket (id, v) VALUES (3, 'd');
+UPDATE public.ticket SET id = 4 WHERE id = 2;
+)SQL");
+  expect_converged(chain, {{"public.ticket", "t.id", "t::text"}});
+  EXPECT_EQ(chain.replica.value("SELECT string_agg(id || ':' || seq || v, ',' ORDER BY id) FROM public.ticket"),
+            "1:1c,3:3d,4:2b");
+}
+
+// INSERTs of new rows reach the replica by COPY (BatchApplier::copy_step, README
+// "Performance"), which a backlog gathers into big batches: the listener is stopped while
+// the primary writes, so that each table's rows arrive in one batch. Every value reads
+// back as the upsert statement would write it; a row already on the replica turns the
+// COPY into the statement; a table with row-level security (which COPY FROM refuses) and
+// values with no COPY form here (arrays) get the statement; the rows COPY wrote are
+// counted.
+TEST(ChainCopyApply, NewRowsGoInByCopyAndReadBackTheSame) {
+  const std::string tables = R"SQL(
+CREATE EXTENSION IF NOT EXISTS hstore;
+CREATE TABLE public.copied (id int PRIMARY KEY, seq int GENERATED ALWAYS AS IDENTITY, t text, b bytea,
+  n numeric, f float8, ok bool, ts timestamptz, iv interval, jb jsonb, j json, h hstore, r int4range);
+CREATE TABLE public.present (id int PRIMARY KEY, v text);
+CREATE TABLE public.arrays (id int PRIMARY KEY, a int[]);
+CREATE TABLE public.guarded (id int PRIMARY KEY, v text);
+)SQL";
+  SmallChain chain(tables, {"public.copied", "public.present", "public.arrays", "public.guarded"});
+  chain.replica.exec(R"SQL(
+ALTER TABLE public.guarded ENABLE ROW LEVEL SECURITY;
+CREATE POLICY anyone ON public.guarded USING (true) WITH CHECK (true);
+INSERT INTO public.present VALUES (7, 'on the replica before');
+)SQL");
+  int port = free_port();
+  // Writes `sql` on the primary with no listener running, then starts one: the rows wait
+  // in the queue and are applied as a backlog. The rows it wrote by COPY.
+  auto backlog = [&](const std::string& sql) {
+    chain.listener.reset();
+    chain.primary.exec(sql);
+    wait_outbox_empty(chain.primary);
+    chain.listener.emplace(start_listener(chain.replica_db.conninfo(), chain.queue.name(), chain.exchange.name(),
+                                          {"--metrics", "127.0.0.1:" + std::to_string(port)}));
+    chain.listener->wait_for_log("consuming from");
+    chain.wait_applied();
+    std::string metrics = http_get(port, "/metrics");
+    const std::string name = "\npgfanout_listener_copied_rows_total ";
+    auto at = metrics.find(name);
+    if (at == std::string::npos) throw std::runtime_error("no " + name.substr(1) + "in the listener's metrics");
+    return std::stod(metrics.substr(at + name.size()));
+  };
+  double copied = backlog(R"SQL(
+INSERT INTO public.copied (id, t, b, n, f, ok, ts, iv, jb, j, h, r)
+SELECT g,
+  CASE WHEN g % 5 = 0 THEN NULL ELSE 'row ' || g || E'\t\n\r\\ "q" é 🙂 \\N \\. ' || chr(1) || chr(31) || chr(127) END,
+  CASE WHEN g % 4 = 0 THEN NULL ELSE decode(md5(g::text), 'hex') END,
+  g * 1.10,
+  CASE g % 4 WHEN 0 THEN 'NaN' WHEN 1 THEN '-Infinity' WHEN 2 THEN 1e308 ELSE g / 3.0 END,
+  g % 2 = 0,
+  CASE WHEN g = 3 THEN 'infinity' ELSE '2024-06-01 12:00+05:45'::timestamptz + g * interval '1 day 1.5 s' END,
+  g * interval '1 hour 2 sec',
+  CASE g % 3 WHEN 0 THEN 'null' WHEN 1 THEN NULL
+    ELSE jsonb_build_object('k', g, 's', E'a\\b\n"c"\t', 'n', null, 'arr', jsonb_build_array(1.10, 'x', chr(2))) END,
+  CASE WHEN g % 2 = 0 THEN '{"b":1,  "a":2, "a" : [3]}'::json END,
+  CASE WHEN g % 2 = 0 THEN ('k' || g || '=>"v\"w", z=>NULL')::hstore END,
+  int4range(g, g + 10)
+FROM generate_series(1, 200) g;
+)SQL");
+  expect_converged(chain, {{"public.copied", "t.id", "t::text"}});
+  EXPECT_GE(copied, 16.0) << "no COPY: the batches were smaller than the listener copies";
+  EXPECT_LE(copied, 200.0);
+  EXPECT_EQ(chain.replica.value("SELECT count(*) FROM public.copied WHERE jb = 'null'::jsonb"), "66");
+
+  copied = backlog(R"SQL(
+INSERT INTO public.present SELECT g, 'v' || g FROM generate_series(1, 40) g;
+INSERT INTO public.arrays SELECT g, ARRAY[g, NULL] FROM generate_series(1, 40) g;
+INSERT INTO public.guarded SELECT g, 'v' || g FROM generate_series(1, 40) g;
+)SQL");
+  expect_converged(chain, {{"public.present", "t.id", "t::text"},
+                           {"public.arrays", "t.id", "t::text"},
+                           {"public.guarded", "t.id", "t::text"}});
+  EXPECT_EQ(copied, 0.0);
 }
 
 }  // namespace

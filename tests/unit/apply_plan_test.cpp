@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <deque>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -453,6 +454,136 @@ TEST(ApplyPlan, KeyChangeIsSeenBeyondADoublesPrecision) {
 TEST(ApplyPlan, EmptyBatchHasNoSteps) {
   Batch b;
   EXPECT_TRUE(b.plan().empty());
+}
+
+// ---- COPY of new rows (BatchApplier::copy_step)
+
+std::optional<std::string> copy_field(std::string_view token) {
+  std::string out;
+  if (!json_string_to_copy(token, out)) return std::nullopt;
+  return out;
+}
+
+TEST(CopyText, JsonStringsBecomeCopyFields) {
+  EXPECT_EQ(copy_field(R"("plain é")"), "plain é");
+  EXPECT_EQ(copy_field(R"("")"), "");
+  // JSON's escapes of these are COPY's too; a quote and a solidus need none in COPY.
+  EXPECT_EQ(copy_field(R"("a\\b\nc\rd\te\bf\fg\"h\/i")"), R"(a\\b\nc\rd\te\bf\fg"h/i)");
+  // \u: UTF-8, a surrogate pair as one character, control characters and a backslash in
+  // octal (three digits, whatever follows).
+  EXPECT_EQ(copy_field(R"("\u00e9\u20AC")"), "é€");
+  EXPECT_EQ(copy_field(R"("\ud83d\ude00!")"), "\xF0\x9F\x98\x80!");
+  EXPECT_EQ(copy_field(R"("\u00011\u001f\u005c\u0009")"), R"(\0011\037\134\011)");
+}
+
+TEST(CopyText, WhatPostgreSQLWouldRefuseIsNotCopied) {
+  for (std::string_view bad : {R"("\u0000")", R"("\ude00")", R"("\ud83d")", R"("\ud83dx\ude00")",
+                               R"("\ud83d\u0041")", R"("\x41")", R"("\u12")", R"("\u12G4")", R"("a\")",
+                               "\"tab\there\"", R"(plain)", R"(")", R"("a"b")"}) {
+    EXPECT_EQ(copy_field(bad), std::nullopt) << bad;
+  }
+}
+
+TableInfo typed_table() {
+  TableInfo t = table("public", "c", {"id", "t", "n", "ok", "jb", "js", "later"}, {"id"});
+  t.types["n"] = "numeric";
+  t.types["ok"] = "boolean";
+  t.types["jb"] = "jsonb";
+  t.types["js"] = "json";
+  t.json_columns = {"jb", "js"};
+  t.copyable = true;
+  return t;
+}
+
+std::optional<std::string> copied(const ApplyStep& step) {
+  std::string out;
+  if (!copy_rows(step, upsert_columns(step), out)) return std::nullopt;
+  return out;
+}
+
+TEST(CopyText, RowsBecomeLinesOfFieldsInTheStepsColumns) {
+  const TableInfo t = typed_table();
+  Batch b;
+  b.insert_raw(t, R"({"id": 1, "t": "a\tb\\", "n": 1.10, "ok": true, "jb": {"k": "x\ny", "n": null}, "js": null})")
+      .insert_raw(t, R"({"jb": null, "ok": false, "n": -0, "t": null, "id": 2})")  // another order
+      .insert_raw(t, R"({"id": 3, "t": "first", "t": "last", "nobody": [1]})")     // the last name wins
+      .insert_raw(t, "{\"id\": 4, \"jb\": [1,\n\"\\\\\"], \"js\": 12}");
+  auto steps = b.plan();
+  ASSERT_EQ(steps.size(), 1u);
+  EXPECT_TRUE(steps[0].inserts_only);
+  EXPECT_EQ(upsert_columns(steps[0]), (std::vector<std::string>{"id", "t", "n", "ok", "jb", "js"}));
+  EXPECT_EQ(copy_target(steps[0], upsert_columns(steps[0])),
+            R"("public"."c" ("id", "t", "n", "ok", "jb", "js"))");
+  EXPECT_EQ(copied(steps[0]),
+            "1\ta\\tb\\\\\t1.10\ttrue\t{\"k\": \"x\\\\ny\", \"n\": null}\t\\N\n"
+            "2\t\\N\t-0\tfalse\t\\N\t\\N\n"
+            "3\tlast\t\\N\t\\N\t\\N\t\\N\n"
+            "4\t\\N\t\\N\t\\N\t[1,\\n\"\\\\\\\\\"]\t12\n");
+}
+
+TEST(CopyText, JsonNullsAndTextFormsOfJsonColumns) {
+  const TableInfo t = typed_table();
+  Batch b;
+  b.insert_raw(t, R"({"id": 1, "jb": null, "js": null})");
+  b.last().json_nulls = {"jb"};
+  b.insert_raw(t, R"({"id": 2, "jb": "{\"b\":1,  \"a\":2}", "js": "[1, \"\\u00e9\"]"})");
+  b.last().texts = {"jb", "js"};
+  b.last().json_nulls.clear();
+  auto steps = b.plan();
+  ASSERT_EQ(steps.size(), 1u);
+  EXPECT_EQ(copied(steps[0]), "1\tnull\t\\N\n"
+                              "2\t{\"b\":1,  \"a\":2}\t[1, \"\\\\u00e9\"]\n");
+}
+
+TEST(CopyText, ValuesWithoutACopyFormHereLeaveTheStepToTheStatement) {
+  const TableInfo t = typed_table();
+  for (std::string_view row : {R"({"id": 1, "t": [1, 2]})",      // an array for a text column
+                               R"({"id": 1, "t": {"a": 1}})",     // an object, a composite maybe
+                               R"({"id": 1e2, "t": "x"})",        // numeric prints no exponent
+                               R"({"id": 1, "t": "\u0000"})",
+                               R"({"id": 1, "js": {"b": 1}})",    // json keeps its own text
+                               R"({"id": 1, "js": "x"})"}) {
+    Batch b;
+    b.insert_raw(t, row);
+    auto steps = b.plan();
+    ASSERT_EQ(steps.size(), 1u);
+    EXPECT_EQ(copied(steps[0]), std::nullopt) << row;
+  }
+}
+
+TEST(CopyText, ExponentsGoToColumnsWhoseInputReadsThemAsNumericDoes) {
+  TableInfo t = typed_table();
+  t.types["f"] = "double precision";
+  t.columns.push_back("f");
+  Batch b;
+  b.insert_raw(t, R"({"id": 1, "n": 1.5e+3, "f": 1e+308})");
+  auto steps = b.plan();
+  ASSERT_EQ(steps.size(), 1u);
+  EXPECT_EQ(copied(steps[0]), "1\t1.5e+3\t1e+308\n");
+}
+
+// An upsert cannot set a GENERATED ALWAYS identity column (only to DEFAULT): its INSERT
+// writes the primary's value, its DO UPDATE leaves it.
+TEST(ApplyPlan, UpsertLeavesAnIdentityGeneratedAlwaysAsItIs) {
+  TableInfo t = table("public", "g", {"id", "seq", "v"}, {"id"});
+  t.identity_always = {"seq"};
+  Batch b;
+  b.insert(t, {{"id", 1}, {"seq", 5}, {"v", "a"}});
+  std::string sql = step_sql(b.plan().at(0));
+  EXPECT_NE(sql.find(R"(INSERT INTO "public"."g" ("id", "seq", "v") OVERRIDING SYSTEM VALUE)"), std::string::npos) << sql;
+  EXPECT_NE(sql.find(R"(DO UPDATE SET "v" = EXCLUDED."v")"), std::string::npos) << sql;
+  EXPECT_EQ(sql.find(R"("seq" = EXCLUDED)"), std::string::npos) << sql;
+}
+
+TEST(CopyText, AStepWithAnUpdateIsNotAllNewRows) {
+  const TableInfo t = typed_table();
+  Batch b;
+  b.insert(t, {{"id", 1}}).insert(t, {{"id", 2}});
+  EXPECT_TRUE(b.plan().at(0).inserts_only);
+  b.update(t, {{"id", 3}}, {{"id", 3}, {"t", "x"}});
+  auto steps = b.plan();
+  ASSERT_EQ(steps.size(), 1u);
+  EXPECT_FALSE(steps[0].inserts_only);
 }
 
 }  // namespace
