@@ -4,12 +4,15 @@
 # load on the machine barely moves), per row. Issue 14 asks which form the listener should
 # use; this measures the candidates on the same batches, alternating:
 #   jsonb   INSERT ... SELECT FROM jsonb_to_recordset($1::jsonb) ... ON CONFLICT DO UPDATE
-#           (the listener's statement before 2026-12-06)
-#   json    the same from json_to_recordset($1::json) (the listener's statement now)
+#           (the listener's statement)
+#   json    the same from json_to_recordset($1::json) (the listener's for a batch past
+#           jsonb's 256 MB)
 #   arrays  the same from unnest($1::bigint[], $2::text[], ...): one typed array a column
 #           (not for a table with an array column: unnest would flatten it)
 #   copy    COPY (text format) into a temporary staging table, then INSERT ... SELECT FROM
 #           it ... ON CONFLICT DO UPDATE, then TRUNCATE of the stage
+#   copy_new  what the listener does since the COPY apply: the new rows by COPY straight
+#           into the table, the updates by the jsonb statement
 #
 #   bench/apply_forms.sh [CONNINFO]      (default: $PGFANOUT_TEST_PG)
 #
@@ -90,6 +93,13 @@ batch_sql() {  # form shape -> the PL/pgSQL body applying batch r.batch of pass 
     json) echo "EXECUTE 'INSERT INTO t SELECT k.* FROM json_to_recordset(\$1::json) $record $upsert' USING r.json;" ;;
     arrays) echo "EXECUTE 'INSERT INTO t SELECT * FROM unnest(\$1::bigint[], \$2::text[], \$3::numeric[], \$4::${type}[], \$5::timestamptz[]) $upsert'
                     USING r.arrays[1], r.arrays[2], r.arrays[3], r.arrays[4], r.arrays[5];" ;;
+    # The listener's since dabbd05: new rows (pass 1) by COPY straight into the table;
+    # updates (pass 2) arrive as UPDATEs, which the jsonb upsert applies.
+    copy_new) echo "IF r.pass = 1 THEN
+                  EXECUTE format('COPY t FROM %L', format('%s_%s_%s.copy', '${COPY_PREFIX}_$2', r.pass, r.batch));
+                ELSE
+                  EXECUTE 'INSERT INTO t SELECT k.* FROM jsonb_to_recordset(\$1::jsonb) $record $upsert' USING r.json;
+                END IF;" ;;
     copy) echo "EXECUTE format('COPY stage FROM %L', format('%s_%s_%s.copy', '${COPY_PREFIX}_$2', r.pass, r.batch));
                 EXECUTE 'INSERT INTO t SELECT * FROM stage $upsert';
                 TRUNCATE stage;" ;;
@@ -118,7 +128,7 @@ echo "$BATCHES batches of $ROWS rows, $REPEAT runs per form, $(nproc) cores, loa
 rows=$((BATCHES * ROWS))
 for shape in doc scalars; do
   # Typed arrays cannot carry an array column: unnest flattens int[][] (so, not "scalars").
-  FORMS=$([ "$shape" = doc ] && echo "jsonb json arrays copy" || echo "jsonb json copy")
+  FORMS=$([ "$shape" = doc ] && echo "jsonb json arrays copy copy_new" || echo "jsonb json copy copy_new")
   prepare "$shape"
   for i in $(seq 1 "$REPEAT"); do
     for form in $FORMS; do
