@@ -1014,7 +1014,7 @@ class Bench:
         return tps, catch_up, foot_row, wal, flips, primary
 
     def latency(self, system, pack=None, under_load=False):
-        """Commit-to-apply latency of single-row INSERTs 20 ms apart; under_load: while
+        """Commit-to-apply latency of single-row INSERTs at --latency-rate; under_load: while
         pgbench -c 4 inserts single rows into another tracked (or published) table as fast
         as it can, as in the primary-cost run."""
         prefix = "fo" if system == "pgfanout" else "lr"
@@ -1037,7 +1037,7 @@ class Bench:
                 f.write(f"INSERT INTO {prefix}_cost VALUES (nextval('{prefix}_cost_seq'), 'a short line of text', "
                         f"'{{\"n\": 1, \"tag\": \"bench\"}}', now());\n")
             load = subprocess.Popen([f"{PGBIN}/pgbench", "-n", "-c", "4", "-j", str(min(4, NPROC)), "-f", path,
-                                     "-T", str(int(n * 0.02 + 3)), self.conninfo(PRIMARY, "pgbench")],
+                                     "-T", str(int(n / self.args.latency_rate + 3)), self.conninfo(PRIMARY, "pgbench")],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.5)  # into the steady state
         else:
@@ -1047,7 +1047,7 @@ class Bench:
         next_at = time.monotonic()
         for i in range(1, n + 1):
             writer.query(f"INSERT INTO {t} VALUES ({i}, 'latency probe', '{{\"i\": {i}}}', clock_timestamp())")
-            next_at += 0.020
+            next_at += 1.0 / self.args.latency_rate
             pause = next_at - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
@@ -1227,7 +1227,7 @@ def report_rest(b, captures, best):
                         if (op, s) in c))
     if ("latency", "native") in R:
         log()
-        log(f"latency: {b.args.latency_n} single-row transactions 20 ms apart, writer's commit "
+        log(f"latency: {b.args.latency_n} single-row transactions, {b.args.latency_rate:g} a second, writer's commit "
             f"(clock_timestamp() in the INSERT) to the row's apply on a replica (replica default column)")
         lat = [c for c in captures if ("latency", f"{c}{best[c]}") in R]
         log(f"{'':<22}" + "".join(f"{f'{c} --pack {best[c]}':>20}" for c in lat) + f"{'native LR':>12}" +
@@ -1341,6 +1341,8 @@ def main():
     ap.add_argument("--cost-rounds", type=int, default=2,
                     help="split each primary-cost variant into this many alternating runs (default 2)")
     ap.add_argument("--latency-n", type=int, default=200)
+    ap.add_argument("--latency-rate", type=float, default=50,
+                    help="single-row INSERTs a second in the latency run (default 50: 20 ms apart)")
     ap.add_argument("--log-dir", help="where the publisher's and listeners' logs go (default: a new /tmp dir)")
     ap.add_argument("--timeout", type=float, default=240, help="bound on every wait, seconds")
     args = ap.parse_args()
@@ -1415,7 +1417,7 @@ def main():
                     f"{args.cost_rounds} alternating runs (A B C D, D C B A, ...)")
                 b.results[("cost", cap)] = b.cost(best[cap])
             if "latency" in only:
-                log(f"latency: {args.latency_n} single-row INSERTs 20 ms apart")
+                log(f"latency: {args.latency_n} single-row INSERTs, {args.latency_rate:g} a second")
                 b.results[("latency", f"{cap}{best[cap]}")] = b.latency("pgfanout", best[cap])
                 if first:
                     b.results[("latency", "native")] = b.latency("native")

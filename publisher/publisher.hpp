@@ -47,7 +47,7 @@ struct PublisherConfig {
   /// `busy_interval` once changes come at `busy_rate` per second or more (see drain()).
   std::chrono::milliseconds trickle_interval{5};
   std::chrono::milliseconds busy_interval{20};
-  double busy_rate = 200;
+  double busy_rate = 1000;
   std::chrono::seconds confirm_timeout{60};
   std::chrono::seconds summary_interval{10};
 };
