@@ -1,5 +1,6 @@
 #include "batch_applier.hpp"
 
+#include <algorithm>
 #include <optional>
 #include <string>
 
@@ -51,6 +52,7 @@ std::optional<std::string> refusal_of(Work&& work) {
 // The fewest rows worth a COPY: it costs a savepoint (two round trips) more than the
 // statement.
 constexpr std::size_t kCopyMinRows = 16;
+constexpr std::size_t kCopyPiece = std::size_t{1} << 20;
 
 }  // namespace
 
@@ -97,7 +99,15 @@ bool BatchApplier::copy_step(pqxx::nontransaction& tx, const ApplyStep& step) {
     std::vector<std::string> none;
     pqxx::tablewriter writer(tx, copy_target(step, columns), none.begin(), none.end());
 #pragma GCC diagnostic pop
-    writer.write_raw_line(text);
+    // In pieces of whole rows, each copied once more by libpqxx (it appends the newline),
+    // rather than the whole text at once.
+    std::size_t at = 0;
+    while (at < text.size()) {
+      std::size_t end = std::min(text.size(), at + kCopyPiece);
+      if (end < text.size()) end = std::min(text.size(), text.find('\n', end - 1) + 1);
+      writer.write_raw_line(text.substr(at, end - at));
+      at = end;
+    }
     writer.complete();
   });
   if (!refused) {
