@@ -16,7 +16,10 @@ std::unique_ptr<pqxx::connection> connect_pg(const std::string& conninfo,
   conn->inhibit_reactivation(true);
 #pragma GCC diagnostic pop
   pqxx::nontransaction tx(*conn);
-  tx.exec_params("SELECT set_config('application_name', $1, false)", std::string(application_name));
+  // Messages are JSON, UTF-8 by definition: a session in the database's own encoding
+  // (LATIN1, say) would read and write their bytes as that encoding's characters.
+  tx.exec_params("SELECT set_config('application_name', $1, false), set_config('client_encoding', 'UTF8', false)",
+                 std::string(application_name));
   return conn;
 }
 

@@ -717,6 +717,40 @@ UPDATE public.ticket SET id = 4 WHERE id = 2;
             "1:1c,3:3d,4:2b");
 }
 
+// A replica database in another encoding than UTF-8. The listener's session spoke the
+// database's own encoding, so the UTF-8 text of a message was read as LATIN1 characters:
+// 'café' arrived as 'cafÃ©', and a character LATIN1 lacks arrived as garbage instead of
+// being refused. The session now speaks UTF-8 and the server converts.
+TEST(ChainFixedBugs, AReplicaInAnotherEncodingStoresTheSameCharacters) {
+  ScratchDatabase primary_db{"pgft_enc_p"};
+  ScratchDatabase replica_db{"pgft_enc_r", "LATIN1"};
+  PgSession primary = primary_db.session();
+  PgSession replica = replica_db.session();
+  replica.exec("SET client_encoding = 'UTF8'");
+  TestExchange exchange{"pgft_enc_x"};
+  TestQueue queue{exchange.name(), {}, QueueOptions::listener_compatible()};
+  TestQueue dead{exchange.name(), {}, QueueOptions::dead_letter_compatible(), queue.name() + ".dead"};
+  const std::string ddl = "CREATE TABLE public.words (id int PRIMARY KEY, w text)";
+  primary.exec(ddl);
+  replica.exec(ddl);
+  install_schema(primary_db.conninfo());
+  primary.exec("SELECT pgfanout.track('public.words')");
+  Process listener = start_listener(replica_db.conninfo(), queue.name(), exchange.name());
+  listener.wait_for_log("consuming from");
+  Process publisher = start_publisher(primary_db.conninfo(), exchange.name(), {"--pack", "10"});
+  // One by one (the statement) and 40 at once (COPY); then a character LATIN1 lacks.
+  primary.exec("INSERT INTO public.words VALUES (1, 'café Ä ß ü')");
+  primary.exec("INSERT INTO public.words SELECT g, 'né ' || g FROM generate_series(2, 41) g");
+  wait_applied(primary, replica, dead.name());
+  EXPECT_EQ(replica.value("SELECT w FROM public.words WHERE id = 1"), "café Ä ß ü");
+  EXPECT_EQ(replica.value("SELECT count(*) FROM public.words WHERE w = 'né ' || id"), "40");
+  primary.exec("INSERT INTO public.words VALUES (42, 'smile 🙂')");
+  wait_applied(primary, replica, dead.name());
+  EXPECT_EQ(replica.value("SELECT count(*) FROM public.words WHERE id = 42"), "0");
+  EXPECT_EQ(queue_depth(dead.name()), 1u);
+  EXPECT_GE(listener.count_in_log("has no equivalent in encoding"), 1) << "the refusal says why";
+}
+
 // INSERTs of new rows reach the replica by COPY (BatchApplier::copy_step, README
 // "Performance"), which a backlog gathers into big batches: the listener is stopped while
 // the primary writes, so that each table's rows arrive in one batch. Every value reads

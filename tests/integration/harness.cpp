@@ -599,10 +599,11 @@ void drop_leaked_databases(PgSession& admin) {
 
 }  // namespace
 
-ScratchDatabase::ScratchDatabase(std::string_view prefix) : name_(unique_name(prefix)) {
+ScratchDatabase::ScratchDatabase(std::string_view prefix, std::string_view encoding) : name_(unique_name(prefix)) {
   PgSession admin(pg_admin_conninfo());
   drop_leaked_databases(admin);
-  admin.exec("CREATE DATABASE " + quote_ident(name_) + " TEMPLATE template0 ENCODING 'UTF8'");
+  admin.exec("CREATE DATABASE " + quote_ident(name_) + " TEMPLATE template0 ENCODING " + sql_literal(encoding) +
+             (encoding == "UTF8" ? "" : " LOCALE 'C'"));
   admin.exec("COMMENT ON DATABASE " + quote_ident(name_) + " IS " +
              sql_literal(kScratchComment + std::to_string(::getpid())));
   conninfo_ = conninfo_for(pg_admin_conninfo(), name_);

@@ -330,7 +330,8 @@ std::string sql_literal(std::string_view text);
 /// longer run are dropped when the next one is created.
 class ScratchDatabase {
  public:
-  explicit ScratchDatabase(std::string_view prefix = "pgft");
+  /// A database in `encoding` (any but UTF8 with the C locale).
+  explicit ScratchDatabase(std::string_view prefix = "pgft", std::string_view encoding = "UTF8");
   ~ScratchDatabase();
   ScratchDatabase(const ScratchDatabase&) = delete;
   ScratchDatabase& operator=(const ScratchDatabase&) = delete;
