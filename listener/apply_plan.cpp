@@ -345,24 +345,6 @@ long hex4(const char* p) {
   return v;
 }
 
-void append_utf8(std::uint32_t cp, std::string& out) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-}
-
 // A JSON text as one COPY field: COPY's text format reads a backslash and the line and
 // field separators only when escaped.
 void json_text_to_copy(std::string_view text, std::string& out) {
@@ -404,20 +386,13 @@ bool json_string_to_copy(std::string_view token, std::string& out) {
       case '"': out += '"'; break;
       case '/': out += '/'; break;
       case 'u': {
+        // Only ASCII: jsonb_in turns other escapes into the server's encoding or refuses
+        // them (SQL_ASCII, a character the encoding lacks), which a COPY of their UTF-8
+        // would not; to_jsonb writes such characters as they are, never escaped.
         if (s.size() - i < 5) return false;
-        long unit = hex4(s.data() + i + 1);
+        long cp = hex4(s.data() + i + 1);
         i += 4;
-        if (unit < 0) return false;
-        auto cp = static_cast<std::uint32_t>(unit);
-        if (cp >= 0xDC00 && cp <= 0xDFFF) return false;  // a low surrogate first
-        if (cp >= 0xD800 && cp <= 0xDBFF) {
-          if (s.size() - i < 7 || s[i + 1] != '\\' || s[i + 2] != 'u') return false;
-          long low = hex4(s.data() + i + 3);
-          if (low < 0xDC00 || low > 0xDFFF) return false;
-          cp = 0x10000 + ((cp - 0xD800) << 10) + (static_cast<std::uint32_t>(low) - 0xDC00);
-          i += 6;
-        }
-        if (cp == 0) return false;
+        if (cp <= 0 || cp >= 0x80) return false;
         if (cp < 0x20 || cp == '\\') {
           // Octal, which COPY reads as at most three digits, whatever follows.
           out += '\\';
@@ -425,7 +400,7 @@ bool json_string_to_copy(std::string_view token, std::string& out) {
           out += static_cast<char>('0' + ((cp >> 3) & 7));
           out += static_cast<char>('0' + (cp & 7));
         } else {
-          append_utf8(cp, out);
+          out += static_cast<char>(cp);
         }
         break;
       }
@@ -441,22 +416,61 @@ std::string copy_target(const ApplyStep& step, const std::vector<std::string>& c
   return step.table->qualified() + " (" + joined(columns) + ")";
 }
 
+namespace {
+
+// Whether a JSON number reads the same through the recordset (jsonb_in's numeric, then
+// numeric's text into the column's input function) and through COPY (its text straight
+// into the input function): `exponent` where the input reads an exponent as numeric does
+// (float, numeric), `negative_zero` where it drops the sign of a zero as numeric does
+// (integers, numeric). A number longer than numeric is sure to take is left to the
+// statement, which refuses what jsonb refuses.
+bool number_copies_alike(std::string_view number, bool exponent, bool negative_zero) {
+  if (number.size() > 100) return false;
+  std::size_t e = number.find_first_of("eE");
+  if (e != std::string_view::npos) {
+    std::string_view digits = number.substr(e + 1);
+    if (!digits.empty() && (digits.front() == '+' || digits.front() == '-')) digits.remove_prefix(1);
+    if (!exponent || digits.size() > 3) return false;  // |exponent| < 1000
+  }
+  if (number.front() == '-' && !negative_zero &&
+      number.substr(0, e).find_first_of("123456789") == std::string_view::npos) {
+    return false;
+  }
+  return true;
+}
+
+// Whether jsonb_in takes a member the table lacks as the recordset's $1::jsonb would
+// (COPY skips it): scalars it surely takes; objects and arrays are left to the statement.
+bool unknown_member_copies_alike(const std::string& raw) {
+  std::string scratch;
+  switch (raw.front()) {
+    case '"': return json_string_to_copy(raw, scratch);
+    case 't': case 'f': case 'n': return true;
+    case '{': case '[': return false;
+    default: return number_copies_alike(raw, true, true);
+  }
+}
+
+}  // namespace
+
 bool copy_rows(const ApplyStep& step, const std::vector<std::string>& columns, std::string& out) {
   const TableInfo& t = *step.table;
+  // A real column of either member's name: the statement ignores both lists.
+  if (t.types.count(kJsonNullsMember) || t.types.count(kJsonTextsMember)) return false;
   const std::size_t n = columns.size();
   // Per column: 0 not json, 1 jsonb (its input reads any JSON text as the recordset would
   // have built it), 2 json or a domain (whose text the recordset would have normalised).
   std::vector<char> json(n, 0);
-  // Columns whose input function reads a number in exponent notation as the recordset's
-  // numeric would: the same value, by the same numeric_in or to the same double.
-  std::vector<char> exponent(n, 0);
+  std::vector<char> exponent(n, 0), negative_zero(n, 0);  // number_copies_alike
   std::unordered_map<std::string_view, std::size_t> position;
   position.reserve(n);
   for (std::size_t c = 0; c < n; ++c) {
     position.emplace(columns[c], c);
     const std::string& type = t.types.at(columns[c]);
     if (t.json_columns.count(columns[c])) json[c] = type == "jsonb" ? 1 : 2;
-    exponent[c] = type == "double precision" || type == "real" || type == "numeric" || type.starts_with("numeric(");
+    bool numeric = type == "numeric" || type.starts_with("numeric(");
+    exponent[c] = numeric || type == "double precision" || type == "real";
+    negative_zero[c] = numeric || type == "bigint" || type == "integer" || type == "smallint";
   }
   auto listed = [](const std::vector<const std::vector<std::string>*>& lists, std::size_t row,
                    const std::string& name) {
@@ -477,7 +491,10 @@ bool copy_rows(const ApplyStep& step, const std::vector<std::string>& columns, s
       } else if (auto it = position.find(name); it != position.end()) {
         at = it->second;
       }
-      if (at == n) continue;
+      if (at == n) {
+        if (raw.empty() || !unknown_member_copies_alike(raw)) return false;
+        continue;
+      }
       values[at] = &raw;
       guess = at + 1;
     }
@@ -490,14 +507,21 @@ bool copy_rows(const ApplyStep& step, const std::vector<std::string>& columns, s
       }
       const char first = v->front();
       if (json[c]) {
-        if (first == 'n') {
-          out += listed(step.json_nulls, r, columns[c]) ? "null" : "\\N";
-        } else if (listed(step.texts, r, columns[c])) {
+        // As the statement's CASE: the text form first, then the JSON null list (whatever
+        // the value), then the value, which for json (not jsonb) only a literal keeps.
+        if (listed(step.texts, r, columns[c])) {
           if (first != '"' || !json_string_to_copy(*v, out)) return false;
-        } else if (json[c] == 2 && (first == '"' || first == '{' || first == '[')) {
+        } else if (listed(step.json_nulls, r, columns[c])) {
+          out += "null";
+        } else if (first == 'n') {
+          out += "\\N";
+        } else if (json[c] == 2 && first != 't' && first != 'f') {
           return false;
-        } else {
+        } else if (first == '"' || first == '{' || first == '[' || first == 't' || first == 'f' ||
+                   number_copies_alike(*v, true, true)) {
           json_text_to_copy(*v, out);
+        } else {
+          return false;
         }
         continue;
       }
@@ -509,8 +533,7 @@ bool copy_rows(const ApplyStep& step, const std::vector<std::string>& columns, s
         case 't': case 'f': out += *v; break;
         case '{': case '[': return false;
         default:
-          // A number: the recordset reads it as numeric, and numeric prints no exponent.
-          if (!exponent[c] && v->find_first_of("eE") != std::string::npos) return false;
+          if (!number_copies_alike(*v, exponent[c], negative_zero[c])) return false;
           out += *v;
       }
     }

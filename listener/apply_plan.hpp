@@ -22,8 +22,9 @@ struct TableInfo {
   std::map<std::string, std::string, std::less<>> types;
   std::set<std::string, std::less<>> json_columns;  // json, jsonb or a domain over them
   bool partitioned = false;               // relkind 'p': TRUNCATE cannot take ONLY
-  /// COPY FROM writes rows as INSERT would: no row-level security (COPY FROM refuses it)
-  /// and no rules (COPY ignores them).
+  /// COPY FROM writes rows as the upsert would: no row-level security (COPY FROM refuses
+  /// it), no rules (COPY ignores them), a key checked at once and the UPDATE right (without
+  /// either the upsert fails, and so must the rows whatever the batch's size).
   bool copyable = false;
   /// GENERATED ALWAYS AS IDENTITY: an INSERT writes them (OVERRIDING SYSTEM VALUE), an
   /// UPDATE only to DEFAULT, so the upsert's DO UPDATE leaves them as they are.

@@ -15,7 +15,10 @@ SELECT a.attname, a.attgenerated = '' AS insertable,
           UNION ALL
           SELECT t.typbasetype FROM base JOIN pg_type t ON t.oid = base.typ WHERE t.typtype = 'd')
         SELECT bool_or(typ IN ('json'::regtype, 'jsonb'::regtype)) FROM base) AS json,
-       NOT c.relrowsecurity AND NOT c.relhasrules AS copyable,
+       -- COPY writes new rows as the upsert would: the statement needs UPDATE and a key
+       -- checked at once (ON CONFLICT takes no deferrable arbiter), COPY neither.
+       NOT c.relrowsecurity AND NOT c.relhasrules AND coalesce(i.indimmediate, true)
+         AND has_table_privilege(c.oid, 'UPDATE') AS copyable,
        a.attidentity = 'a' AS identity_always
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
