@@ -1346,6 +1346,8 @@ def main():
     ap.add_argument("--log-dir", help="where the publisher's and listeners' logs go (default: a new /tmp dir)")
     ap.add_argument("--timeout", type=float, default=240, help="bound on every wait, seconds")
     args = ap.parse_args()
+    if args.latency_rate <= 0:
+        ap.error("--latency-rate takes a positive number of INSERTs a second")
     packs = [int(p) for p in args.packs.split(",")]
     only = set(args.only.split(","))
     if args.fanout:

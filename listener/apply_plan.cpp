@@ -1,7 +1,7 @@
 #include "apply_plan.hpp"
 
 #include <algorithm>
-#include <cstdint>
+#include <charconv>
 #include <optional>
 #include <set>
 #include <unordered_map>
@@ -226,8 +226,18 @@ std::string positions_member(const char* member, const std::vector<std::size_t>&
 std::vector<std::string> upsert_columns(const ApplyStep& step) {
   const TableInfo& t = *step.table;
   std::set<std::string, std::less<>> present;
+  const RawObject::Members* previous = nullptr;
+  auto same_names = [](const RawObject::Members& a, const RawObject::Members& b) {
+    return std::equal(a.begin(), a.end(), b.begin(), b.end(),
+                      [](const auto& x, const auto& y) { return x.first == y.first; });
+  };
   for (const auto* row : step.rows) {
-    for (const auto& member : row->members()) present.insert(member.first);
+    // The rows of a run nearly always carry the same names in the same order: only a row
+    // whose names differ from the one before can add any.
+    const RawObject::Members& members = row->members();
+    if (previous && same_names(*previous, members)) continue;
+    for (const auto& member : members) present.insert(member.first);
+    previous = &members;
   }
   std::vector<std::string> cols;
   for (const auto& c : t.columns) {
@@ -327,24 +337,6 @@ std::string rows_json(const ApplyStep& step) {
 
 namespace {
 
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-// The code unit of the four hex digits at `p` (which has at least four chars), or -1.
-long hex4(const char* p) {
-  long v = 0;
-  for (int i = 0; i < 4; ++i) {
-    int d = hex_value(p[i]);
-    if (d < 0) return -1;
-    v = v * 16 + d;
-  }
-  return v;
-}
-
 // A JSON text as one COPY field: COPY's text format reads a backslash and the line and
 // field separators only when escaped.
 void json_text_to_copy(std::string_view text, std::string& out) {
@@ -389,10 +381,11 @@ bool json_string_to_copy(std::string_view token, std::string& out) {
         // Only ASCII: jsonb_in turns other escapes into the server's encoding or refuses
         // them (SQL_ASCII, a character the encoding lacks), which a COPY of their UTF-8
         // would not; to_jsonb writes such characters as they are, never escaped.
-        if (s.size() - i < 5) return false;
-        long cp = hex4(s.data() + i + 1);
+        unsigned cp = 0;
+        const char* digits = s.data() + i + 1;
+        if (s.size() - i < 5 || std::from_chars(digits, digits + 4, cp, 16).ptr != digits + 4) return false;
         i += 4;
-        if (cp <= 0 || cp >= 0x80) return false;
+        if (cp == 0 || cp >= 0x80) return false;
         if (cp < 0x20 || cp == '\\') {
           // Octal, which COPY reads as at most three digits, whatever follows.
           out += '\\';

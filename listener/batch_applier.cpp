@@ -59,7 +59,7 @@ constexpr std::size_t kCopyPiece = std::size_t{1} << 20;
 BatchApplier::BatchApplier(pqxx::connection& conn, std::string queue)
     : conn_(conn), queue_(std::move(queue)) {}
 
-void BatchApplier::run(pqxx::nontransaction& tx, const std::vector<std::size_t>& subset,
+std::size_t BatchApplier::run(pqxx::nontransaction& tx, const std::vector<std::size_t>& subset,
                        const std::vector<const ParsedChange*>& changes,
                        const std::vector<const TableInfo*>& tables, bool copy) {
   std::vector<const ParsedChange*> c;
@@ -70,16 +70,18 @@ void BatchApplier::run(pqxx::nontransaction& tx, const std::vector<std::size_t>&
     c.push_back(changes[i]);
     t.push_back(tables[i]);
   }
+  std::size_t copied = 0;
   for (const ApplyStep& step : plan_steps(c, t)) {
     if (step.kind == StepKind::Truncate) {
       tx.exec0(step_sql(step));
     } else if (copy && copy_step(tx, step)) {
-      continue;
+      copied += step.rows.size();
     } else {
       std::string rows = rows_json(step);
       tx.exec_params(step_sql(step, rows.size()), rows);
     }
   }
+  return copied;
 }
 
 bool BatchApplier::copy_step(pqxx::nontransaction& tx, const ApplyStep& step) {
@@ -112,7 +114,6 @@ bool BatchApplier::copy_step(pqxx::nontransaction& tx, const ApplyStep& step) {
   });
   if (!refused) {
     tx.exec0("RELEASE SAVEPOINT pgfanout_copy");
-    copied_rows_ += step.rows.size();
     return true;
   }
   tx.exec0("ROLLBACK TO SAVEPOINT pgfanout_copy");
@@ -211,16 +212,16 @@ ApplyResult BatchApplier::apply(const std::vector<const ParsedChange*>& changes,
   pqxx::nontransaction tx(conn_);
   tx.exec0("BEGIN");
   bool at_commit = false;
-  copied_rows_ = 0;
+  std::size_t copied = 0;
   auto first = refusal_of([&] {
     std::vector<std::size_t> live = fence(tx, epochs, result);
-    run(tx, live, changes, tables, true);
+    copied = run(tx, live, changes, tables, true);
     record(tx, changes, live, 0, false, result);
     at_commit = true;
     tx.exec0("COMMIT");
   });
   if (!first) {
-    result.copied_rows = copied_rows_;
+    result.copied_rows = copied;
     return result;
   }
   tx.exec0("ROLLBACK");

@@ -54,8 +54,9 @@ class BatchApplier {
 
  private:
   /// Applies the changes of `subset`. With `copy`, a step of new rows is first tried as a
-  /// COPY (see copy_step), which the passes that isolate a failure do not use.
-  void run(pqxx::nontransaction& tx, const std::vector<std::size_t>& subset,
+  /// COPY (see copy_step), which the passes that isolate a failure do not use. Returns the
+  /// rows COPY wrote.
+  std::size_t run(pqxx::nontransaction& tx, const std::vector<std::size_t>& subset,
            const std::vector<const ParsedChange*>& changes,
            const std::vector<const TableInfo*>& tables, bool copy);
   /// Writes an upsert step of INSERTs' rows with COPY, under a savepoint; false (and the
@@ -76,7 +77,6 @@ class BatchApplier {
               ApplyResult& result);
 
   pqxx::connection& conn_;
-  std::size_t copied_rows_ = 0;  // by copy_step, in the pass under way
   std::string queue_;
 };
 
