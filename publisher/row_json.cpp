@@ -1,7 +1,6 @@
 #include "row_json.hpp"
 
 #include <algorithm>
-#include <cctype>
 #include <cstddef>
 #include <stdexcept>
 #include <string>
@@ -48,25 +47,44 @@ std::size_t json_number_length(std::string_view text) {
   return i;
 }
 
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  c = static_cast<char>(c | 0x20);
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
 // Copies the JSON string literal at text[i] (a '"') to `out` as it is, after checking its
-// escapes; i ends past the closing quote.
+// escapes; i ends past the closing quote. A \u escape of a UTF-16 surrogate must be half of
+// a pair (high then low), as PostgreSQL's json input requires: a lone half is not a
+// character, and no reader downstream could store it.
 void copy_json_string(std::string& out, std::string_view text, std::size_t& i) {
   std::size_t start = i++;
+  bool want_low = false;  // the last escape was a high surrogate
   for (;;) {
     if (i >= text.size()) malformed("json", text);
     char c = text[i++];
+    if (c == '\\' && i < text.size() && text[i] == 'u') {
+      ++i;
+      int code = 0;
+      for (int k = 0; k < 4; ++k, ++i) {
+        int d = i < text.size() ? hex_digit(text[i]) : -1;
+        if (d < 0) malformed("json", text);
+        code = code * 16 + d;
+      }
+      bool high = code >= 0xD800 && code <= 0xDBFF;
+      bool low = code >= 0xDC00 && code <= 0xDFFF;
+      if (low != want_low) malformed("json", text);
+      want_low = high;
+      continue;
+    }
+    if (want_low) malformed("json", text);
     if (c == '"') break;
     if (static_cast<unsigned char>(c) < 0x20) malformed("json", text);
     if (c != '\\') continue;
     if (i >= text.size()) malformed("json", text);
     char e = text[i++];
-    if (e == 'u') {
-      for (int k = 0; k < 4; ++k, ++i) {
-        if (i >= text.size() || !std::isxdigit(static_cast<unsigned char>(text[i]))) malformed("json", text);
-      }
-    } else if (std::string_view("\"\\/bfnrt").find(e) == std::string_view::npos) {
-      malformed("json", text);
-    }
+    if (std::string_view("\"\\/bfnrt").find(e) == std::string_view::npos) malformed("json", text);
   }
   out.append(text.substr(start, i - start));
 }

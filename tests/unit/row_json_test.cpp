@@ -79,6 +79,18 @@ TEST(RowJson, JsonIsCheckedAndCompacted) {
   std::string deep(100000, '[');
   deep += std::string(100000, ']');
   EXPECT_EQ(json(scalar(Kind::Jsonb), deep), deep);
+  // A surrogate pair, in either case of hex digit, is one character and passes.
+  EXPECT_EQ(json(scalar(Kind::Json), "\"\\uD83D\\ude00\""), "\"\\uD83D\\ude00\"");
+}
+
+// Found by the fuzzer in CI: a lone UTF-16 surrogate escape passed the check, and the
+// message carried a string no JSON reader accepts. PostgreSQL's json input refuses it too.
+TEST(RowJson, ALoneSurrogateEscapeIsNotJson) {
+  for (std::string_view text : {"\"x\\uD9D0\"", "\"\\uD9D0x\"", "\"\\uDC00\"", "\"\\uD800\\uD800\"",
+                                "\"\\uD800\\n\"", "{\"a\\udbff\":1}", "[1, 2.5e3, \"x\\uD9D0\"]"}) {
+    std::string out;
+    EXPECT_THROW(append_value_json(out, *scalar(Kind::Json), text), std::runtime_error) << text;
+  }
 }
 
 TEST(RowJson, ArraysDropTheirBoundsAndKeepNesting) {
