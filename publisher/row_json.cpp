@@ -260,7 +260,7 @@ class ArrayParser {
       return;
     }
     if (peek() == '[') skip_dimensions();
-    level(out);
+    level(out, 1);
     if (pos_ != text_.size()) fail();
   }
 
@@ -298,7 +298,12 @@ class ArrayParser {
     expect('=');
   }
 
-  void level(std::string& out) {
+  // PostgreSQL's arrays have at most MAXDIM (6) dimensions, so array_out never nests
+  // braces deeper; deeper text is refused before its recursion could exhaust the stack.
+  static constexpr int kMaxDimensions = 6;
+
+  void level(std::string& out, int depth) {
+    if (depth > kMaxDimensions) fail();
     expect('{');
     out += '[';
     if (peek() == '}') {
@@ -310,7 +315,7 @@ class ArrayParser {
     for (bool first = true;; first = false) {
       if (!first) out += ',';
       if (nested) {
-        level(out);
+        level(out, depth + 1);
       } else {
         element(out);
       }

@@ -83,6 +83,19 @@ TEST(RowJson, JsonIsCheckedAndCompacted) {
   EXPECT_EQ(json(scalar(Kind::Json), "\"\\uD83D\\ude00\""), "\"\\uD83D\\ude00\"");
 }
 
+// Found by a long fuzzer run: array text nested thousands of braces deep overflowed the
+// stack. PostgreSQL's arrays have at most 6 dimensions, so deeper text is malformed.
+TEST(RowJson, ArraysNestAtMostSixDeep) {
+  auto ints = array_of(scalar(Kind::Number));
+  EXPECT_EQ(json(ints, "{{{{{{1}}}}}}"), "[[[[[[1]]]]]]");
+  EXPECT_EQ(json(ints, "[1:1][1:1][1:1][1:1][1:1][1:1]={{{{{{1}}}}}}"), "[[[[[[1]]]]]]");
+  for (std::size_t depth : {7, 100000}) {
+    std::string text = std::string(depth, '{') + "1" + std::string(depth, '}');
+    std::string out;
+    EXPECT_THROW(append_value_json(out, *ints, text), std::runtime_error) << depth;
+  }
+}
+
 // Found by the fuzzer in CI: a lone UTF-16 surrogate escape passed the check, and the
 // message carried a string no JSON reader accepts. PostgreSQL's json input refuses it too.
 TEST(RowJson, ALoneSurrogateEscapeIsNotJson) {
