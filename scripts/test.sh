@@ -13,7 +13,9 @@
 # -DPGFANOUT_FUZZ=ON, $PGFANOUT_BUILD_DIR-fuzz) for PGFANOUT_FUZZ_SECONDS (default 60) in
 # all, split between them: the message fuzzer over tests/fuzz/corpus, the pgoutput
 # decoder's over tests/fuzz/corpus-pgoutput and the value converter's over
-# tests/fuzz/row_json_corpus. PGFANOUT_SANITIZE_LABELS picks what ctest runs
+# tests/fuzz/row_json_corpus, with libFuzzer's -seed=PGFANOUT_FUZZ_SEED (default 1, so a
+# run's inputs can be replayed; 0 lets libFuzzer pick one, for long runs that look for new
+# findings). PGFANOUT_SANITIZE_LABELS picks what ctest runs
 # there (default "unit|integration"), PGFANOUT_SANITIZE_EXCLUDE what it leaves out (a ctest
 # -E regex; default the 270 MB row test, which takes minutes and gigabytes under ASan and
 # exercises no code the 20 MB row tests do not).
@@ -93,7 +95,8 @@ if [[ "$sanitize_stage" == 1 ]]; then
   fuzz_seconds="${PGFANOUT_FUZZ_SECONDS:-60}"
   # At least 1 s each: libFuzzer reads -max_total_time=0 as "no limit".
   fuzz_share=$((fuzz_seconds > 2 ? fuzz_seconds / 3 : 1))
-  echo "== fuzz stage: $fuzz_seconds s of tests/fuzz over their corpora"
+  fuzz_seed="${PGFANOUT_FUZZ_SEED:-1}"
+  echo "== fuzz stage: $fuzz_seconds s of tests/fuzz over their corpora, seed $fuzz_seed"
   cmake -S "$ROOT" -B "$FUZZ_BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
       -DCMAKE_CXX_COMPILER=clang++ -DPGFANOUT_FUZZ=ON -DPGFANOUT_BUILD_TESTS=OFF >/dev/null &&
     cmake --build "$FUZZ_BUILD" --target pgfanout_fuzz_message pgfanout_fuzz_pgoutput pgfanout_fuzz_row_json
@@ -105,7 +108,7 @@ if [[ "$sanitize_stage" == 1 ]]; then
     name=${target%%:*} corpus=${target#*:}
     echo "-- pgfanout_fuzz_$name: $fuzz_share s over tests/fuzz/$corpus"
     mkdir -p "$FUZZ_BUILD/corpus-work-$name"
-    (cd "$FUZZ_BUILD" && "./bin/pgfanout_fuzz_$name" -max_total_time="$fuzz_share" \
+    (cd "$FUZZ_BUILD" && "./bin/pgfanout_fuzz_$name" -max_total_time="$fuzz_share" -seed="$fuzz_seed" \
         -max_len=65536 -rss_limit_mb=2048 -print_final_stats=1 "corpus-work-$name" "$ROOT/tests/fuzz/$corpus")
     fuzz_rc=$?
   done
