@@ -137,6 +137,10 @@ std::string recordset(const TableInfo& t, const std::vector<std::string>& column
     if (i) out += ", ";
     out += quote_ident(columns[i]);
     out += ' ';
+    if (auto base = t.json_domain_base.find(columns[i]); base != t.json_domain_base.end()) {
+      out += base->second;
+      continue;
+    }
     auto type = t.types.find(columns[i]);
     out += type == t.types.end() ? std::string("text") : type->second;
   }
@@ -204,17 +208,21 @@ std::string joined(const std::vector<std::string>& names, std::string_view prefi
   return out;
 }
 
-// The member `member` listing which of `positions` name a column in `names` ("" when none).
+// The member `member` listing which of `positions` name a column in `names` that `row`
+// carries. A row with none gets the member as null all the same: the statement reads the
+// member for every row, and a row's own member of that name (only a forged message has
+// one) must not count; the last of a duplicated name is the one jsonb keeps.
 std::string positions_member(const char* member, const std::vector<std::size_t>& positions,
-                             const std::vector<std::string>* names, const std::vector<std::string>& cols) {
-  if (!names || names->empty()) return {};
+                             const std::vector<std::string>* names, const std::vector<std::string>& cols,
+                             const RawObject& row) {
   std::string list;
   for (std::size_t p : positions) {
-    if (std::find(names->begin(), names->end(), cols[p]) == names->end()) continue;
+    if (!names || std::find(names->begin(), names->end(), cols[p]) == names->end()) continue;
+    if (!row.find(cols[p])) continue;  // as COPY: a column the row lacks is NULL, listed or not
     if (!list.empty()) list += ',';
     list += std::to_string(p);
   }
-  if (list.empty()) return {};
+  if (list.empty()) return ",\"" + std::string(member) + "\":null";
   return ",\"" + std::string(member) + "\":[" + list + "]";
 }
 
@@ -319,8 +327,10 @@ std::string rows_json(const ApplyStep& step) {
   for (std::size_t i = 0; i < step.rows.size(); ++i) {
     if (i) out += ',';
     std::string extra;
-    if (!marks.nulls.empty()) extra += positions_member(kJsonNullsMember, marks.nulls, step.json_nulls[i], cols);
-    if (!marks.texts.empty()) extra += positions_member(kJsonTextsMember, marks.texts, step.texts[i], cols);
+    const auto* nulls = i < step.json_nulls.size() ? step.json_nulls[i] : nullptr;
+    const auto* texts = i < step.texts.size() ? step.texts[i] : nullptr;
+    if (!marks.nulls.empty()) extra += positions_member(kJsonNullsMember, marks.nulls, nulls, cols, *step.rows[i]);
+    if (!marks.texts.empty()) extra += positions_member(kJsonTextsMember, marks.texts, texts, cols, *step.rows[i]);
     if (extra.empty()) {
       out += step.rows[i]->dump();
       continue;
@@ -432,9 +442,23 @@ bool number_copies_alike(std::string_view number, bool exponent, bool negative_z
   return true;
 }
 
+bool has_non_ascii(std::string_view text) {
+  return std::any_of(text.begin(), text.end(), [](char c) { return static_cast<unsigned char>(c) >= 0x80; });
+}
+
 // Whether jsonb_in takes a member the table lacks as the recordset's $1::jsonb would
 // (COPY skips it): scalars it surely takes; objects and arrays are left to the statement.
-bool unknown_member_copies_alike(const std::string& raw) {
+// So are a name jsonb refuses (\u0000) or could (the statement's own members), and, in a
+// replica whose encoding is not UTF8, any character beyond ASCII or escape, which that
+// encoding may lack.
+bool unknown_member_copies_alike(std::string_view name, const std::string& raw, bool server_utf8) {
+  if (raw.empty() || name.find('\0') != std::string_view::npos || name == kJsonNullsMember ||
+      name == kJsonTextsMember) {
+    return false;
+  }
+  if (!server_utf8 && (has_non_ascii(name) || has_non_ascii(raw) || raw.find("\\u") != std::string::npos)) {
+    return false;
+  }
   std::string scratch;
   switch (raw.front()) {
     case '"': return json_string_to_copy(raw, scratch);
@@ -485,9 +509,12 @@ bool copy_rows(const ApplyStep& step, const std::vector<std::string>& columns, s
         at = it->second;
       }
       if (at == n) {
-        if (raw.empty() || !unknown_member_copies_alike(raw)) return false;
+        if (!unknown_member_copies_alike(name, raw, t.server_utf8)) return false;
         continue;
       }
+      // A name twice (never from a primary): the last value wins, as in jsonb, which
+      // still reads the earlier one and may refuse it.
+      if (values[at] && !unknown_member_copies_alike(name, *values[at], t.server_utf8)) return false;
       values[at] = &raw;
       guess = at + 1;
     }

@@ -29,6 +29,15 @@ struct TableInfo {
   /// GENERATED ALWAYS AS IDENTITY: an INSERT writes them (OVERRIDING SYSTEM VALUE), an
   /// UPDATE only to DEFAULT, so the upsert's DO UPDATE leaves them as they are.
   std::set<std::string, std::less<>> identity_always;
+  /// Of json_columns, the domains: "json" or "jsonb", the type at the bottom of the
+  /// domain. The statement reads such a column as that type and lets the INSERT make it
+  /// the domain, so the domain's checks see the value written, not a text form or a JSON
+  /// null on the way to it.
+  std::map<std::string, std::string, std::less<>> json_domain_base;
+  /// The replica's server_encoding is UTF8: jsonb takes any character a message holds.
+  /// In another encoding it refuses those the encoding lacks, even in members no column
+  /// takes, and COPY, which never sends such members, would not.
+  bool server_utf8 = true;
   std::string qualified() const;          // "schema"."name"
 };
 

@@ -9,17 +9,19 @@ constexpr const char* kResolveSql = R"(
 SELECT a.attname, a.attgenerated = '' AS insertable,
        array_position(i.indkey::int2[], a.attnum) AS key_position,
        format_type(a.atttypid, a.atttypmod) AS type, c.relkind = 'p' AS partitioned,
-       -- json or jsonb, or a domain over one at any depth (as install.sql's json_columns)
+       -- json or jsonb, or a domain over one at any depth (as install.sql's json_columns):
+       -- which of the two, else NULL
        (WITH RECURSIVE base(typ) AS (
           SELECT a.atttypid
           UNION ALL
           SELECT t.typbasetype FROM base JOIN pg_type t ON t.oid = base.typ WHERE t.typtype = 'd')
-        SELECT bool_or(typ IN ('json'::regtype, 'jsonb'::regtype)) FROM base) AS json,
+        SELECT format_type(typ, NULL) FROM base WHERE typ IN ('json'::regtype, 'jsonb'::regtype)) AS json,
        -- COPY writes new rows as the upsert would: the statement needs UPDATE and a key
        -- checked at once (ON CONFLICT takes no deferrable arbiter), COPY neither.
        NOT c.relrowsecurity AND NOT c.relhasrules AND coalesce(i.indimmediate, true)
          AND has_table_privilege(c.oid, 'UPDATE') AS copyable,
-       a.attidentity = 'a' AS identity_always
+       a.attidentity = 'a' AS identity_always,
+       current_setting('server_encoding') = 'UTF8' AS server_utf8
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -55,12 +57,16 @@ std::shared_ptr<const TableInfo> TableCatalog::resolve(pqxx::connection& conn, c
   info->name = name;
   info->partitioned = r[0][4].as<bool>();
   info->copyable = r[0][6].as<bool>();
+  info->server_utf8 = r[0][8].as<bool>();
   std::map<int, std::string> keys;
   for (const auto& row : r) {
     std::string column = row[0].c_str();
     if (row[1].as<bool>()) info->columns.push_back(column);
     info->types.emplace(column, row[3].c_str());
-    if (row[5].as<bool>()) info->json_columns.insert(column);
+    if (!row[5].is_null()) {
+      info->json_columns.insert(column);
+      if (row[5].c_str() != info->types.at(column)) info->json_domain_base.emplace(column, row[5].c_str());
+    }
     if (row[7].as<bool>()) info->identity_always.insert(column);
     if (!row[2].is_null()) keys.emplace(row[2].as<int>(), column);
   }

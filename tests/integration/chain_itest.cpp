@@ -827,3 +827,78 @@ INSERT INTO public.guarded SELECT g, 'v' || g FROM generate_series(1, 40) g;
 
 }  // namespace
 }  // namespace pgfanout::test
+
+namespace pgfanout::test {
+namespace {
+
+// Starts the listener only once `sql` is in the queue, so that its rows come in one batch
+// (a COPY when there are at least 16).
+void backlog_then_listen(PgSession& primary, std::optional<Process>& listener, const std::string& replica_conninfo,
+                         const std::string& queue, const std::string& exchange, const std::string& sql) {
+  listener.reset();
+  primary.exec(sql);
+  wait_outbox_empty(primary);
+  listener.emplace(start_listener(replica_conninfo, queue, exchange));
+  listener->wait_for_log("consuming from");
+}
+
+// Found by review: a domain over json/jsonb was the recordset's column type, so a text
+// form (a JSON string) met the domain's CHECK, and a JSON null its NOT NULL, before the
+// statement's CASE made them the value. One such row alone was dead-lettered, while 40 in
+// one batch went in by COPY. The statement now reads the domain's base type.
+TEST(ChainCopyApply, ADomainOverJsonLandsTheSameAloneAndInARun) {
+  SmallChain chain(R"SQL(
+CREATE DOMAIN public.jdoc AS json CHECK (json_typeof(VALUE) = 'object');
+CREATE DOMAIN public.jnn AS jsonb NOT NULL;
+CREATE TABLE public.docs (id int PRIMARY KEY, d public.jdoc, n public.jnn);
+)SQL",
+                   {"public.docs"});
+  backlog_then_listen(chain.primary, chain.listener, chain.replica_db.conninfo(), chain.queue.name(),
+                      chain.exchange.name(),
+                      "INSERT INTO public.docs SELECT g, '{\"a\": 1}', 'null' FROM generate_series(2, 41) g");
+  chain.wait_applied();
+  chain.primary.exec("INSERT INTO public.docs VALUES (1, '{\"a\": 1}', 'null')");
+  chain.wait_applied();
+  EXPECT_EQ(queue_depth(chain.dead.name()), 0u);
+  EXPECT_EQ(chain.replica.value("SELECT count(*) FROM public.docs WHERE d::text = '{\"a\": 1}' AND n = 'null'"), "41");
+}
+
+// Found by review: a replica in LATIN1, and a column only the primary has holding a
+// character LATIN1 lacks. The statement's $1 cannot be converted, so the change is
+// refused (README "Limits"), but COPY never sent that member and stored 40 such rows in a
+// run. Now a run goes to the statement, and is refused the same way.
+TEST(ChainCopyApply, AMemberTheReplicaLacksInAnotherEncodingIsRefusedAloneAndInARun) {
+  ScratchDatabase primary_db{"pgft_enc_p"};
+  ScratchDatabase replica_db{"pgft_enc_r", "LATIN1"};
+  PgSession primary = primary_db.session();
+  PgSession replica = replica_db.session();
+  TestExchange exchange{"pgft_enc_x"};
+  TestQueue queue{exchange.name(), {}, QueueOptions::listener_compatible()};
+  TestQueue dead{exchange.name(), {}, QueueOptions::dead_letter_compatible(), queue.name() + ".dead"};
+  primary.exec("CREATE TABLE public.words (id int PRIMARY KEY, w text, note text);"
+               "CREATE TABLE public.marks (id int PRIMARY KEY)");
+  replica.exec("CREATE TABLE public.words (id int PRIMARY KEY, w text); CREATE TABLE public.marks (id int PRIMARY KEY)");
+  install_schema(primary_db.conninfo());
+  primary.exec("SELECT pgfanout.track('public.words'); SELECT pgfanout.track('public.marks')");
+  Process publisher = start_publisher(primary_db.conninfo(), exchange.name(), {"--pack", "10"});
+  std::optional<Process> listener;
+  listener.emplace(start_listener(replica_db.conninfo(), queue.name(), exchange.name()));
+  listener->wait_for_log("consuming from");  // binds the queue
+  // One queue, applied in order: once a later mark is on the replica, the rows before it
+  // were applied or dead-lettered.
+  auto settled = [&](int mark) {
+    primary.exec("INSERT INTO public.marks VALUES (" + std::to_string(mark) + ")");
+    eventually([&] { return replica.value("SELECT count(*) FROM public.marks WHERE id = " + std::to_string(mark)) == "1"; },
+               kPatience, "the mark on the replica");
+  };
+  backlog_then_listen(primary, listener, replica_db.conninfo(), queue.name(), exchange.name(),
+                      "INSERT INTO public.words SELECT g, 'w', 'smile 🙂' FROM generate_series(2, 41) g");
+  settled(1);
+  primary.exec("INSERT INTO public.words VALUES (1, 'w', 'smile 🙂')");
+  settled(2);
+  EXPECT_EQ(replica.value("SELECT count(*) FROM public.words"), "0");
+  EXPECT_GE(queue_depth(dead.name()), 2u);  // the run's messages and the row alone
+}
+
+}  // namespace
+}  // namespace pgfanout::test

@@ -141,7 +141,7 @@ TEST(ApplyPlan, JsonNullsAreWrittenAsJsonNull) {
       R"(FROM jsonb_to_recordset($1::jsonb) AS k("id" bigint, "note" text, "doc" jsonb, "extra" public."my json", "pgfanout.json_nulls" int[]) )"
       R"(ON CONFLICT ("id") DO UPDATE SET "note" = EXCLUDED."note", "doc" = EXCLUDED."doc", "extra" = EXCLUDED."extra")");
   EXPECT_EQ(rows_json(step),
-            R"([{"id":1,"note":"a","doc":{"k":1}},{"id":3,"doc":null,"pgfanout.json_nulls":[2]},)"
+            R"([{"id":1,"note":"a","doc":{"k":1},"pgfanout.json_nulls":null},{"id":3,"doc":null,"pgfanout.json_nulls":[2]},)"
             R"({"id":2,"note":null,"doc":null,"pgfanout.json_nulls":[2]},)"
             R"({"id":3,"note":null,"doc":null,"extra":null,"pgfanout.json_nulls":[2,3]}])");
 
@@ -201,7 +201,8 @@ TEST(ApplyPlan, KeepingTheLastVersionOfAKeyKeepsItsJsonNulls) {
   b.insert_raw(docs, R"({"id":1,"doc":{"a":1}})");
   auto steps = b.plan();
   ASSERT_EQ(steps.size(), 1u);
-  EXPECT_EQ(rows_json(steps[0]), R"([{"id":2,"doc":null,"pgfanout.json_nulls":[1]},{"id":1,"doc":{"a":1}}])");
+  EXPECT_EQ(rows_json(steps[0]),
+            R"([{"id":2,"doc":null,"pgfanout.json_nulls":[1]},{"id":1,"doc":{"a":1},"pgfanout.json_nulls":null}])");
 }
 
 TEST(ApplyPlan, KeyChangingUpdateBecomesDeleteThenUpsert) {
@@ -598,6 +599,66 @@ TEST(CopyText, NumbersThatReadAlikeAndJsonNullListsAsTheStatementReadsThem) {
   Batch c;
   c.insert_raw(t, R"({"id": 1})");
   EXPECT_EQ(copied(c.plan().at(0)), std::nullopt);
+}
+
+// Found by review: members COPY never writes (a name the table lacks, the earlier of two
+// values of one name) still go through jsonb_in in the statement's $1::jsonb, which
+// refuses \u0000 in a name or in any string: the statement dead-letters such a row, COPY
+// stored it. So does a non-UTF8 replica for characters beyond ASCII.
+TEST(CopyText, MembersCopySkipsAreStillReadByJsonbIn) {
+  const TableInfo t = typed_table();
+  for (std::string_view row : {R"({"id": 1, "t": "x", "a\u0000b": 1})",   // name jsonb refuses
+                               R"({"id": 1, "t": "a\u0000", "t": "x"})"}) {  // overridden value
+    Batch b;
+    b.insert_raw(t, row);
+    EXPECT_EQ(copied(b.plan().at(0)), std::nullopt) << row;
+  }
+  TableInfo latin1 = typed_table();
+  latin1.server_utf8 = false;
+  for (std::string_view row : {R"({"id": 1, "note": "\u00e9"})", "{\"id\": 1, \"note\": \"\xc3\xa9\"}",
+                               "{\"id\": 1, \"n\xc3\xa9\": 1}"}) {
+    Batch b;
+    b.insert_raw(latin1, row);
+    EXPECT_EQ(copied(b.plan().at(0)), std::nullopt) << row;
+  }
+  Batch ascii;
+  ascii.insert_raw(latin1, R"({"id": 1, "note": "plain"})");
+  EXPECT_EQ(copied(ascii.plan().at(0)), std::optional<std::string>("1\n"));
+}
+
+// Found by review: a row member named like the statement's own marker was obeyed by the statement
+// (for rows without their own list, when another row of the step has one) but skipped by
+// COPY: the statement stored a JSON null in "jb", COPY the object. Now every row of such
+// a step ends with the marker the listener wrote (the last of a name is what jsonb keeps),
+// and COPY leaves a row carrying one to the statement.
+TEST(CopyText, ARowMemberNamedLikeTheStatementsMarkerIsOverridden) {
+  const TableInfo t = typed_table();
+  Batch b;
+  b.insert_raw(t, R"({"id": 1, "jb": null})");
+  b.last().json_nulls = {"jb"};
+  b.insert_raw(t, R"({"id": 2, "jb": {"a": 1}, "pgfanout.json_nulls": "{1}"})");
+  auto steps = b.plan();
+  ASSERT_EQ(steps.size(), 1u);
+  EXPECT_EQ(rows_json(steps[0]),
+            R"([{"id": 1, "jb": null,"pgfanout.json_nulls":[1]},)"
+            R"({"id": 2, "jb": {"a": 1}, "pgfanout.json_nulls": "{1}","pgfanout.json_nulls":null}])");
+  EXPECT_EQ(copied(steps[0]), std::nullopt);
+}
+
+// Found by review: json_nulls naming a json column the row does not carry: the statement
+// wrote 'null' there when another row of the step carried the column (SQL NULL when none
+// did), COPY SQL NULL. Now both write SQL NULL, as for any column a row lacks.
+TEST(CopyText, JsonNullsOfAColumnTheRowLacksIsNull) {
+  const TableInfo t = typed_table();
+  Batch b;
+  b.insert_raw(t, R"({"id": 1})");
+  b.last().json_nulls = {"jb"};
+  b.insert_raw(t, R"({"id": 2, "jb": 1})");
+  auto steps = b.plan();
+  ASSERT_EQ(steps.size(), 1u);
+  std::string rows = rows_json(steps[0]);
+  EXPECT_EQ(rows, R"([{"id": 1,"pgfanout.json_nulls":null},{"id": 2, "jb": 1,"pgfanout.json_nulls":null}])");
+  EXPECT_EQ(copied(steps[0]), std::optional<std::string>("1\t\\N\n2\t1\n"));
 }
 
 TEST(CopyText, AStepWithAnUpdateIsNotAllNewRows) {
