@@ -287,6 +287,37 @@ void SlotReader::partition_truncate(const RelationInfo& rel, const pgoutput::Tup
   }
 }
 
+bool SlotReader::append_converted(std::string& out, const RelationInfo& rel, const pgoutput::Column& column,
+                                  std::shared_ptr<const TypeShape>& shape, std::string_view text) {
+  const std::size_t mark = out.size();
+  try {
+    append_value_json(out, *shape, text);
+    return true;
+  } catch (const std::runtime_error&) {
+    out.resize(mark);
+  }
+  // The text does not fit the shape. pgoutput sends no Relation message when a composite
+  // type a column uses is altered (ALTER TYPE ... ADD/DROP ATTRIBUTE), so the shape may be
+  // older than the type: read the types again, once.
+  types_.forget_all();
+  shape = types_.shape(column.type_oid);
+  try {
+    append_value_json(out, *shape, text);
+    return true;
+  } catch (const std::runtime_error& e) {
+    out.resize(mark);
+    // Written with the type as it was before an ALTER TYPE that the catalog no longer
+    // shows (the publisher was behind): no JSON form of it can be told, and throwing would
+    // stop the slot at this change for good. The value goes as its text, which the
+    // listener applies as it applies any text form, or dead-letters if the replica's type
+    // cannot read it.
+    spdlog::warn("column {} of {}: {}; sending the value as its text form", column.name,
+                 routing_key(rel.relation.schema, rel.relation.name), e.what());
+    append_json_string(out, text);
+    return false;
+  }
+}
+
 void SlotReader::append_row(std::string& out, std::string& json_nulls, std::string& texts, const RelationInfo& rel,
                             const pgoutput::Tuple& row, const pgoutput::Tuple* old) {
   const auto& columns = rel.relation.columns;
@@ -321,10 +352,16 @@ void SlotReader::append_row(std::string& out, std::string& json_nulls, std::stri
           out += "null";
           json_nulls += json_nulls.empty() ? '[' : ',';
           append_json_string(json_nulls, columns[i].name);
+          append_text_form(texts, columns[i].name, *shape, value->bytes);
+        } else if (append_converted(out, rel, columns[i], shape, value->bytes)) {
+          append_text_form(texts, columns[i].name, *shape, value->bytes);
         } else {
-          append_value_json(out, *shape, value->bytes);
+          // Sent as its text form, as a type whose JSON form does not read back is.
+          texts += texts.empty() ? '{' : ',';
+          append_json_string(texts, columns[i].name);
+          texts += ':';
+          append_json_string(texts, value->bytes);
         }
-        append_text_form(texts, columns[i].name, *shape, value->bytes);
         break;
       }
       default:

@@ -8,6 +8,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <pqxx/connection>
@@ -98,6 +99,10 @@ class SlotReader {
   void partition_truncate(const RelationInfo& rel, const pgoutput::Tuple& row, std::vector<OutboxChange>& out);
   void append_row(std::string& out, std::string& json_nulls, std::string& texts, const RelationInfo& rel,
                   const pgoutput::Tuple& row, const pgoutput::Tuple* old);
+  /// Appends a column's JSON form; when its text does not fit the type's shape even read
+  /// again, appends the text as a JSON string and returns false (send it as a text form).
+  bool append_converted(std::string& out, const RelationInfo& rel, const pgoutput::Column& column,
+                        std::shared_ptr<const TypeShape>& shape, std::string_view text);
   void append_key(std::string& out, std::string& texts, const RelationInfo& rel, const pgoutput::Tuple& row);
   void send_status(bool reply_requested);
 

@@ -622,14 +622,15 @@ END
 $$;
 
 -- to_jsonb of a row, or NULL where jsonb cannot hold it: a json value with \u0000 in it
--- (jsonb has no NUL character), or a row past jsonb's 256 MB. PostgreSQL accepts such a
+-- (jsonb has no NUL character) or a number past numeric's range (1e131072), or a row
+-- past jsonb's 256 MB. PostgreSQL accepts such a
 -- write, so the capture must too: the change then carries the row as to_json writes it
 -- (new_json). Schema-qualified calls, as the block runs with the writer's search_path.
 CREATE OR REPLACE FUNCTION pgfanout.row_jsonb(r anyelement) RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
     RETURN pg_catalog.to_jsonb(r);
-EXCEPTION WHEN program_limit_exceeded OR untranslatable_character THEN
+EXCEPTION WHEN program_limit_exceeded OR untranslatable_character OR numeric_value_out_of_range THEN
     RETURN NULL;
 END
 $$;
@@ -1651,11 +1652,11 @@ DECLARE
     row_jsonb jsonb;
     row_json json;
 BEGIN
-    -- A row jsonb cannot hold (a json value with \u0000) is kept as json, as the trigger
-    -- capture keeps it (see row_jsonb).
+    -- A row jsonb cannot hold (a json value with \u0000, or a number numeric cannot
+    -- hold) is kept as json, as the trigger capture keeps it (see row_jsonb).
     BEGIN
         row_jsonb := new_row::jsonb;
-    EXCEPTION WHEN program_limit_exceeded OR untranslatable_character THEN
+    EXCEPTION WHEN program_limit_exceeded OR untranslatable_character OR numeric_value_out_of_range THEN
         row_json := new_row;
     END;
     INSERT INTO pgfanout.changes (id, schema_name, table_name, op, new_row, old_key, ts, json_nulls, new_text, old_text, new_json)
