@@ -353,6 +353,84 @@ TEST(RowJson, ACompositeDecodedAfterItsTypeGrewReadsTheNewAttributeAsNull) {
   }
 }
 
+// Found by review, all passing: edge values of many types (float and numeric limits, BC
+// and 5-digit years, ranges and multiranges, enum labels that need quoting, composites
+// with json and arrays, a dropped attribute, domains over arrays and composites, six
+// dimensions, vectors, network and geometric types, bytea, json and jsonb) mean what the
+// server's own to_jsonb gives.
+TEST(RowJson, EdgeValuesMeanWhatToJsonbGives) {
+  ScratchDatabase db("pgft_rowjson");
+  PgSession admin = db.session();
+  admin.exec(R"sql(
+    CREATE TYPE lab AS ENUM ('a"b', 'c,d', 'e\f', '{g}', 'NULL', ' ', '(x)', 'null');
+    CREATE TYPE inner1 AS (j json, jb jsonb, a int[], t text);
+    CREATE TYPE outer1 AS (i inner1, ai inner1[], l lab, la lab[]);
+    CREATE TYPE empt AS ();
+    CREATE TYPE grow AS (a int, gone int, b text);
+    ALTER TYPE grow DROP ATTRIBUTE gone;
+    CREATE DOMAIN dia AS int[];
+    CREATE DOMAIN dcomp AS inner1;
+    CREATE TYPE vecs AS (v int2vector, o oidvector);
+    CREATE TABLE rowt (k int, s text);
+    CREATE TYPE textrange AS RANGE (subtype = text);
+    CREATE TABLE e (
+      id int PRIMARY KEY,
+      f4 float4, f8 float8, n numeric, m money, bt bit(5), vb varbit, iv interval, tm time, ttz timetz,
+      ts timestamp, tz timestamptz, d date, tsr tsrange, dr daterange, nr numrange, i8r int8range, txr textrange,
+      tzmr tstzmultirange, dmr datemultirange, ar int4range[], amr int4multirange[], o1 outer1, ao1 outer1[],
+      em empt, aem empt[], gr grow, adia dia[], dd dia, adc dcomp[], ll lab, al lab[], a6 int[], v vecs, av int2vector[],
+      x xml, tv tsvector, cid cidr, inet1 inet, m8 macaddr8, u uuid, o oid, rc regclass, rt regtype, rp regproc,
+      bpc char(5), ach char(3)[], qc "char", nm name, an name[], by bytea, aby bytea[], j json, jb jsonb, aj jsonb[],
+      lsn pg_lsn, sn pg_snapshot, ln line, ls lseg, bx box, rw rowt, arw rowt[], atx text[], apt point[], ajs json[]
+    );
+  )sql");
+  admin.exec(R"sql(
+    INSERT INTO e (id, f4, f8, n, m, bt, vb, iv, tm, ttz, ts, tz, d) VALUES
+      (1, 1.17549435e-38, 2.2250738585072014e-308, 1e-1000, '-92233720368547758.08', B'10101', B'', '1 day -00:00:00.000001',
+       '24:00:00', '00:00:00+15:59', '4713-01-01 00:00:00 BC', '4714-11-24 00:00:00+00 BC', '4714-11-24 BC'),
+      (2, 3.4028235e38, 1.7976931348623157e308, 9.99e999, '92233720368547758.07', B'00000', repeat('1', 100)::varbit,
+       '-1 mons +1 day -1:00', '00:00:00.000001', '12:00:00.25-00:00:01', '0001-01-01 00:00:00.5 BC', '294276-12-31 23:59:59.999999+00',
+       '5874897-12-31'),
+      (3, 1e15, 1e16, -0.000, 0, NULL, NULL, '178000000 years 1 mon 1 day 0.000001 sec', NULL, '23:59:59.999999-15:59',
+       '1999-12-31 23:59:59.000001', '2000-01-01 00:00:00.1+00', '0001-01-01'),
+      (4, 1e-45, 4.9e-324, 1.50000, NULL, NULL, NULL, '-178000000 years', NULL, NULL, '10000-01-01 00:00', '0099-01-01 00:00+00 BC', '10000-02-29'),
+      (5, 123456.7, 0.30000000000000004, 12345678901234567890123456789012345678901234567890, NULL, NULL, NULL, '0', NULL, NULL,
+       'infinity', '-infinity', '-infinity'),
+      (6, 1.0e10, 1.2345678901234567e17, 'NaN', NULL, NULL, NULL, '-0.5 sec', NULL, NULL, NULL, NULL, NULL);
+    INSERT INTO e (id, tsr, dr, nr, i8r, txr, tzmr, dmr, ar, amr) VALUES
+      (10, '["2024-01-01 00:00","2024-01-02 00:00:00.5")', '[2024-01-01,infinity)', '(-1.5,1e3]', '[-9223372036854775808,0)',
+       '["a\"b","c,d")', '{["4713-01-01 00:00+00 BC",infinity), [2030-01-01,2031-01-01)}', '{[-infinity,2020-01-01)}',
+       ARRAY['[1,2)'::int4range, 'empty', NULL, '(,)'], ARRAY['{}'::int4multirange, '{[1,2),[5,6)}']),
+      (11, 'empty', 'empty', 'empty', '(,)', '(,"")', '{}', '{}', '{}', '{}');
+    INSERT INTO e (id, o1, ao1, em, aem, gr) VALUES
+      (20, ROW(ROW('{"a": [1, "x\"y"], "b": null}', '{"k": "v,w"}', '{1,NULL,3}', 'a,b"c\d')::inner1,
+               ARRAY[ROW(NULL, NULL, NULL, NULL)::inner1, NULL, ROW('[]', 'null', '[0:0]={7}', '')::inner1],
+               'a"b', ARRAY['a"b', 'c,d', 'e\f', '{g}', 'NULL', ' ', '(x)', 'null', NULL]::lab[]),
+           ARRAY[ROW(NULL, NULL, 'NULL', '{}')::outer1, NULL], ROW(), ARRAY[ROW()::empt, NULL], ROW(1, 'x')),
+      (21, ROW(NULL, NULL, NULL, NULL), '{}', NULL, '{}', ROW(NULL, NULL));
+    INSERT INTO e (id, adia, dd, adc, ll, al, a6, v, av) VALUES
+      (30, '{"{1,2}","{}",NULL,"{3}","[0:1]={4,5}"}', '[5:5]={9}',
+       ARRAY[ROW('1', '2', '{}', 't')::inner1::dcomp, NULL]::dcomp[], '{g}', '{NULL,"NULL",null}',
+       '{{{{{{1,2}}}}},{{{{{3,NULL}}}}}}', ROW('1 -2', '0 4294967295'), ARRAY['1 2'::int2vector, '', NULL]),
+      (31, '{}', '{}', '{}', 'null', '{}', '[-3:-3][0:1]={{1,2}}', ROW('', ''), '{}');
+    INSERT INTO e (id, x, tv, cid, inet1, m8, u, o, rc, rt, rp, bpc, ach, qc, nm, an, by, aby, j, jb, aj) VALUES
+      (40, E'<a>\n "q" &lt; </a>', E'''a b'':1A ''c\\\\d''', '10.0.0.0/8', '1.2.3.4', '08:00:2b:01:02:03:04:05',
+       'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11', 4294967295, 'pg_class', 'timestamp with time zone', 'now',
+       'a', ARRAY['a', NULL, 'bc '], E'\\377', E'n"m\\', ARRAY['a b', 'NULL'], E'\\x', ARRAY[E'\\x00'::bytea, NULL, ''],
+       '{"a":"\u00e9\ud834\udd1e", "b": [1e5, -0, 0.0, 1E-3], "c": "\/"}', '{"s": "\u0001\t", "n": 1e-7}',
+       ARRAY['{"a": 1}'::jsonb, 'null', NULL, '"NULL"', '[]']),
+      (41, NULL, '', '::/0', '::ffff:1.2.3.4/128', NULL, NULL, 0, '-', '-', '-', '', '{}', '', '', '{}', '', '{}',
+       '[]', '{}', '{}');
+    INSERT INTO e (id, lsn, sn, ln, ls, bx, rw, arw, atx, apt, ajs) VALUES
+      (50, 'FFFFFFFF/FFFFFFFF', '10:20:10,14,15', '{1,-1,0}', '[(0,0),(1,1)]', '(1,1),(0,0)', ROW(1, 'x'),
+       ARRAY[ROW(1, 'a b')::rowt, ROW(NULL, NULL)::rowt], ARRAY[E'a\\b', '"', ' ', '', E'\t'],
+       ARRAY['(1e300,-1e-300)'::point], ARRAY['  {"a" : 1}  '::json, '"x"', 'null', NULL]);
+  )sql");
+  pqxx::connection conn(pinned(db.conninfo()));
+  TypeCatalog catalog(conn);
+  EXPECT_EQ(expect_values_match(conn, catalog, "public.e"), 156);
+}
+
 TEST(RowJson, TimestamptzWrittenInAnotherZoneMeansTheSameInUtc) {
   ScratchDatabase db("pgft_rowjson");
   PgSession writer = db.session();
