@@ -1,6 +1,7 @@
 #include "row_json.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cstddef>
 #include <stdexcept>
 #include <string>
@@ -47,13 +48,6 @@ std::size_t json_number_length(std::string_view text) {
   return i;
 }
 
-int hex_digit(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  c = static_cast<char>(c | 0x20);
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return -1;
-}
-
 // Copies the JSON string literal at text[i] (a '"') to `out` as it is, after checking its
 // escapes; i ends past the closing quote. A \u escape of a UTF-16 surrogate must be half of
 // a pair (high then low), as PostgreSQL's json input requires: a lone half is not a
@@ -66,12 +60,12 @@ void copy_json_string(std::string& out, std::string_view text, std::size_t& i) {
     char c = text[i++];
     if (c == '\\' && i < text.size() && text[i] == 'u') {
       ++i;
-      int code = 0;
-      for (int k = 0; k < 4; ++k, ++i) {
-        int d = i < text.size() ? hex_digit(text[i]) : -1;
-        if (d < 0) malformed("json", text);
-        code = code * 16 + d;
+      unsigned code = 0;
+      const char* digits = text.data() + i;
+      if (text.size() - i < 4 || std::from_chars(digits, digits + 4, code, 16).ptr != digits + 4) {
+        malformed("json", text);
       }
+      i += 4;
       bool high = code >= 0xD800 && code <= 0xDBFF;
       bool low = code >= 0xDC00 && code <= 0xDFFF;
       if (low != want_low) malformed("json", text);

@@ -298,24 +298,34 @@ bool SlotReader::append_converted(std::string& out, const RelationInfo& rel, con
   }
   // The text does not fit the shape. pgoutput sends no Relation message when a composite
   // type a column uses is altered (ALTER TYPE ... ADD/DROP ATTRIBUTE), so the shape may be
-  // older than the type: read the types again, once.
-  types_.forget_all();
-  shape = types_.shape(column.type_oid);
-  try {
-    append_value_json(out, *shape, text);
-    return true;
-  } catch (const std::runtime_error& e) {
-    out.resize(mark);
-    // Written with the type as it was before an ALTER TYPE that the catalog no longer
-    // shows (the publisher was behind): no JSON form of it can be told, and throwing would
-    // stop the slot at this change for good. The value goes as its text, which the
-    // listener applies as it applies any text form, or dead-letters if the replica's type
-    // cannot read it.
-    spdlog::warn("column {} of {}: {}; sending the value as its text form", column.name,
-                 routing_key(rel.relation.schema, rel.relation.name), e.what());
-    append_json_string(out, text);
-    return false;
+  // older than the type: read the types again, at most once a second per type, so that a
+  // backlog of values that fit no shape does not read the catalog for each.
+  const auto now = std::chrono::steady_clock::now();
+  auto [last, first_time] = reread_at_.try_emplace(column.type_oid, now);
+  const bool reread = first_time || now - last->second >= kTypeRereadInterval;
+  if (reread) {
+    last->second = now;
+    types_.forget_all();
+    shape = types_.shape(column.type_oid);
+    try {
+      append_value_json(out, *shape, text);
+      return true;
+    } catch (const std::runtime_error&) {
+      out.resize(mark);
+    }
   }
+  // Written with the type as it was before an ALTER TYPE that the catalog no longer shows
+  // (the publisher was behind): no JSON form of it can be told, and throwing would stop
+  // the slot at this change for good. The value goes as its text, which the listener
+  // applies as it applies any text form, or dead-letters if the replica's type cannot
+  // read it. Logged once per reread, not per value.
+  if (reread) {
+    spdlog::warn("a value of column {} of {} does not fit its type as the catalog has it now; sending it, and "
+                 "values like it, as their text form",
+                 column.name, routing_key(rel.relation.schema, rel.relation.name));
+  }
+  append_json_string(out, text);
+  return false;
 }
 
 void SlotReader::append_row(std::string& out, std::string& json_nulls, std::string& texts, const RelationInfo& rel,

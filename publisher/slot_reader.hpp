@@ -111,6 +111,9 @@ class SlotReader {
   std::int64_t epoch_;
   ReplicationConnection stream_;
   TypeCatalog types_;
+  /// When append_converted last read the types again for a value of each type.
+  std::map<std::uint32_t, std::chrono::steady_clock::time_point> reread_at_;
+  static constexpr std::chrono::seconds kTypeRereadInterval{1};
   std::map<std::uint32_t, RelationInfo> relations_;
   std::deque<Txn> txns_;
   bool in_transaction_ = false;

@@ -623,9 +623,9 @@ $$;
 
 -- to_jsonb of a row, or NULL where jsonb cannot hold it: a json value with \u0000 in it
 -- (jsonb has no NUL character) or a number past numeric's range (1e131072), or a row
--- past jsonb's 256 MB. PostgreSQL accepts such a
--- write, so the capture must too: the change then carries the row as to_json writes it
--- (new_json). Schema-qualified calls, as the block runs with the writer's search_path.
+-- past jsonb's 256 MB. PostgreSQL accepts such a write, so the capture must too: the
+-- change then carries the row as to_json writes it (new_json). Schema-qualified calls,
+-- as the block runs with the writer's search_path.
 CREATE OR REPLACE FUNCTION pgfanout.row_jsonb(r anyelement) RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
