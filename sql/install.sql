@@ -65,7 +65,8 @@
 -- read after TRUNCATE's lock, so every row is seen).
 --
 -- Wake-up. pg_notify('pgfanout', '') is sent only while the publisher says it is idle
--- (pgfanout.publisher_state.idle): a NOTIFY at every commit costs about half of the
+-- (pgfanout.publisher_state.idle, which the captures read through the sequence
+-- pgfanout.publisher_idle, kept equal to it by a trigger): a NOTIFY at every commit costs about half of the
 -- single-row write rate (a database-wide lock taken before commit and held until it
 -- ends serialises committing writers), and a busy publisher drains in batches anyway and
 -- polls as a fallback. Identical notifications within a transaction are folded into one
@@ -232,6 +233,34 @@ CREATE TABLE IF NOT EXISTS pgfanout.publisher_state (
 COMMENT ON TABLE pgfanout.publisher_state IS
     'Set by the publisher: idle = true while it waits for a notification, false while it drains.';
 INSERT INTO pgfanout.publisher_state DEFAULT VALUES ON CONFLICT DO NOTHING;
+
+-- The idle flag as every capture reads it: 1 while publisher_state.idle is true, 0 while
+-- it is false, kept so by the trigger below. Reading a sequence
+-- (pg_sequence_last_value) is a plain function call that PL/pgSQL evaluates without
+-- starting a query; reading the table took a query of its own, about 3.5 us of every
+-- capture. setval is not transactional: the flag turns as the publisher's UPDATE runs,
+-- not at its commit, which changes nothing a writer can miss (see Wake-up above), and an
+-- UPDATE rolled back leaves the flag turned until the publisher's next one.
+CREATE SEQUENCE IF NOT EXISTS pgfanout.publisher_idle AS integer MINVALUE 0 MAXVALUE 1 NO CYCLE;
+COMMENT ON SEQUENCE pgfanout.publisher_idle IS
+    'publisher_state.idle as the captures read it: last value 1 while idle, 0 while busy.';
+DO $$
+BEGIN
+    PERFORM pg_catalog.setval('pgfanout.publisher_idle', CASE WHEN idle THEN 1 ELSE 0 END, true)
+    FROM pgfanout.publisher_state;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pgfanout.publisher_idle_changed() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM setval('pgfanout.publisher_idle', CASE WHEN NEW.idle THEN 1 ELSE 0 END, true);
+    RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION pgfanout.publisher_idle_changed() FROM PUBLIC;
+CREATE OR REPLACE TRIGGER publisher_idle AFTER INSERT OR UPDATE OF idle ON pgfanout.publisher_state
+    FOR EACH ROW EXECUTE FUNCTION pgfanout.publisher_idle_changed();
 
 -- Leadership and fencing (README, "Leadership and fencing"). One publisher per database
 -- ships: the one holding this lease, which names its PostgreSQL session (backend pid and
@@ -733,25 +762,43 @@ $$;
 -- (see JSON nulls); then, for tables with text-form columns, another empty argument and
 -- the table's text_columns (see Text forms).
 
+-- The row captures below (capture_insert, capture_row, capture_partition_row) run on
+-- every tracked write, as the writer and in the writer's search_path: a SET search_path
+-- clause would cost about 2.5 us per call (a setting changed and put back, and the path
+-- looked up again after each). So every name in them is schema-qualified: functions,
+-- types and operators (OPERATOR(pg_catalog.=) rather than =; no IN, IS DISTINCT FROM or
+-- CASE x WHEN, which look = up by the path). An object another role made in a schema on
+-- the writer's path can then stand in for none of them. The functions they call keep
+-- their SET search_path; they run on the less common paths only. row_jsonb_itest (search
+-- path test) puts a stand-in for every pg_catalog function, operator and type named in
+-- these bodies ahead of pg_catalog and checks that none runs.
+
 -- Statement-level AFTER INSERT, REFERENCING NEW TABLE AS pgfanout_new.
 CREATE OR REPLACE FUNCTION pgfanout.capture_insert() RETURNS trigger
-LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY INVOKER AS $$
 DECLARE
     r record;
-    written boolean := false;
-    notify boolean;
-    sep integer := array_position(TG_ARGV, '');
-    sep2 integer := CASE WHEN sep IS NOT NULL THEN array_position(TG_ARGV, '', sep + 1) END;
-    keys text[] := CASE WHEN sep IS NULL THEN TG_ARGV ELSE TG_ARGV[0:sep - 1] END;
-    probes jsonb[];
-    spec jsonb;
+    written pg_catalog.bool := false;
+    sep pg_catalog.int4 := pg_catalog.array_position(TG_ARGV, '');
+    sep2 pg_catalog.int4;
+    keys pg_catalog.text[] := TG_ARGV;
+    probes pg_catalog.jsonb[];
+    spec pg_catalog.jsonb;
 BEGIN
-    IF sep2 IS NOT NULL THEN
-        spec := TG_ARGV[sep2 + 1]::jsonb;
+    IF sep IS NOT NULL THEN
+        keys := TG_ARGV[0:sep OPERATOR(pg_catalog.-) 1];
+        sep2 := pg_catalog.array_position(TG_ARGV, '', sep OPERATOR(pg_catalog.+) 1);
+        IF sep2 IS NULL THEN
+            probes := TG_ARGV[sep OPERATOR(pg_catalog.+) 1:TG_NARGS OPERATOR(pg_catalog.-) 1]::pg_catalog.jsonb[];
+        ELSE
+            probes := TG_ARGV[sep OPERATOR(pg_catalog.+) 1:sep2 OPERATOR(pg_catalog.-) 1]::pg_catalog.jsonb[];
+            spec := TG_ARGV[sep2 OPERATOR(pg_catalog.+) 1]::pg_catalog.jsonb;
+        END IF;
     END IF;
-    IF pg_trigger_depth() > 1 OR current_setting('pgfanout.nested', true) <> '' THEN
+    IF pg_catalog.pg_trigger_depth() OPERATOR(pg_catalog.>) 1
+       OR pg_catalog.current_setting('pgfanout.nested', true) OPERATOR(pg_catalog.<>) '' THEN
         IF pgfanout.nested_change(TG_RELID) THEN
-            FOR r IN SELECT pgfanout.key_of(pgfanout.row_jsonb(n.*), keys) AS k, (n.*)::text AS t
+            FOR r IN SELECT pgfanout.key_of(pgfanout.row_jsonb(n.*), keys) AS k, (n.*)::pg_catalog.text AS t
                      FROM pgfanout_new n LOOP
                 PERFORM pgfanout.capture_state(TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT', keys,
                                                coalesce(r.k, pgfanout.key_jsonb_text(r.t, TG_RELID, keys)), spec);
@@ -759,55 +806,56 @@ BEGIN
             END LOOP;
         END IF;
     END IF;
-    -- The idle flag is read by the statement that writes the changes: one statement less
-    -- per capture (RETURNING names no outbox column, so writers need no SELECT on it).
     -- A row of 100 kB or more as stored goes through row_jsonb, which cannot fail; a
     -- smaller one through to_jsonb alone, 1 us faster. Stored values are compressed at most
     -- 255 times (lz4; pglz less), so such a row holds under 25 MB of values, and to_jsonb
     -- makes at most about six times its stored size of them (a boolean's byte becomes false):
-    -- under the 256 MB jsonb can hold.
+    -- under the 256 MB jsonb can hold. Tables with json columns (spec ? 'json') always go
+    -- through row_jsonb. OFFSET 0 keeps to_jsonb computed once per row (a LATERAL
+    -- function call would materialise its result for every row).
+    -- The idle flag is read by a statement of its own: measured, one statement that both
+    -- writes and reads it (a CTE with RETURNING) costs more.
     IF written THEN
-        notify := (SELECT idle FROM pgfanout.publisher_state);
+        NULL;
     ELSIF sep IS NULL THEN
-        WITH w AS (INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, new_json)
-                   SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT', o.v, CASE WHEN o.v IS NULL THEN to_json(o.r) END
-                   FROM (SELECT (n.*)::record AS r,
-                                CASE WHEN pg_column_size(n.*) < 100000 THEN to_jsonb(n.*) ELSE pgfanout.row_jsonb(n.*) END AS v
-                         FROM pgfanout_new n OFFSET 0) AS o
-                   RETURNING 1)
-        SELECT EXISTS (SELECT FROM w) AND (SELECT idle FROM pgfanout.publisher_state) INTO notify;
+        INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, new_json)
+        SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT', o.v, CASE WHEN o.v IS NULL THEN pg_catalog.to_json(o.r) END
+        FROM (SELECT n AS r,
+                     CASE WHEN pg_catalog.pg_column_size(n.*) OPERATOR(pg_catalog.<) 100000 THEN pg_catalog.to_jsonb(n.*)
+                          ELSE pgfanout.row_jsonb(n.*) END AS v
+              FROM pgfanout_new n OFFSET 0) AS o;
+        written := FOUND;
     ELSIF spec IS NULL THEN
-        probes := TG_ARGV[sep + 1:TG_NARGS - 1]::jsonb[];
-        -- OFFSET 0 keeps to_jsonb computed once per row (a LATERAL function call would
-        -- materialise its result for every row).
-        WITH w AS (INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, json_nulls, new_json)
-                   SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT', o.v,
-                          CASE WHEN o.v @> ANY (probes) OR o.v IS NULL
-                               THEN pgfanout.json_nulls_of_text(o.r::text, TG_RELID, probes) END,
-                          CASE WHEN o.v IS NULL THEN to_json(o.r) END
-                   FROM (SELECT (n.*)::record AS r,
-                                CASE WHEN pg_column_size(n.*) < 100000 THEN to_jsonb(n.*) ELSE pgfanout.row_jsonb(n.*) END AS v
-                         FROM pgfanout_new n OFFSET 0) AS o
-                   RETURNING 1)
-        SELECT EXISTS (SELECT FROM w) AND (SELECT idle FROM pgfanout.publisher_state) INTO notify;
+        INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, json_nulls, new_json)
+        SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT', o.v,
+               CASE WHEN o.v OPERATOR(pg_catalog.@>) ANY (probes) OR o.v IS NULL
+                    THEN pgfanout.json_nulls_of_text(o.r::pg_catalog.text, TG_RELID, probes) END,
+               CASE WHEN o.v IS NULL THEN pg_catalog.to_json(o.r) END
+        FROM (SELECT n AS r,
+                     CASE WHEN pg_catalog.pg_column_size(n.*) OPERATOR(pg_catalog.<) 100000 THEN pg_catalog.to_jsonb(n.*)
+                          ELSE pgfanout.row_jsonb(n.*) END AS v
+              FROM pgfanout_new n OFFSET 0) AS o;
+        written := FOUND;
     ELSE
-        probes := TG_ARGV[sep + 1:sep2 - 1]::jsonb[];
-        WITH w AS (INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, json_nulls, new_text, new_json)
-                   SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT', o.v,
-                          CASE WHEN o.v @> ANY (probes) OR (o.v IS NULL AND cardinality(probes) > 0)
-                               THEN pgfanout.json_nulls_of_text(o.r::text, TG_RELID, probes) END,
-                          CASE WHEN spec ? 'always' OR strpos(o.r::text, ']={') > 0
-                               THEN pgfanout.texts_of_text(o.r::text, TG_RELID, spec) END,
-                          CASE WHEN o.v IS NULL THEN to_json(o.r) END
-                   FROM (SELECT (n.*)::record AS r,
-                                CASE WHEN NOT spec ? 'json' AND pg_column_size(n.*) < 100000 THEN to_jsonb(n.*)
-                                     ELSE pgfanout.row_jsonb(n.*) END AS v
-                         FROM pgfanout_new n OFFSET 0) AS o
-                   RETURNING 1)
-        SELECT EXISTS (SELECT FROM w) AND (SELECT idle FROM pgfanout.publisher_state) INTO notify;
+        INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, json_nulls, new_text, new_json)
+        SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT', o.v,
+               CASE WHEN o.v OPERATOR(pg_catalog.@>) ANY (probes)
+                         OR (o.v IS NULL AND pg_catalog.cardinality(probes) OPERATOR(pg_catalog.>) 0)
+                    THEN pgfanout.json_nulls_of_text(o.r::pg_catalog.text, TG_RELID, probes) END,
+               CASE WHEN spec OPERATOR(pg_catalog.?) 'always'
+                         OR pg_catalog.strpos(o.r::pg_catalog.text, ']={') OPERATOR(pg_catalog.>) 0
+                    THEN pgfanout.texts_of_text(o.r::pg_catalog.text, TG_RELID, spec) END,
+               CASE WHEN o.v IS NULL THEN pg_catalog.to_json(o.r) END
+        FROM (SELECT n AS r,
+                     CASE WHEN NOT spec OPERATOR(pg_catalog.?) 'json'
+                               AND pg_catalog.pg_column_size(n.*) OPERATOR(pg_catalog.<) 100000
+                          THEN pg_catalog.to_jsonb(n.*)
+                          ELSE pgfanout.row_jsonb(n.*) END AS v
+              FROM pgfanout_new n OFFSET 0) AS o;
+        written := FOUND;
     END IF;
-    IF notify THEN
-        PERFORM pg_notify('pgfanout', '');
+    IF written AND pg_catalog.pg_sequence_last_value('pgfanout.publisher_idle'::pg_catalog.regclass) OPERATOR(pg_catalog.=) 1 THEN
+        PERFORM pg_catalog.pg_notify('pgfanout', '');
     END IF;
     RETURN NULL;
 END
@@ -843,36 +891,43 @@ $$;
 
 -- Row-level AFTER INSERT/UPDATE/DELETE.
 CREATE OR REPLACE FUNCTION pgfanout.capture_row() RETURNS trigger
-LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY INVOKER AS $$
 DECLARE
-    sep integer := array_position(TG_ARGV, '');
-    sep2 integer := CASE WHEN sep IS NOT NULL THEN array_position(TG_ARGV, '', sep + 1) END;
-    spec jsonb;
-    new_row jsonb;
-    old_row jsonb;
-    old_key jsonb;
-    json_nulls text[];
-    new_text jsonb;
-    old_text jsonb;
-    new_json json;
-    notify boolean;
+    sep pg_catalog.int4 := pg_catalog.array_position(TG_ARGV, '');
+    sep2 pg_catalog.int4;
+    keys pg_catalog.text[] := TG_ARGV;
+    spec pg_catalog.jsonb;
+    new_row pg_catalog.jsonb;
+    old_row pg_catalog.jsonb;
+    old_key pg_catalog.jsonb;
+    json_nulls pg_catalog.text[];
+    new_text pg_catalog.jsonb;
+    old_text pg_catalog.jsonb;
+    new_json pg_catalog.json;
 BEGIN
-    IF sep2 IS NOT NULL THEN
-        spec := TG_ARGV[sep2 + 1]::jsonb;
+    IF sep IS NOT NULL THEN
+        sep2 := pg_catalog.array_position(TG_ARGV, '', sep OPERATOR(pg_catalog.+) 1);
+        IF sep2 IS NOT NULL THEN
+            spec := TG_ARGV[sep2 OPERATOR(pg_catalog.+) 1]::pg_catalog.jsonb;
+        END IF;
     END IF;
     -- to_jsonb cannot fail on a row without json whose stored size is under 100 kB (see
     -- capture_insert); any other goes through a block that catches what it raises.
-    IF NOT coalesce(spec ? 'json', false)
-       AND coalesce(pg_column_size(NEW), 0) < 100000 AND coalesce(pg_column_size(OLD), 0) < 100000 THEN
-        IF TG_OP <> 'DELETE' THEN
-            new_row := to_jsonb(NEW);
+    IF NOT coalesce(spec OPERATOR(pg_catalog.?) 'json', false)
+       AND coalesce(pg_catalog.pg_column_size(NEW), 0) OPERATOR(pg_catalog.<) 100000
+       AND coalesce(pg_catalog.pg_column_size(OLD), 0) OPERATOR(pg_catalog.<) 100000 THEN
+        IF TG_OP OPERATOR(pg_catalog.<>) 'DELETE' THEN
+            new_row := pg_catalog.to_jsonb(NEW);
         END IF;
-        IF TG_OP <> 'INSERT' THEN
-            old_row := to_jsonb(OLD);
+        IF TG_OP OPERATOR(pg_catalog.<>) 'INSERT' THEN
+            old_row := pg_catalog.to_jsonb(OLD);
         END IF;
     ELSE
+        IF sep IS NOT NULL THEN
+            keys := TG_ARGV[0:sep OPERATOR(pg_catalog.-) 1];
+        END IF;
         SELECT f.new_row, f.old_row, f.new_json INTO new_row, old_row, new_json
-        FROM pgfanout.row_forms(TG_OP, NEW, OLD, CASE WHEN sep IS NULL THEN TG_ARGV ELSE TG_ARGV[0:sep - 1] END) AS f;
+        FROM pgfanout.row_forms(TG_OP, NEW, OLD, keys) AS f;
     END IF;
     IF sep IS NOT NULL THEN
         IF spec IS NOT NULL THEN
@@ -880,32 +935,35 @@ BEGIN
         END IF;
         -- The probe check inline: a function call per row (with its SET search_path)
         -- took a sixth of the trigger's time.
-        IF new_row @> ANY (TG_ARGV[sep + 1:coalesce(sep2, TG_NARGS) - 1]::jsonb[])
-           OR (new_json IS NOT NULL AND sep2 IS DISTINCT FROM sep + 1) THEN
-            json_nulls := pgfanout.json_nulls_of(NEW, TG_ARGV[sep + 1:coalesce(sep2, TG_NARGS) - 1]);
+        IF new_row OPERATOR(pg_catalog.@>) ANY (TG_ARGV[sep OPERATOR(pg_catalog.+) 1:coalesce(sep2, TG_NARGS) OPERATOR(pg_catalog.-) 1]::pg_catalog.jsonb[])
+           OR (new_json IS NOT NULL AND (sep2 IS NULL OR sep2 OPERATOR(pg_catalog.<>) (sep OPERATOR(pg_catalog.+) 1))) THEN
+            json_nulls := pgfanout.json_nulls_of(NEW, TG_ARGV[sep OPERATOR(pg_catalog.+) 1:coalesce(sep2, TG_NARGS) OPERATOR(pg_catalog.-) 1]);
         END IF;
     END IF;
-    IF pg_trigger_depth() > 1 OR current_setting('pgfanout.nested', true) <> '' THEN
-        PERFORM pgfanout.capture_row_change(TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP,
-                                            CASE WHEN sep IS NULL THEN TG_ARGV ELSE TG_ARGV[0:sep - 1] END,
+    IF pg_catalog.pg_trigger_depth() OPERATOR(pg_catalog.>) 1
+       OR pg_catalog.current_setting('pgfanout.nested', true) OPERATOR(pg_catalog.<>) '' THEN
+        IF sep IS NOT NULL THEN
+            keys := TG_ARGV[0:sep OPERATOR(pg_catalog.-) 1];
+        END IF;
+        PERFORM pgfanout.capture_row_change(TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP, keys,
                                             new_row, old_row, json_nulls, new_text, old_text, new_json, spec,
-                                            CASE WHEN new_json IS NOT NULL THEN pgfanout.key_jsonb(NEW, CASE WHEN sep IS NULL THEN TG_ARGV ELSE TG_ARGV[0:sep - 1] END) END);
-        notify := (SELECT idle FROM pgfanout.publisher_state);
+                                            CASE WHEN new_json IS NOT NULL THEN pgfanout.key_jsonb(NEW, keys) END);
     ELSE
-        IF TG_OP <> 'INSERT' THEN
-            IF coalesce(sep, TG_NARGS) = 1 THEN  -- one key column: no function call
-                old_key := jsonb_build_object(TG_ARGV[0], old_row -> TG_ARGV[0]);
+        IF TG_OP OPERATOR(pg_catalog.<>) 'INSERT' THEN
+            IF coalesce(sep, TG_NARGS) OPERATOR(pg_catalog.=) 1 THEN  -- one key column: no function call
+                old_key := pg_catalog.jsonb_build_object(TG_ARGV[0], old_row OPERATOR(pg_catalog.->) TG_ARGV[0]);
             ELSE
-                old_key := pgfanout.key_of(old_row, CASE WHEN sep IS NULL THEN TG_ARGV ELSE TG_ARGV[0:sep - 1] END);
+                IF sep IS NOT NULL THEN
+                    keys := TG_ARGV[0:sep OPERATOR(pg_catalog.-) 1];
+                END IF;
+                old_key := pgfanout.key_of(old_row, keys);
             END IF;
         END IF;
-        -- The idle flag comes back from the insert: one statement less per change.
         INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, old_key, json_nulls, new_text, old_text, new_json)
-        VALUES (TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP, new_row, old_key, json_nulls, new_text, old_text, new_json)
-        RETURNING (SELECT idle FROM pgfanout.publisher_state) INTO notify;
+        VALUES (TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP, new_row, old_key, json_nulls, new_text, old_text, new_json);
     END IF;
-    IF notify THEN
-        PERFORM pg_notify('pgfanout', '');
+    IF pg_catalog.pg_sequence_last_value('pgfanout.publisher_idle'::pg_catalog.regclass) OPERATOR(pg_catalog.=) 1 THEN
+        PERFORM pg_catalog.pg_notify('pgfanout', '');
     END IF;
     RETURN NULL;
 END
@@ -914,38 +972,42 @@ $$;
 -- Row-level AFTER INSERT/UPDATE/DELETE of a partitioned table, cloned by PostgreSQL onto
 -- each partition: reports the change under the partitioned table's name.
 CREATE OR REPLACE FUNCTION pgfanout.capture_partition_row() RETURNS trigger
-LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY INVOKER AS $$
 DECLARE
-    root oid := pg_partition_root(TG_RELID);
-    root_schema text;
-    root_name text;
-    sep integer := array_position(TG_ARGV, '');
-    sep2 integer := CASE WHEN sep IS NOT NULL THEN array_position(TG_ARGV, '', sep + 1) END;
-    keys text[] := CASE WHEN sep IS NULL THEN TG_ARGV ELSE TG_ARGV[0:sep - 1] END;
-    spec jsonb;
-    new_row jsonb;
-    old_row jsonb;
-    json_nulls text[];
-    new_text jsonb;
-    old_text jsonb;
-    new_json json;
-    notify boolean;
+    root pg_catalog.oid := pg_catalog.pg_partition_root(TG_RELID);
+    root_schema pg_catalog.text;
+    root_name pg_catalog.text;
+    sep pg_catalog.int4 := pg_catalog.array_position(TG_ARGV, '');
+    sep2 pg_catalog.int4;
+    keys pg_catalog.text[] := TG_ARGV;
+    spec pg_catalog.jsonb;
+    new_row pg_catalog.jsonb;
+    old_row pg_catalog.jsonb;
+    json_nulls pg_catalog.text[];
+    new_text pg_catalog.jsonb;
+    old_text pg_catalog.jsonb;
+    new_json pg_catalog.json;
 BEGIN
     SELECT n.nspname, c.relname INTO root_schema, root_name
-    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE c.oid = root;
-    IF sep2 IS NOT NULL THEN
-        spec := TG_ARGV[sep2 + 1]::jsonb;
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+    WHERE c.oid OPERATOR(pg_catalog.=) root;
+    IF sep IS NOT NULL THEN
+        keys := TG_ARGV[0:sep OPERATOR(pg_catalog.-) 1];
+        sep2 := pg_catalog.array_position(TG_ARGV, '', sep OPERATOR(pg_catalog.+) 1);
+        IF sep2 IS NOT NULL THEN
+            spec := TG_ARGV[sep2 OPERATOR(pg_catalog.+) 1]::pg_catalog.jsonb;
+        END IF;
     END IF;
     -- to_jsonb cannot fail on a row without json whose stored size is under 100 kB (see
     -- capture_insert); any other goes through a block that catches what it raises.
-    IF NOT coalesce(spec ? 'json', false)
-       AND coalesce(pg_column_size(NEW), 0) < 100000 AND coalesce(pg_column_size(OLD), 0) < 100000 THEN
-        IF TG_OP <> 'DELETE' THEN
-            new_row := to_jsonb(NEW);
+    IF NOT coalesce(spec OPERATOR(pg_catalog.?) 'json', false)
+       AND coalesce(pg_catalog.pg_column_size(NEW), 0) OPERATOR(pg_catalog.<) 100000
+       AND coalesce(pg_catalog.pg_column_size(OLD), 0) OPERATOR(pg_catalog.<) 100000 THEN
+        IF TG_OP OPERATOR(pg_catalog.<>) 'DELETE' THEN
+            new_row := pg_catalog.to_jsonb(NEW);
         END IF;
-        IF TG_OP <> 'INSERT' THEN
-            old_row := to_jsonb(OLD);
+        IF TG_OP OPERATOR(pg_catalog.<>) 'INSERT' THEN
+            old_row := pg_catalog.to_jsonb(OLD);
         END IF;
     ELSE
         SELECT f.new_row, f.old_row, f.new_json INTO new_row, old_row, new_json
@@ -955,25 +1017,24 @@ BEGIN
         IF spec IS NOT NULL THEN
             SELECT f.new_text, f.old_text INTO new_text, old_text FROM pgfanout.row_texts(TG_OP, NEW, OLD, spec) AS f;
         END IF;
-        IF new_row @> ANY (TG_ARGV[sep + 1:coalesce(sep2, TG_NARGS) - 1]::jsonb[])
-           OR (new_json IS NOT NULL AND sep2 IS DISTINCT FROM sep + 1) THEN
-            json_nulls := pgfanout.json_nulls_of(NEW, TG_ARGV[sep + 1:coalesce(sep2, TG_NARGS) - 1]);
+        IF new_row OPERATOR(pg_catalog.@>) ANY (TG_ARGV[sep OPERATOR(pg_catalog.+) 1:coalesce(sep2, TG_NARGS) OPERATOR(pg_catalog.-) 1]::pg_catalog.jsonb[])
+           OR (new_json IS NOT NULL AND (sep2 IS NULL OR sep2 OPERATOR(pg_catalog.<>) (sep OPERATOR(pg_catalog.+) 1))) THEN
+            json_nulls := pgfanout.json_nulls_of(NEW, TG_ARGV[sep OPERATOR(pg_catalog.+) 1:coalesce(sep2, TG_NARGS) OPERATOR(pg_catalog.-) 1]);
         END IF;
     END IF;
-    IF pg_trigger_depth() > 1 OR current_setting('pgfanout.nested', true) <> '' THEN
+    IF pg_catalog.pg_trigger_depth() OPERATOR(pg_catalog.>) 1
+       OR pg_catalog.current_setting('pgfanout.nested', true) OPERATOR(pg_catalog.<>) '' THEN
         PERFORM pgfanout.capture_row_change(root, root_schema, root_name, TG_OP, keys, new_row, old_row,
                                             json_nulls, new_text, old_text, new_json, spec,
                                             CASE WHEN new_json IS NOT NULL THEN pgfanout.key_jsonb(NEW, keys) END);
-        notify := (SELECT idle FROM pgfanout.publisher_state);
     ELSE
         INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, old_key, json_nulls, new_text, old_text, new_json)
         VALUES (root_schema, root_name, TG_OP, new_row,
-                CASE WHEN TG_OP <> 'INSERT' THEN pgfanout.key_of(old_row, keys) END,
-                json_nulls, new_text, old_text, new_json)
-        RETURNING (SELECT idle FROM pgfanout.publisher_state) INTO notify;
+                CASE WHEN TG_OP OPERATOR(pg_catalog.<>) 'INSERT' THEN pgfanout.key_of(old_row, keys) END,
+                json_nulls, new_text, old_text, new_json);
     END IF;
-    IF notify THEN
-        PERFORM pg_notify('pgfanout', '');
+    IF pg_catalog.pg_sequence_last_value('pgfanout.publisher_idle'::pg_catalog.regclass) OPERATOR(pg_catalog.=) 1 THEN
+        PERFORM pg_catalog.pg_notify('pgfanout', '');
     END IF;
     RETURN NULL;
 END
@@ -986,7 +1047,7 @@ LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     INSERT INTO pgfanout.changes (schema_name, table_name, op)
     VALUES (TG_TABLE_SCHEMA, TG_TABLE_NAME, 'TRUNCATE');
-    IF (SELECT idle FROM pgfanout.publisher_state) THEN
+    IF pg_sequence_last_value('pgfanout.publisher_idle') = 1 THEN
         PERFORM pg_notify('pgfanout', '');
     END IF;
     RETURN NULL;
@@ -1250,7 +1311,7 @@ BEGIN
             PERFORM set_config(marker, 'from:' || last_id, true);
         END IF;
     END IF;
-    IF written > 0 AND (SELECT idle FROM pgfanout.publisher_state) THEN
+    IF written > 0 AND pg_sequence_last_value('pgfanout.publisher_idle') = 1 THEN
         PERFORM pg_notify('pgfanout', '');
     END IF;
     RETURN NULL;
@@ -1839,9 +1900,11 @@ $$;
 -- write that table: for INSERT, UPDATE and DELETE changes any of INSERT, UPDATE (on
 -- a column or more), DELETE or TRUNCATE, as a nested capture records a row's state
 -- whatever the statement was; for a TRUNCATE change, TRUNCATE, since a TRUNCATE change
--- empties the table on every replica. The policy checks the table itself first;
--- pgfanout.may_capture_through covers the writes PostgreSQL allows through another
--- table, checked only when that fails.
+-- empties the table on every replica. The policy checks the table's own grants first,
+-- in as few function calls as it can (its expression is set up again at every statement,
+-- a cost that grows with each call in it); pgfanout.may_capture_through covers rights on
+-- some columns only and the writes PostgreSQL allows through another table, checked only
+-- when that fails.
 
 -- Whether the current role holds any right to change rows of rel.
 CREATE OR REPLACE FUNCTION pgfanout.may_write(rel oid) RETURNS boolean
@@ -1904,7 +1967,7 @@ $$;
 -- Grants (re-running this file brings an older install to them). Writers of tracked
 -- tables are whatever roles PostgreSQL lets write them, including a referencing table's
 -- owner, as whom foreign-key cascades run: so PUBLIC. It may insert changes (the policy
--- above decides which), read the idle flag and the tracked tables (names and key
+-- above decides which), read the idle flag (table and sequence) and the tracked tables (names and key
 -- columns, which pg_trigger shows anyway), and read the outbox's id sequence (currval,
 -- for the partition-TRUNCATE capture). Nothing else: reading and deleting the outbox is
 -- for the publisher (sql/roles.sql).
@@ -1913,6 +1976,8 @@ GRANT USAGE ON SCHEMA pgfanout TO PUBLIC;
 REVOKE ALL ON pgfanout.changes, pgfanout.tracked, pgfanout.publisher_state FROM PUBLIC;
 GRANT INSERT (schema_name, table_name, op, new_row, old_key, json_nulls, new_text, old_text, new_json) ON pgfanout.changes TO PUBLIC;
 GRANT SELECT ON pgfanout.tracked, pgfanout.publisher_state TO PUBLIC;
+REVOKE ALL ON SEQUENCE pgfanout.publisher_idle FROM PUBLIC;
+GRANT SELECT ON SEQUENCE pgfanout.publisher_idle TO PUBLIC;
 DO $$
 BEGIN
     EXECUTE format('REVOKE ALL ON SEQUENCE %s FROM PUBLIC', pg_get_serial_sequence('pgfanout.changes', 'id'));
@@ -1946,11 +2011,10 @@ END
 $$;
 CREATE POLICY pgfanout_capture ON pgfanout.changes FOR INSERT TO PUBLIC
     WITH CHECK (
-        CASE WHEN NOT has_schema_privilege(schema_name, 'USAGE') THEN false
-             WHEN op = 'TRUNCATE'
-             THEN has_table_privilege(to_regclass(format('%I.%I', schema_name, table_name)), 'TRUNCATE')
-             ELSE has_any_column_privilege(to_regclass(format('%I.%I', schema_name, table_name)), 'INSERT, UPDATE')
-                  OR has_table_privilege(to_regclass(format('%I.%I', schema_name, table_name)), 'DELETE, TRUNCATE')
+        CASE WHEN has_schema_privilege(schema_name, 'USAGE')
+             THEN has_table_privilege(to_regclass(format('%I.%I', schema_name, table_name)),
+                                      CASE WHEN op = 'TRUNCATE' THEN 'TRUNCATE' ELSE 'INSERT, UPDATE, DELETE, TRUNCATE' END)
+             ELSE false
         END
         OR pgfanout.may_capture_through(schema_name, table_name, op));
 -- Who may read or delete is decided by the table's grants alone (the publisher's role).

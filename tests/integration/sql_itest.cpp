@@ -4,7 +4,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <optional>
+#include <pqxx/pqxx>
 
 #include "harness.hpp"
 
@@ -54,6 +56,49 @@ TEST_F(SqlTest, InstallCreatesTheDocumentedObjects) {
   EXPECT_EQ(sql().integer("SELECT count(*) FROM pg_proc WHERE oid IN "
                           "('pgfanout.track(regclass)'::regprocedure, 'pgfanout.untrack(regclass)'::regprocedure)"),
             2);
+}
+
+// Writers wake the publisher (NOTIFY pgfanout) only while it says it is idle. The captures
+// read that flag from the sequence pgfanout.publisher_idle, which a trigger keeps equal
+// to publisher_state.idle: every capture path notifies while it is true, none while false.
+TEST_F(SqlTest, CapturesNotifyOnlyWhileThePublisherIsIdle) {
+  sql().exec(R"(
+    CREATE TABLE public.t (id int PRIMARY KEY, v text, j jsonb);
+    CREATE TABLE public.parted (region text, id int, PRIMARY KEY (region, id)) PARTITION BY LIST (region);
+    CREATE TABLE public.parted_eu PARTITION OF public.parted FOR VALUES IN ('eu');
+    SELECT pgfanout.track('public.t');
+    SELECT pgfanout.track('public.parted');)");
+  struct Counter : pqxx::notification_receiver {
+    explicit Counter(pqxx::connection_base& c) : pqxx::notification_receiver(c, "pgfanout") {}
+    void operator()(const std::string&, int) override { ++count; }
+    int count = 0;
+  };
+  pqxx::connection listener(db_->conninfo());
+  Counter heard(listener);  // LISTEN pgfanout
+  // The notifications a statement's commit sent: waits up to 5 s for the first (none
+  // expected: 300 ms), then takes any that came with it.
+  auto notified_by = [&](const std::string& statement, bool expect) {
+    heard.count = 0;
+    sql().exec(statement);
+    auto until = std::chrono::steady_clock::now() + (expect ? std::chrono::seconds(5) : std::chrono::milliseconds(300));
+    while (heard.count == 0 && std::chrono::steady_clock::now() < until) listener.await_notification(0, 50000);
+    listener.get_notifs();
+    return heard.count > 0;
+  };
+  const std::vector<std::string> writes = {
+      "INSERT INTO public.t VALUES (1, 'a', '{}')",           // statement-level INSERT capture
+      "UPDATE public.t SET v = 'b'",                          // row-level capture
+      "DELETE FROM public.t",                                 //
+      "INSERT INTO public.parted VALUES ('eu', 1)",           // partition row capture
+      "TRUNCATE public.t",                                    // TRUNCATE capture
+      "TRUNCATE public.parted_eu"};                           // partition TRUNCATE capture
+  for (bool idle : {true, false, true}) {
+    sql().exec(std::string("UPDATE pgfanout.publisher_state SET idle = ") + (idle ? "true" : "false"));
+    EXPECT_EQ(sql().integer("SELECT pg_sequence_last_value('pgfanout.publisher_idle')"), idle ? 1 : 0);
+    sql().exec("DELETE FROM pgfanout.changes");
+    for (const auto& w : writes) EXPECT_EQ(notified_by(w, idle), idle) << w << " with idle = " << idle;
+    EXPECT_EQ(sql().integer("SELECT count(*) FROM pgfanout.changes"), 6) << "idle = " << idle;
+  }
 }
 
 TEST_F(SqlTest, TrackCapturesEveryOperationIntoTheOutbox) {

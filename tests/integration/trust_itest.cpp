@@ -92,6 +92,7 @@ class TrustTest : public ::testing::Test {
 
   TestRole alice{"pgft_alice"};
   TestRole bob{"pgft_bob"};
+  TestRole mallory{"pgft_mallory"};  // owns what other roles must not run
   std::optional<ScratchDatabase> db_;
   std::optional<PgSession> sql_;
 };
@@ -124,6 +125,137 @@ TEST_F(TrustTest, ACastToJsonOfAWritersTypeRunsAsTheWriterNotAsTheInstaller) {
                                                    alice.name() + ")\", \"id\": 1}",
                                                "app.feelings UPDATE {\"m\": \"sad (cast as " +
                                                    alice.name() + ")\", \"id\": 1} {\"id\": 1}"));
+}
+
+// The row captures run in the writer's search_path (a SET clause on them cost 2.5 us a
+// write), so every name in them is schema-qualified. Another role's schema on that path,
+// ahead of pg_catalog, holding a stand-in for every pg_catalog function named in their
+// bodies, every operator and the types they use, must change nothing: no stand-in runs
+// (each raises), and the changes are what they are on any path.
+TEST_F(TrustTest, AnotherRolesObjectsOnTheWritersSearchPathNeverRunInTheCapture) {
+  sql().exec("CREATE SCHEMA evil AUTHORIZATION " + mallory.ident());
+  {
+    PgSession a = as(alice);
+    a.exec(R"SQL(
+CREATE TABLE app.nojson (id int PRIMARY KEY, v text);
+CREATE TABLE app.withjsonb (id int PRIMARY KEY, j jsonb);
+CREATE TABLE app.withjson (id int, k int, j json, PRIMARY KEY (id, k));
+CREATE TABLE app.bounds (id int PRIMARY KEY, a int[]);
+CREATE TABLE app.parted (region text, id int, j jsonb, PRIMARY KEY (region, id)) PARTITION BY LIST (region);
+CREATE TABLE app.parted_eu PARTITION OF app.parted FOR VALUES IN ('eu');
+)SQL");
+    a.exec("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA app TO " + bob.ident());
+  }
+  for (const char* t : {"app.nojson", "app.withjsonb", "app.withjson", "app.bounds", "app.parted"})
+    sql().exec("SELECT pgfanout.track(" + sql_literal(t) + ")");
+
+  PgSession m = as(mallory);
+  m.exec("GRANT USAGE ON SCHEMA evil TO PUBLIC");
+  m.exec(R"SQL(
+DO $$
+DECLARE
+    names text[];
+    f record;
+    o record;
+    t text;
+BEGIN
+    SELECT array_agg(DISTINCT x[1]) INTO names
+    FROM pg_proc p, regexp_matches(p.prosrc, '([a-z_][a-z0-9_]*)\s*\(', 'g') AS x
+    WHERE p.oid IN ('pgfanout.capture_insert'::regproc, 'pgfanout.capture_row'::regproc,
+                    'pgfanout.capture_partition_row'::regproc);
+    -- PL/pgSQL takes no "any": anyelement stands in for it.
+    FOR f IN SELECT p.oid, p.proname,
+                    replace(pg_get_function_identity_arguments(p.oid), '"any"', 'anyelement') AS args,
+                    pg_get_function_result(p.oid) AS result
+             FROM pg_proc p
+             WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.proname = ANY (names) AND p.prokind = 'f' LOOP
+        BEGIN
+            EXECUTE format('CREATE FUNCTION evil.%I(%s) RETURNS %s LANGUAGE plpgsql AS %L',
+                           f.proname, f.args, f.result,
+                           format('BEGIN RAISE EXCEPTION %L; END', 'evil.' || f.proname || ' ran'));
+        EXCEPTION WHEN OTHERS THEN NULL;  -- a signature PL/pgSQL cannot take (internal)
+        END;
+    END LOOP;
+    FOR o IN SELECT op.oid, op.oprname, op.oprleft::regtype AS l, op.oprright::regtype AS r,
+                    op.oprresult::regtype AS res
+             FROM pg_operator op
+             WHERE op.oprnamespace = 'pg_catalog'::regnamespace AND op.oprleft <> 0
+               AND op.oprname IN ('=', '<>', '<', '>', '<=', '>=', '+', '-', '@>', '?', '->', '->>', '||')
+               AND op.oprleft IN ('int4'::regtype, 'int8'::regtype, 'text'::regtype, 'jsonb'::regtype,
+                                  'json'::regtype, 'bool'::regtype, 'oid'::regtype, 'name'::regtype,
+                                  'text[]'::regtype, 'jsonb[]'::regtype, 'anyarray'::regtype,
+                                  'anycompatiblearray'::regtype)
+               AND op.oprright IN ('int4'::regtype, 'int8'::regtype, 'text'::regtype, 'jsonb'::regtype,
+                                   'json'::regtype, 'bool'::regtype, 'oid'::regtype, 'name'::regtype,
+                                   'text[]'::regtype, 'jsonb[]'::regtype, 'anyarray'::regtype,
+                                   'anycompatible'::regtype, 'anycompatiblearray'::regtype) LOOP
+        BEGIN
+            EXECUTE format('CREATE FUNCTION evil.op_%s(%s, %s) RETURNS %s LANGUAGE plpgsql AS %L',
+                           o.oid, o.l, o.r, o.res,
+                           format('BEGIN RAISE EXCEPTION %L; END', 'evil operator ' || o.oprname || ' ran'));
+            EXECUTE format('CREATE OPERATOR evil.%s (LEFTARG = %s, RIGHTARG = %s, FUNCTION = evil.op_%s)',
+                           o.oprname, o.l, o.r, o.oid);
+        EXCEPTION WHEN OTHERS THEN NULL;
+        END;
+    END LOOP;
+    FOREACH t IN ARRAY ARRAY['jsonb', 'json', 'text', 'int4', 'bool', 'oid', 'regclass'] LOOP
+        EXECUTE format('CREATE DOMAIN evil.%I AS pg_catalog.int8', t);
+    END LOOP;
+END
+$$;
+)SQL");
+  // The stand-ins that matter most are there.
+  for (const char* f : {"to_jsonb", "to_json", "pg_column_size", "array_position", "cardinality",
+                        "strpos", "pg_sequence_last_value", "pg_notify", "current_setting",
+                        "pg_trigger_depth", "pg_partition_root"})
+    EXPECT_GE(sql().integer("SELECT count(*) FROM pg_proc WHERE pronamespace = 'evil'::regnamespace "
+                            "AND proname = " + sql_literal(f)),
+              1)
+        << f;
+  EXPECT_EQ(sql().integer("SELECT count(DISTINCT oprname) FROM pg_operator WHERE oprnamespace = "
+                          "'evil'::regnamespace AND oprname IN ('=', '<>', '<', '>', '+', '-', "
+                          "'@>', '?', '->')"),
+            9);
+
+  PgSession b = as(bob);
+  b.exec("SET search_path = evil, pg_catalog");
+  EXPECT_EQ(*b.value("SHOW search_path"), "evil, pg_catalog");
+  b.exec("INSERT INTO app.nojson VALUES (1, 'a'), (2, 'b')");
+  // The writer's own statements name pg_catalog's = too.
+  b.exec("UPDATE app.nojson SET v = 'c' WHERE id OPERATOR(pg_catalog.=) 1");
+  b.exec("DELETE FROM app.nojson WHERE id OPERATOR(pg_catalog.=) 2");
+  b.exec("INSERT INTO app.withjsonb VALUES (1, '{\"n\": 1}'), (2, 'null')");
+  b.exec("UPDATE app.withjsonb SET j = 'null' WHERE id OPERATOR(pg_catalog.=) 1");
+  b.exec("INSERT INTO app.withjson VALUES (1, 1, '{\"a\": 1}')");
+  b.exec("UPDATE app.withjson SET j = '[1]'");
+  b.exec("DELETE FROM app.withjson");
+  b.exec("INSERT INTO app.bounds VALUES (1, '[0:1]={5,6}')");
+  b.exec("UPDATE app.bounds SET a = '{7}'");
+  b.exec("INSERT INTO app.parted VALUES ('eu', 1, 'null')");
+  b.exec("UPDATE app.parted SET j = '{}'");
+  b.exec("DELETE FROM app.parted");
+
+  EXPECT_THAT(
+      outbox(),
+      ::testing::ElementsAre(
+          "app.nojson INSERT {\"v\": \"a\", \"id\": 1}", "app.nojson INSERT {\"v\": \"b\", \"id\": 2}",
+          "app.nojson UPDATE {\"v\": \"c\", \"id\": 1} {\"id\": 1}", "app.nojson DELETE {\"id\": 2}",
+          "app.withjsonb INSERT {\"j\": {\"n\": 1}, \"id\": 1}",
+          "app.withjsonb INSERT {\"j\": null, \"id\": 2}",
+          "app.withjsonb UPDATE {\"j\": null, \"id\": 1} {\"id\": 1}",
+          "app.withjson INSERT {\"j\": {\"a\": 1}, \"k\": 1, \"id\": 1}",
+          "app.withjson UPDATE {\"j\": [1], \"k\": 1, \"id\": 1} {\"k\": 1, \"id\": 1}",
+          "app.withjson DELETE {\"k\": 1, \"id\": 1}",
+          "app.bounds INSERT {\"a\": [5, 6], \"id\": 1}",
+          "app.bounds UPDATE {\"a\": [7], \"id\": 1} {\"id\": 1}",
+          "app.parted INSERT {\"j\": null, \"id\": 1, \"region\": \"eu\"}",
+          "app.parted UPDATE {\"j\": {}, \"id\": 1, \"region\": \"eu\"} {\"id\": 1, \"region\": \"eu\"}",
+          "app.parted DELETE {\"id\": 1, \"region\": \"eu\"}"));
+  // What tells a JSON null from SQL NULL, and the array's bounds, came through too.
+  EXPECT_EQ(sql().value("SELECT string_agg(coalesce(json_nulls::text, '-') || ' ' || "
+                        "coalesce(new_text::text, '-'), ', ' ORDER BY id) FROM pgfanout.changes "
+                        "WHERE table_name IN ('withjsonb', 'bounds', 'parted') AND op <> 'DELETE'"),
+            "- -, {j} -, {j} -, - {\"a\": \"[0:1]={5,6}\"}, - -, {j} -, - -");
 }
 
 // ---------------------------------------------------------------------------------------
