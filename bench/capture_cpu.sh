@@ -12,13 +12,26 @@
 # superuser: the outbox's row-level security does not check superusers) that writes, as
 # most writers would, through SET ROLE. BENCH_REPEAT (default 5) runs of each
 # workload per variant, alternating; the minimum is printed with the median. Workloads,
-# each in one DO block in one transaction (no commit cost): 20,000 single-row INSERTs,
-# 100 INSERTs of 1,000 rows, 20,000 single-row UPDATEs, into a table
+# each in one DO block in one transaction (no commit cost): BENCH_ROWS (default 20,000)
+# single-row INSERTs, 5 × BENCH_ROWS rows in INSERTs of 1,000 rows, BENCH_ROWS single-row
+# UPDATEs, into a table
 # (id bigint primary key, t text, j jsonb, ts timestamptz) tracked or not.
+#
+# BENCH_PIECES=on adds variants of this install.sql, each in a copy of its database with
+# one piece changed, to show what each piece costs or saves:
+#   idle from table     the captures read publisher_state.idle with a query, as before
+#                       the flag had its sequence
+#   SET search_path     the row captures carry SET search_path = pg_catalog, pg_temp
+#   policy true         the outbox policy admits every row (what its check costs)
+#   no big-row guard    to_jsonb without the pg_column_size test (what the guard costs;
+#                       such a capture fails writes of rows past jsonb's 256 MB)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 REPEAT="${BENCH_REPEAT:-5}"
+ROWS="${BENCH_ROWS:-20000}"  # CPU time comes in 10 ms ticks: 60,000 gives 0.2 us per row
+[[ "$ROWS" =~ ^[0-9]+$ ]] && [ "$ROWS" -ge 1000 ] && [ $((ROWS % 200)) -eq 0 ] \
+  || { echo "capture_cpu: BENCH_ROWS must be a multiple of 200, at least 1000" >&2; exit 2; }
 WRITER="${BENCH_WRITER:?set BENCH_WRITER to a LOGIN role that is not a superuser}"
 BASELINE="${BENCH_BASELINE_SQL:-}"
 
@@ -30,6 +43,9 @@ BASE_CONN=""
 cleanup() {
   [ -z "${WATCHDOG:-}" ] || pkill -P "$WATCHDOG" sleep 2>/dev/null || true
   [ -z "$BASE_CONN" ] || psql_base -d "$CONNINFO" -c "DROP DATABASE IF EXISTS $BASE_DB WITH (FORCE)" >/dev/null 2>&1 || true
+  for piece_db in ${PIECE_DBS:-}; do
+    psql_base -d "$CONNINFO" -c "DROP DATABASE IF EXISTS $piece_db WITH (FORCE)" >/dev/null 2>&1 || true
+  done
   scratch_db_drop
   rm -rf "$WORK"
 }
@@ -61,14 +77,14 @@ CPU_MS="(SELECT (split_part(s, ' ', 14)::bigint + split_part(s, ' ', 15)::bigint
          FROM pg_read_file('/proc/self/stat') s)"
 body() {  # table workload
   case $2 in
-    single) echo "FOR i IN 1..20000 LOOP INSERT INTO $1 VALUES (i, 'a short line of text', '{\"n\": 1, \"tag\": \"bench\"}', now()); END LOOP;" ;;
-    bulk) echo "FOR i IN 0..99 LOOP INSERT INTO $1 SELECT g, 'a short line of text', '{\"n\": 1, \"tag\": \"bench\"}', now() FROM generate_series(i * 1000 + 1, i * 1000 + 1000) g; END LOOP;" ;;
-    update) echo "FOR i IN 1..20000 LOOP UPDATE $1 SET t = 'updated text', j = '{\"n\": 2}', ts = now() WHERE id = i; END LOOP;" ;;
+    single) echo "FOR i IN 1..$ROWS LOOP INSERT INTO $1 VALUES (i, 'a short line of text', '{\"n\": 1, \"tag\": \"bench\"}', now()); END LOOP;" ;;
+    bulk) echo "FOR i IN 0..$((ROWS * 5 / 1000 - 1)) LOOP INSERT INTO $1 SELECT g, 'a short line of text', '{\"n\": 1, \"tag\": \"bench\"}', now() FROM generate_series(i * 1000 + 1, i * 1000 + 1000) g; END LOOP;" ;;
+    update) echo "FOR i IN 1..$ROWS LOOP UPDATE $1 SET t = 'updated text', j = '{\"n\": 2}', ts = now() WHERE id = i; END LOOP;" ;;
   esac
 }
 measure() {  # conninfo table workload -> CPU ms of the writing backend
   local fill=""
-  [ "$3" = update ] && fill="INSERT INTO $2 SELECT g, 'x', '{}', now() FROM generate_series(1, 20000) g;"
+  [ "$3" = update ] && fill="INSERT INTO $2 SELECT g, 'x', '{}', now() FROM generate_series(1, $ROWS) g;"
   psql_base -d "$1" -c "TRUNCATE $2; TRUNCATE pgfanout.changes; $fill" -c "VACUUM ANALYZE $2" -c "CHECKPOINT" >/dev/null
   "$PGBIN/psql" -X -q -At -v ON_ERROR_STOP=1 -v writer="$WRITER" -d "$1" <<EOF
 SELECT $CPU_MS AS c0 \gset
@@ -81,16 +97,50 @@ EOF
 
 VARIANTS="untracked|$DB_CONN|plain
 this install.sql|$DB_CONN|bench"
+if [ "${BENCH_PIECES:-off}" = on ]; then
+  # Each piece: a label and the SQL that changes it in a copy of the database. A text
+  # replacement that changes nothing stops the script: the piece would measure nothing.
+  pieces=(
+    "idle from table|SELECT pg_temp.swap(f, 'pg_catalog.pg_sequence_last_value(''pgfanout.publisher_idle''::pg_catalog.regclass) OPERATOR(pg_catalog.=) 1', '(SELECT idle FROM pgfanout.publisher_state)') FROM unnest(ARRAY['pgfanout.capture_insert()', 'pgfanout.capture_row()']::regprocedure[]) AS f"
+    "SET search_path|ALTER FUNCTION pgfanout.capture_insert() SET search_path = pg_catalog, pg_temp; ALTER FUNCTION pgfanout.capture_row() SET search_path = pg_catalog, pg_temp"
+    "policy true|ALTER POLICY pgfanout_capture ON pgfanout.changes WITH CHECK (true)"
+    "no big-row guard|SELECT pg_temp.swap('pgfanout.capture_insert()', 'CASE WHEN pg_catalog.pg_column_size(n.*) OPERATOR(pg_catalog.<) 100000 THEN pg_catalog.to_jsonb(n.*)
+                          ELSE pgfanout.row_jsonb(n.*) END', 'pg_catalog.to_jsonb(n.*)'); SELECT pg_temp.swap('pgfanout.capture_row()', 'AND coalesce(pg_catalog.pg_column_size(NEW), 0) OPERATOR(pg_catalog.<) 100000
+       AND coalesce(pg_catalog.pg_column_size(OLD), 0) OPERATOR(pg_catalog.<) 100000', '')"
+  )
+  for i in "${!pieces[@]}"; do
+    label="${pieces[$i]%%|*}"
+    piece_db="${DB}_p$i"
+    psql_base -d "$CONNINFO" -c "CREATE DATABASE $piece_db TEMPLATE $DB" >/dev/null
+    PIECE_DBS="${PIECE_DBS:-} $piece_db"
+    piece_conn="$(scratch_conninfo "$CONNINFO" "$piece_db")"
+    psql_base -d "$piece_conn" -f - >/dev/null <<EOF
+CREATE FUNCTION pg_temp.swap(f regprocedure, old text, new text) RETURNS void LANGUAGE plpgsql AS \$\$
+DECLARE
+    def text := pg_get_functiondef(f);
+BEGIN
+    IF strpos(def, old) = 0 THEN
+        RAISE EXCEPTION 'capture_cpu: % no longer holds: %', f, old;
+    END IF;
+    EXECUTE replace(def, old, new);
+END
+\$\$;
+${pieces[$i]#*|};
+EOF
+    VARIANTS="$VARIANTS
+$label|$piece_conn|bench"
+  done
+fi
 [ -z "$BASELINE" ] || VARIANTS="$VARIANTS
 baseline|$BASE_CONN|bench"
-echo "writer $WRITER, $REPEAT runs per variant, $(nproc) cores, load average at start $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "writer $WRITER, $REPEAT runs per variant, $ROWS rows ($((ROWS * 5)) in bulk), $(nproc) cores, load average at start $(cut -d' ' -f1-3 /proc/loadavg)"
 for w in single bulk update; do
   for i in $(seq 1 "$REPEAT"); do
     while IFS='|' read -r label conn table; do
       printf '%s\t%s\n' "$label" "$(measure "$conn" "$table" "$w")" >>"$WORK/$w"
     done <<<"$VARIANTS"
   done
-  rows=$([ "$w" = bulk ] && echo 100000 || echo 20000)
+  rows=$([ "$w" = bulk ] && echo $((ROWS * 5)) || echo "$ROWS")
   while IFS='|' read -r label _ _; do
     sorted=$(awk -F'\t' -v l="$label" '$1 == l { print $2 }' "$WORK/$w" | sort -n)
     min=$(head -n 1 <<<"$sorted")

@@ -781,12 +781,11 @@ DECLARE
     written pg_catalog.bool := false;
     sep pg_catalog.int4 := pg_catalog.array_position(TG_ARGV, '');
     sep2 pg_catalog.int4;
-    keys pg_catalog.text[] := TG_ARGV;
+    keys pg_catalog.text[];
     probes pg_catalog.jsonb[];
     spec pg_catalog.jsonb;
 BEGIN
     IF sep IS NOT NULL THEN
-        keys := TG_ARGV[0:sep OPERATOR(pg_catalog.-) 1];
         sep2 := pg_catalog.array_position(TG_ARGV, '', sep OPERATOR(pg_catalog.+) 1);
         IF sep2 IS NULL THEN
             probes := TG_ARGV[sep OPERATOR(pg_catalog.+) 1:TG_NARGS OPERATOR(pg_catalog.-) 1]::pg_catalog.jsonb[];
@@ -798,6 +797,7 @@ BEGIN
     IF pg_catalog.pg_trigger_depth() OPERATOR(pg_catalog.>) 1
        OR pg_catalog.current_setting('pgfanout.nested', true) OPERATOR(pg_catalog.<>) '' THEN
         IF pgfanout.nested_change(TG_RELID) THEN
+            keys := CASE WHEN sep IS NULL THEN TG_ARGV ELSE TG_ARGV[0:sep OPERATOR(pg_catalog.-) 1] END;
             FOR r IN SELECT pgfanout.key_of(pgfanout.row_jsonb(n.*), keys) AS k, (n.*)::pg_catalog.text AS t
                      FROM pgfanout_new n LOOP
                 PERFORM pgfanout.capture_state(TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT', keys,
