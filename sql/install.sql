@@ -820,7 +820,7 @@ BEGIN
     ELSIF sep IS NULL THEN
         INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, new_json)
         SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT', o.v, CASE WHEN o.v IS NULL THEN pg_catalog.to_json(o.r) END
-        FROM (SELECT n AS r,
+        FROM (SELECT (n.*)::pg_catalog.record AS r,
                      CASE WHEN pg_catalog.pg_column_size(n.*) OPERATOR(pg_catalog.<) 100000 THEN pg_catalog.to_jsonb(n.*)
                           ELSE pgfanout.row_jsonb(n.*) END AS v
               FROM pgfanout_new n OFFSET 0) AS o;
@@ -831,7 +831,7 @@ BEGIN
                CASE WHEN o.v OPERATOR(pg_catalog.@>) ANY (probes) OR o.v IS NULL
                     THEN pgfanout.json_nulls_of_text(o.r::pg_catalog.text, TG_RELID, probes) END,
                CASE WHEN o.v IS NULL THEN pg_catalog.to_json(o.r) END
-        FROM (SELECT n AS r,
+        FROM (SELECT (n.*)::pg_catalog.record AS r,
                      CASE WHEN pg_catalog.pg_column_size(n.*) OPERATOR(pg_catalog.<) 100000 THEN pg_catalog.to_jsonb(n.*)
                           ELSE pgfanout.row_jsonb(n.*) END AS v
               FROM pgfanout_new n OFFSET 0) AS o;
@@ -846,7 +846,7 @@ BEGIN
                          OR pg_catalog.strpos(o.r::pg_catalog.text, ']={') OPERATOR(pg_catalog.>) 0
                     THEN pgfanout.texts_of_text(o.r::pg_catalog.text, TG_RELID, spec) END,
                CASE WHEN o.v IS NULL THEN pg_catalog.to_json(o.r) END
-        FROM (SELECT n AS r,
+        FROM (SELECT (n.*)::pg_catalog.record AS r,
                      CASE WHEN NOT spec OPERATOR(pg_catalog.?) 'json'
                                AND pg_catalog.pg_column_size(n.*) OPERATOR(pg_catalog.<) 100000
                           THEN pg_catalog.to_jsonb(n.*)
@@ -895,7 +895,7 @@ LANGUAGE plpgsql SECURITY INVOKER AS $$
 DECLARE
     sep pg_catalog.int4 := pg_catalog.array_position(TG_ARGV, '');
     sep2 pg_catalog.int4;
-    keys pg_catalog.text[] := TG_ARGV;
+    keys pg_catalog.text[];  -- the key columns, where a path needs them
     spec pg_catalog.jsonb;
     new_row pg_catalog.jsonb;
     old_row pg_catalog.jsonb;
@@ -923,9 +923,7 @@ BEGIN
             old_row := pg_catalog.to_jsonb(OLD);
         END IF;
     ELSE
-        IF sep IS NOT NULL THEN
-            keys := TG_ARGV[0:sep OPERATOR(pg_catalog.-) 1];
-        END IF;
+        keys := CASE WHEN sep IS NULL THEN TG_ARGV ELSE TG_ARGV[0:sep OPERATOR(pg_catalog.-) 1] END;
         SELECT f.new_row, f.old_row, f.new_json INTO new_row, old_row, new_json
         FROM pgfanout.row_forms(TG_OP, NEW, OLD, keys) AS f;
     END IF;
@@ -942,9 +940,7 @@ BEGIN
     END IF;
     IF pg_catalog.pg_trigger_depth() OPERATOR(pg_catalog.>) 1
        OR pg_catalog.current_setting('pgfanout.nested', true) OPERATOR(pg_catalog.<>) '' THEN
-        IF sep IS NOT NULL THEN
-            keys := TG_ARGV[0:sep OPERATOR(pg_catalog.-) 1];
-        END IF;
+        keys := CASE WHEN sep IS NULL THEN TG_ARGV ELSE TG_ARGV[0:sep OPERATOR(pg_catalog.-) 1] END;
         PERFORM pgfanout.capture_row_change(TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP, keys,
                                             new_row, old_row, json_nulls, new_text, old_text, new_json, spec,
                                             CASE WHEN new_json IS NOT NULL THEN pgfanout.key_jsonb(NEW, keys) END);
@@ -953,10 +949,8 @@ BEGIN
             IF coalesce(sep, TG_NARGS) OPERATOR(pg_catalog.=) 1 THEN  -- one key column: no function call
                 old_key := pg_catalog.jsonb_build_object(TG_ARGV[0], old_row OPERATOR(pg_catalog.->) TG_ARGV[0]);
             ELSE
-                IF sep IS NOT NULL THEN
-                    keys := TG_ARGV[0:sep OPERATOR(pg_catalog.-) 1];
-                END IF;
-                old_key := pgfanout.key_of(old_row, keys);
+                old_key := pgfanout.key_of(old_row, CASE WHEN sep IS NULL THEN TG_ARGV
+                                                         ELSE TG_ARGV[0:sep OPERATOR(pg_catalog.-) 1] END);
             END IF;
         END IF;
         INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, old_key, json_nulls, new_text, old_text, new_json)

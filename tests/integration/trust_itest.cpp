@@ -138,7 +138,7 @@ TEST_F(TrustTest, AnotherRolesObjectsOnTheWritersSearchPathNeverRunInTheCapture)
     PgSession a = as(alice);
     a.exec(R"SQL(
 CREATE TABLE app.nojson (id int PRIMARY KEY, v text);
-CREATE TABLE app.withjsonb (id int PRIMARY KEY, j jsonb);
+CREATE TABLE app.withjsonb (id int PRIMARY KEY, j jsonb, n numeric);  -- n: as the captures' alias
 CREATE TABLE app.withjson (id int, k int, j json, PRIMARY KEY (id, k));
 CREATE TABLE app.bounds (id int PRIMARY KEY, a int[]);
 CREATE TABLE app.parted (region text, id int, j jsonb, PRIMARY KEY (region, id)) PARTITION BY LIST (region);
@@ -224,7 +224,7 @@ $$;
   // The writer's own statements name pg_catalog's = too.
   b.exec("UPDATE app.nojson SET v = 'c' WHERE id OPERATOR(pg_catalog.=) 1");
   b.exec("DELETE FROM app.nojson WHERE id OPERATOR(pg_catalog.=) 2");
-  b.exec("INSERT INTO app.withjsonb VALUES (1, '{\"n\": 1}'), (2, 'null')");
+  b.exec("INSERT INTO app.withjsonb VALUES (1, '{\"n\": 1}', 1.5), (2, 'null', NULL)");
   b.exec("UPDATE app.withjsonb SET j = 'null' WHERE id OPERATOR(pg_catalog.=) 1");
   b.exec("INSERT INTO app.withjson VALUES (1, 1, '{\"a\": 1}')");
   b.exec("UPDATE app.withjson SET j = '[1]'");
@@ -240,9 +240,9 @@ $$;
       ::testing::ElementsAre(
           "app.nojson INSERT {\"v\": \"a\", \"id\": 1}", "app.nojson INSERT {\"v\": \"b\", \"id\": 2}",
           "app.nojson UPDATE {\"v\": \"c\", \"id\": 1} {\"id\": 1}", "app.nojson DELETE {\"id\": 2}",
-          "app.withjsonb INSERT {\"j\": {\"n\": 1}, \"id\": 1}",
-          "app.withjsonb INSERT {\"j\": null, \"id\": 2}",
-          "app.withjsonb UPDATE {\"j\": null, \"id\": 1} {\"id\": 1}",
+          "app.withjsonb INSERT {\"j\": {\"n\": 1}, \"n\": 1.5, \"id\": 1}",
+          "app.withjsonb INSERT {\"j\": null, \"n\": null, \"id\": 2}",
+          "app.withjsonb UPDATE {\"j\": null, \"n\": 1.5, \"id\": 1} {\"id\": 1}",
           "app.withjson INSERT {\"j\": {\"a\": 1}, \"k\": 1, \"id\": 1}",
           "app.withjson UPDATE {\"j\": [1], \"k\": 1, \"id\": 1} {\"k\": 1, \"id\": 1}",
           "app.withjson DELETE {\"k\": 1, \"id\": 1}",
