@@ -495,15 +495,21 @@ BEGIN
 END
 $$;
 
--- The same for a row of rel given as its text form: a row of a transition table is an
--- anonymous record, whose columns only a cast back to rel's row type can name.
-CREATE OR REPLACE FUNCTION pgfanout.json_nulls_of_text(r text, rel regclass, probes jsonb[]) RETURNS text[]
+-- The same for a row of rel that is an anonymous record (a row of a transition table),
+-- whose columns only a cast back to rel's row type can name: through its text form, made
+-- here, under this function's search_path, so that it reads back the same (a regclass
+-- value prints with its schema only where the path does not reach it; the captures run
+-- in the writer's path). Earlier versions took the text form; they are dropped below.
+DROP FUNCTION IF EXISTS pgfanout.json_nulls_of_text(text, regclass, jsonb[]);
+DROP FUNCTION IF EXISTS pgfanout.texts_of_text(text, regclass, jsonb);
+DROP FUNCTION IF EXISTS pgfanout.key_jsonb_text(text, regclass, text[]);
+CREATE OR REPLACE FUNCTION pgfanout.json_nulls_of_row(r record, rel regclass, probes jsonb[]) RETURNS text[]
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     result text[];
 BEGIN
     EXECUTE 'SELECT ' || pgfanout.json_nulls_sql(pgfanout.probe_columns(probes), format('($1::%s)', rel))
-        INTO result USING r;
+        INTO result USING r::text;
     RETURN result;
 END
 $$;
@@ -613,12 +619,12 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION pgfanout.texts_of_text(r text, rel regclass, spec jsonb) RETURNS jsonb
+CREATE OR REPLACE FUNCTION pgfanout.texts_of_row(r record, rel regclass, spec jsonb) RETURNS jsonb
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     result jsonb;
 BEGIN
-    EXECUTE 'SELECT ' || pgfanout.texts_sql(spec, format('($1::%s)', rel)) INTO result USING r;
+    EXECUTE 'SELECT ' || pgfanout.texts_sql(spec, format('($1::%s)', rel)) INTO result USING r::text;
     RETURN result;
 END
 $$;
@@ -637,15 +643,15 @@ BEGIN
 END
 $$;
 
--- The same for a row of rel given as its text form (a row of a transition table).
-CREATE OR REPLACE FUNCTION pgfanout.key_jsonb_text(r text, rel regclass, keys text[]) RETURNS jsonb
+-- The same for a row of rel that is an anonymous record (see json_nulls_of_row).
+CREATE OR REPLACE FUNCTION pgfanout.key_jsonb_row(r record, rel regclass, keys text[]) RETURNS jsonb
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     result jsonb;
 BEGIN
     EXECUTE 'SELECT pg_catalog.jsonb_build_object('
             || (SELECT string_agg(format('%L, ($1::%s).%I', k, rel, k), ', ') FROM unnest(keys) AS k) || ')'
-        INTO result USING r;
+        INTO result USING r::text;
     RETURN result;
 END
 $$;
@@ -798,10 +804,10 @@ BEGIN
        OR pg_catalog.current_setting('pgfanout.nested', true) OPERATOR(pg_catalog.<>) '' THEN
         IF pgfanout.nested_change(TG_RELID) THEN
             keys := CASE WHEN sep IS NULL THEN TG_ARGV ELSE TG_ARGV[0:sep OPERATOR(pg_catalog.-) 1] END;
-            FOR r IN SELECT pgfanout.key_of(pgfanout.row_jsonb(n.*), keys) AS k, (n.*)::pg_catalog.text AS t
+            FOR r IN SELECT pgfanout.key_of(pgfanout.row_jsonb(n.*), keys) AS k, (n.*)::pg_catalog.record AS t
                      FROM pgfanout_new n LOOP
                 PERFORM pgfanout.capture_state(TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT', keys,
-                                               coalesce(r.k, pgfanout.key_jsonb_text(r.t, TG_RELID, keys)), spec);
+                                               coalesce(r.k, pgfanout.key_jsonb_row(r.t, TG_RELID, keys)), spec);
                 written := true;
             END LOOP;
         END IF;
@@ -829,7 +835,7 @@ BEGIN
         INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, json_nulls, new_json)
         SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT', o.v,
                CASE WHEN o.v OPERATOR(pg_catalog.@>) ANY (probes) OR o.v IS NULL
-                    THEN pgfanout.json_nulls_of_text(o.r::pg_catalog.text, TG_RELID, probes) END,
+                    THEN pgfanout.json_nulls_of_row(o.r, TG_RELID, probes) END,
                CASE WHEN o.v IS NULL THEN pg_catalog.to_json(o.r) END
         FROM (SELECT (n.*)::pg_catalog.record AS r,
                      CASE WHEN pg_catalog.pg_column_size(n.*) OPERATOR(pg_catalog.<) 100000 THEN pg_catalog.to_jsonb(n.*)
@@ -841,10 +847,10 @@ BEGIN
         SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT', o.v,
                CASE WHEN o.v OPERATOR(pg_catalog.@>) ANY (probes)
                          OR (o.v IS NULL AND pg_catalog.cardinality(probes) OPERATOR(pg_catalog.>) 0)
-                    THEN pgfanout.json_nulls_of_text(o.r::pg_catalog.text, TG_RELID, probes) END,
+                    THEN pgfanout.json_nulls_of_row(o.r, TG_RELID, probes) END,
                CASE WHEN spec OPERATOR(pg_catalog.?) 'always'
                          OR pg_catalog.strpos(o.r::pg_catalog.text, ']={') OPERATOR(pg_catalog.>) 0
-                    THEN pgfanout.texts_of_text(o.r::pg_catalog.text, TG_RELID, spec) END,
+                    THEN pgfanout.texts_of_row(o.r, TG_RELID, spec) END,
                CASE WHEN o.v IS NULL THEN pg_catalog.to_json(o.r) END
         FROM (SELECT (n.*)::pg_catalog.record AS r,
                      CASE WHEN NOT spec OPERATOR(pg_catalog.?) 'json'

@@ -101,6 +101,23 @@ TEST_F(SqlTest, CapturesNotifyOnlyWhileThePublisherIsIdle) {
   }
 }
 
+// The statement-level INSERT capture runs in the writer's search_path and hands a row of
+// the transition table to helpers that read it back as the table's row type under
+// pg_catalog's. A regclass value prints without its schema where the writer's path
+// reaches it: the text form must be made on the helpers' side, or the read-back fails
+// and with it the writer's INSERT.
+TEST_F(SqlTest, ARegclassValueInAWritersPathIsCapturedWhereTheRowIsReadBack) {
+  sql().exec(R"(
+    CREATE TABLE public.regs (id int PRIMARY KEY, j jsonb, a int[], c regclass);
+    SELECT pgfanout.track('public.regs');
+    SET search_path = public;
+    INSERT INTO public.regs VALUES (1, 'null', '[0:0]={1}', 'public.regs');
+    RESET search_path;)");
+  EXPECT_EQ(sql().value("SELECT json_nulls::text || ' ' || new_text::text || ' ' || (new_row ->> 'c') "
+                        "FROM pgfanout.changes"),
+            "{j} {\"a\": \"[0:0]={1}\"} regs");
+}
+
 TEST_F(SqlTest, TrackCapturesEveryOperationIntoTheOutbox) {
   sql().exec(R"(
     CREATE TABLE public.t (id int PRIMARY KEY, v text);
