@@ -93,6 +93,7 @@ class TrustTest : public ::testing::Test {
   TestRole alice{"pgft_alice"};
   TestRole bob{"pgft_bob"};
   TestRole mallory{"pgft_mallory"};  // owns what other roles must not run
+  TestRole carol{"pgft_carol"};      // owns a table whose foreign key cascades from alice's
   std::optional<ScratchDatabase> db_;
   std::optional<PgSession> sql_;
 };
@@ -294,7 +295,6 @@ TEST_F(TrustTest, ARoleInsertsIntoTheOutboxOnlyChangesOfTablesItMayWrite) {
 // grants (UPDATE and TRUNCATE through it), a foreign-key cascade (run as the referencing
 // table's owner).
 TEST_F(TrustTest, EveryWritePostgresqlAllowsIsCapturedWhateverRightsAllowedIt) {
-  TestRole carol{"pgft_carol"};
   sql().exec("CREATE SCHEMA refs AUTHORIZATION " + carol.ident() +
              "; GRANT USAGE ON SCHEMA app TO " + carol.ident());
   {
