@@ -988,6 +988,10 @@ class Bench:
         if system == "capture":
             self.start_publisher(pack)
             self.wait_shipped()
+            # And applied: the next reset empties the replicas, and an UPDATE the listeners
+            # apply after that puts its row back (as an upsert) under the prefill.
+            self.db(PRIMARY).query(f"INSERT INTO {t} VALUES (-1, 'sentinel', NULL, now())")
+            self.wait_rows(FO_REPLICAS, f"SELECT EXISTS (SELECT FROM {t} WHERE id = -1)", self.args.timeout, 0.02)
         # Let the chain catch up before the next run; how long it takes is the lag that
         # these seconds of writes at full speed leave behind.
         t_end = time.monotonic()
