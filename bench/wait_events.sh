@@ -28,6 +28,7 @@ done
 
 source "$ROOT/bench/scratch_db.sh"
 PIDS=()
+BENCH_PID=""  # pgbench, while a run lasts
 REPLICA_DBS=()
 NAME="pgfanout_waits_$$"
 WORK="$(mktemp -d)"
@@ -43,6 +44,7 @@ stop_programs() {
 }
 cleanup() {
   trap '' INT TERM
+  [ -z "$BENCH_PID" ] || kill -TERM "$BENCH_PID" 2>/dev/null || true
   stop_programs
   if [ -n "${DB_CONN:-}" ]; then
     # The slot pins WAL until dropped; its walsender ends after the publisher.
@@ -89,10 +91,10 @@ printf '%s\n' '\set id random(1, 100000)' \
 wal() { psql_base -d "$CONNINFO" -At -c "SELECT wal_bytes || ' ' || wal_sync FROM pg_stat_wal"; }
 
 run() {  # label
-  local wal0 wal1 bench tps
+  local wal0 wal1 tps
   wal0="$(wal)"
   "$PGBIN/pgbench" -n -c 4 -j 2 -T "$SECS" -f "$SCRIPT" "$DB_CONN" > "$WORK/pgbench.txt" 2>&1 &
-  bench=$!
+  BENCH_PID=$!
   sleep 1
   # One sample every 10 ms until a second before pgbench ends; the statistics snapshot is
   # cleared at each, so that writers that have ended are not counted.
@@ -101,11 +103,12 @@ CREATE TEMP TABLE s (w text);
 SELECT format('DO $$ DECLARE until timestamptz := clock_timestamp() + interval ''%s s''; BEGIN WHILE clock_timestamp() < until LOOP PERFORM pg_stat_clear_snapshot(); INSERT INTO s SELECT coalesce(wait_event_type || '':'' || wait_event, ''CPU'') FROM pg_stat_activity WHERE datname = %L AND application_name = ''pgbench''; PERFORM pg_sleep(0.01); END LOOP; END $$', :secs, :'db') \gexec
 SELECT rpad(w, 28) || lpad(round(100.0 * count(*) / sum(count(*)) OVER ())::text, 4) || ' %' FROM s GROUP BY w ORDER BY count(*) DESC LIMIT 8;
 EOF
-  if ! wait "$bench"; then
+  if ! wait "$BENCH_PID"; then
     cat "$WORK/pgbench.txt" >&2
     echo "wait_events: pgbench failed" >&2
     exit 1
   fi
+  BENCH_PID=""
   tps="$(sed -n 's/^tps = \([0-9]*\).*/\1/p' "$WORK/pgbench.txt" | head -1)"
   [ -n "$tps" ] && [ "$tps" -gt 0 ] || { cat "$WORK/pgbench.txt" >&2; echo "wait_events: no tps from pgbench" >&2; exit 1; }
   wal1="$(wal)"
