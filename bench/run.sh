@@ -61,7 +61,7 @@ eval "$("$ROOT/scripts/servers.sh" env)"
 mkdir -p "$ROOT/bench/results"
 OUT="$ROOT/bench/results/$(date +%Y-%m-%d_%H%M%S).txt"
 {
-  echo "pgfanout bench, $(date -u +'%Y-%m-%d %H:%M UTC'), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- common publisher listener sql 2>/dev/null || echo ' + local changes')"
+  echo "pgfanout bench, $(date -u +'%Y-%m-%d %H:%M UTC'), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- common publisher listener sql bench 2>/dev/null || echo ' + local changes')"
   echo "command: bench/run.sh $*"
 } | tee "$OUT"
 set +e
