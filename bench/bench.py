@@ -990,17 +990,13 @@ class Bench:
             self.wait_shipped()
             # And applied: the next reset empties the replicas, and an UPDATE the listeners
             # apply after that puts its row back (as an upsert) under the prefill.
-            self.db(PRIMARY).query(f"INSERT INTO {t} VALUES (-1, 'sentinel', NULL, now())")
-            self.wait_rows(FO_REPLICAS, f"SELECT EXISTS (SELECT FROM {t} WHERE id = -1)", self.args.timeout, 0.02)
+            self.sentinel(t, FO_REPLICAS)
         # Let the chain catch up before the next run; how long it takes is the lag that
         # these seconds of writes at full speed leave behind.
         t_end = time.monotonic()
         catch_up = foot_row = None
         if system in ("pgfanout", "native"):
-            replicas = FO_REPLICAS if prefix == "fo" else LR_REPLICAS
-            self.db(PRIMARY).query(f"INSERT INTO {t} VALUES (-1, 'sentinel', NULL, now())")
-            arrived = self.wait_rows(replicas, f"SELECT EXISTS (SELECT FROM {t} WHERE id = -1)",
-                                     self.args.timeout, 0.02)
+            arrived = self.sentinel(t, FO_REPLICAS if prefix == "fo" else LR_REPLICAS)
             catch_up = max(arrived.values()) - t_end
             changes = int(round(tps * secs * (1000 if op.startswith("1,000") else 1))) + 1
             snap2 = self.cpu_snapshot()
@@ -1016,6 +1012,12 @@ class Bench:
             time.sleep(1.2)
             flips = self.idle_flag_updates() - flips0
         return tps, catch_up, foot_row, wal, flips, primary
+
+    def sentinel(self, t, replicas):
+        """Writes row -1 of cost table t on the primary and waits until every replica has it:
+        what was written before it is applied there. Returns the arrival times."""
+        self.db(PRIMARY).query(f"INSERT INTO {t} VALUES (-1, 'sentinel', NULL, now())")
+        return self.wait_rows(replicas, f"SELECT EXISTS (SELECT FROM {t} WHERE id = -1)", self.args.timeout, 0.02)
 
     def latency(self, system, pack=None, under_load=False):
         """Commit-to-apply latency of single-row INSERTs at --latency-rate; under_load: while

@@ -40,9 +40,7 @@ stop_programs() {
 }
 cleanup() {
   stop_programs
-  "$RABBITMQCTL" -q delete_queue "$NAME" >/dev/null 2>&1 || true
-  "$RABBITMQCTL" -q delete_queue "$NAME.dead" >/dev/null 2>&1 || true
-  "$RABBITMQCTL" eval "rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, <<\"$NAME\">>), false, <<\"bench\">>)." >/dev/null 2>&1 || true
+  broker_forget "$RABBITMQCTL" "$NAME" "$NAME"
   if [ -n "$PREVIOUS_LIMIT" ]; then
     "$RABBITMQCTL" eval "application:set_env(rabbit, max_message_size, $PREVIOUS_LIMIT)." >/dev/null
   else

@@ -58,10 +58,11 @@ for attempt in 1 2 3; do
 done
 eval "$("$ROOT/scripts/servers.sh" env)"
 
+source "$ROOT/bench/scratch_db.sh"  # bench_commit
 mkdir -p "$ROOT/bench/results"
 OUT="$ROOT/bench/results/$(date +%Y-%m-%d_%H%M%S).txt"
 {
-  echo "pgfanout bench, $(date -u +'%Y-%m-%d %H:%M UTC'), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- common publisher listener sql bench 2>/dev/null || echo ' + local changes')"
+  echo "pgfanout bench, $(date -u +'%Y-%m-%d %H:%M UTC'), commit $(bench_commit)"
   echo "command: bench/run.sh $*"
 } | tee "$OUT"
 set +e

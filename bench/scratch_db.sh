@@ -8,6 +8,8 @@
 # scratch_db_open sets CONNINFO, PGBIN (default /usr/lib/postgresql/15/bin), DB
 # (PREFIX_<pid>) and DB_CONN (CONNINFO with its database set to DB), creates DB and runs
 # sql/install.sql in it. psql_base runs psql quietly, stopping at the first error.
+# broker_forget RABBITMQCTL EXCHANGE QUEUE... deletes what a script's programs declared;
+# bench_commit prints the commit the bench code is at, flagging local changes.
 
 SCRATCH_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PGBIN="${PGBIN:-/usr/lib/postgresql/15/bin}"
@@ -35,4 +37,18 @@ scratch_db_open() {
 scratch_db_drop() {
   [ -n "${DB:-}" ] || return 0
   psql_base -d "$CONNINFO" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+}
+
+broker_forget() {
+  local ctl="$1" exchange="$2" q
+  shift 2
+  for q in "$@"; do
+    "$ctl" -q delete_queue "$q" >/dev/null 2>&1 || true
+    "$ctl" -q delete_queue "$q.dead" >/dev/null 2>&1 || true
+  done
+  "$ctl" eval "rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, <<\"$exchange\">>), false, <<\"bench\">>)." >/dev/null 2>&1 || true
+}
+
+bench_commit() {
+  echo "$(git -C "$SCRATCH_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$SCRATCH_ROOT" diff --quiet HEAD -- common publisher listener sql bench 2>/dev/null || echo ' + local changes')"
 }

@@ -61,11 +61,7 @@ cleanup() {
   if [ -n "${DB:-}" ] && [ -n "$(psql_base -d "$CONNINFO" -At -c "SELECT slot_name FROM pg_replication_slots WHERE database = '$DB'" 2>/dev/null)" ]; then
     echo "wait_events: a replication slot of $DB is left; drop it with pg_drop_replication_slot" >&2
   fi
-  for i in 1 2; do
-    "$RABBITMQCTL" -q delete_queue "${NAME}_$i" >/dev/null 2>&1 || true
-    "$RABBITMQCTL" -q delete_queue "${NAME}_$i.dead" >/dev/null 2>&1 || true
-  done
-  "$RABBITMQCTL" eval "rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, <<\"$NAME\">>), false, <<\"bench\">>)." >/dev/null 2>&1 || true
+  broker_forget "$RABBITMQCTL" "$NAME" "${NAME}_1" "${NAME}_2"
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -122,7 +118,7 @@ alive() {  # what, pid, log
   kill -0 "$2" 2>/dev/null || { cat "$3" >&2; echo "wait_events: the $1 stopped" >&2; exit 1; }
 }
 
-echo "bench/wait_events.sh, $(date -u +'%Y-%m-%d %H:%M UTC'), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "bench/wait_events.sh, $(date -u +'%Y-%m-%d %H:%M UTC'), commit $(bench_commit), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "$SECS s of single-row UPDATEs per run, pgbench -c 4, PostgreSQL $(psql_base -d "$CONNINFO" -At -c 'SHOW server_version' | cut -d' ' -f1)"
 run "logical capture, no publisher"
 # The chain starts where the slot is now: the first run's changes are not shipped.
