@@ -56,8 +56,10 @@ FAN_COMPONENTS = [
     ("publisher", ("pgfanout-publisher", "pg: publisher's session")),
     ("broker", ("rabbitmq (beam)",)),
     ("listeners", ()),
-    ("replica", ("pg: listeners' sessions", "pg: apply workers (native)")),
+    ("replica", ("pg: listeners' sessions", "pg: apply workers (native)", "pg: replica instance")),
 ]
+# Replica databases (with --replica-run-dir they live in a PostgreSQL instance of their own).
+REPLICA_DBS = set(FO_REPLICAS + LR_REPLICAS + FAN_FO + FAN_LR)
 EXCHANGE = "pgfanout_bench"
 
 ROW_SQL = ("'row ' || g || ' with a line of ordinary text in it', "
@@ -138,6 +140,7 @@ class Daemon:
 
     def __init__(self, name, argv, logdir):
         self.name = name
+        self.argv = argv
         self.log_path = os.path.join(logdir, f"{name}.log")
         self.logf = open(self.log_path, "ab")
         self.log_start = self.logf.tell()  # a restart appends: wait_log reads this run's lines only
@@ -212,25 +215,32 @@ class Bench:
         self.pub_peak = {}      # (capture, pack) -> VmHWM MiB of that publisher instance
         self.outbox_watch = None  # peaks of the outbox's size while a throughput run is watched
         self.changes_through_listeners = 0
-        self.pg_postmaster = self.read_postmaster_pid()
+        self.pg_postmaster, self.pgdata = self.read_postmaster_pid(self.run_dir)
+        # --replica-run-dir: the replica databases are in a second instance (servers.sh start-pg).
+        self.replica_port = self.replica_postmaster = None
+        if args.replica_run_dir:
+            self.replica_postmaster, _ = self.read_postmaster_pid(args.replica_run_dir)
+            env = open(os.path.join(args.replica_run_dir, "pg.env")).read()
+            self.replica_port = re.search(r"PG_PORT=(\d+)", env).group(1)
         self.rabbit_pid = self.read_rabbit_pid()
         self.conns = {}
 
     # ----- connections and helpers
     def conninfo(self, db, app="bench"):
-        return f"host=127.0.0.1 port={self.port} user=postgres dbname={db} application_name={app}"
+        port = self.replica_port if self.replica_port and db in REPLICA_DBS else self.port
+        return f"host=127.0.0.1 port={port} user=postgres dbname={db} application_name={app}"
 
     def db(self, name):
         if name not in self.conns:
             self.conns[name] = Pg(self.conninfo(name))
         return self.conns[name]
 
-    def read_postmaster_pid(self):
-        env = open(os.path.join(self.run_dir, "pg.env")).read()
+    @staticmethod
+    def read_postmaster_pid(run_dir):
+        env = open(os.path.join(run_dir, "pg.env")).read()
         data = re.search(r"PGDATA_DIR=(\S+)", env).group(1).strip("'\"")
-        self.pgdata = data
         with open(os.path.join(data, "postmaster.pid")) as f:
-            return int(f.readline())
+            return int(f.readline()), data
 
     def read_rabbit_pid(self):
         try:
@@ -266,6 +276,9 @@ class Bench:
         log(f"machine: {NPROC} cores ({cpu}), {mem_kb / 1048576:.1f} GiB RAM, kernel {os.uname().release}")
         log(f"servers: PostgreSQL {pgv} (synchronous_commit={fsync}, shared_buffers="
             f"{admin.value('SHOW shared_buffers')}), RabbitMQ {rmq}; all on 127.0.0.1")
+        log("replicas: " + (f"in a second PostgreSQL instance (port {self.replica_port}), as on another "
+                            "server but on the same cores and disk" if self.replica_port else
+                            "databases in the primary's PostgreSQL instance (as native's apply workers are)"))
         admin.close()
         log(f"disk: {fdatasync_rate(self.pgdata):,.0f} fdatasync/s of one 8 kB write in the PostgreSQL data "
             f"directory (bounds single-row commits per WAL flush)")
@@ -276,8 +289,10 @@ class Bench:
     def setup(self):
         admin = Pg(self.admin_conninfo)
         admin.query("SET client_min_messages = warning")
+        radmin = Pg(self.conninfo("postgres").replace(f"port={self.port}", f"port={self.replica_port}")) \
+            if self.replica_port else admin
         # Leftovers of an earlier run on reused servers: subscriptions hold their slots.
-        existing = {r[0] for r in admin.query("SELECT datname FROM pg_database")}
+        existing = {r[0] for r in radmin.query("SELECT datname FROM pg_database")}
         for r in LR_REPLICAS + FAN_LR:
             if r in existing:
                 with Pg(self.conninfo(r)) as c:
@@ -291,8 +306,11 @@ class Bench:
         admin.query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE 'bench_lr%'")
         fan = max(self.args.fanout_ns) if self.args.fanout_ns else 0
         for d in [PRIMARY] + FO_REPLICAS + LR_REPLICAS + FAN_FO[:fan] + FAN_LR[:fan]:
-            admin.query(f"DROP DATABASE IF EXISTS {d} WITH (FORCE)")
-            admin.query(f"CREATE DATABASE {d}")
+            a = radmin if d in REPLICA_DBS else admin
+            a.query(f"DROP DATABASE IF EXISTS {d} WITH (FORCE)")
+            a.query(f"CREATE DATABASE {d}")
+        if radmin is not admin:
+            radmin.close()
         admin.close()
 
         def tables(prefix, replica):
@@ -569,12 +587,17 @@ class Bench:
             snap["rabbit"] = (c[0] + c[1]) if c else 0.0
         pm = proc_cpu(self.pg_postmaster)
         snap["pm"] = pm
+        # The replica instance (--replica-run-dir): its processes and those that ended.
+        snap["rpg"] = {}
+        snap["rpm"] = proc_cpu(self.replica_postmaster) if self.replica_postmaster else None
         for pid in os.listdir("/proc"):
             if not pid.isdigit():
                 continue
             c = proc_cpu(int(pid))
             if c and c[2] == self.pg_postmaster:
                 snap["pg"][int(pid)] = c[0]
+            elif c and self.replica_postmaster and c[2] == self.replica_postmaster:
+                snap["rpg"][int(pid)] = c[0]
         ru = resource.getrusage(resource.RUSAGE_CHILDREN)
         me = resource.getrusage(resource.RUSAGE_SELF)
         snap["machine"] = machine_cpu()
@@ -603,6 +626,11 @@ class Bench:
         exited = (b["pm"][1] - a["pm"][1]) - exited_before
         out["pg: writers' sessions"] = out.get("pg: writers' sessions", 0) + max(exited, 0)
         out["pg: postmaster"] = b["pm"][0] - a["pm"][0]
+        if a.get("rpm") and b.get("rpm"):
+            r = (b["rpm"][0] + b["rpm"][1]) - (a["rpm"][0] + a["rpm"][1])
+            r += sum(v - a["rpg"].get(pid, 0.0) for pid, v in b["rpg"].items())
+            r -= sum(v for pid, v in a["rpg"].items() if pid not in b["rpg"])
+            out["pg: replica instance"] = r
         out["pgbench / bench driver"] = (b["clients"] - a["clients"]) + (b["self"] - a["self"])
         ours = sum(out.values())
         out["(processes not of this bench)"] = max(0.0, (b["machine"] - a["machine"]) - ours)
@@ -892,7 +920,10 @@ class Bench:
             # "capture": the tracked table with the publisher stopped (and the idle flag
             # false, so no NOTIFY): what the capture alone costs, the bound of the others.
             # Not for 1,000-row inserts, whose backlog would take long to drain.
-            systems = ("untracked", "capture", "pgfanout", "native") if not op.startswith("1,000") \
+            # "shipping": tracked, the publisher (and in logical mode its walsender) running, the
+            # listeners stopped: the primary's side of the chain alone, as when the broker's
+            # consumers and the replicas are on other machines.
+            systems = ("untracked", "capture", "shipping", "pgfanout", "native") if not op.startswith("1,000") \
                 else ("untracked", "pgfanout", "native")
             done = {s: {"tx": 0.0, "secs": 0.0, "catch_up": [], "tps": [], "wal": 0, "flips": 0, "primary": []}
                     for s in systems}
@@ -932,7 +963,7 @@ class Bench:
                 flips_txt = (f"; the publisher went idle {d['flips'] // 2} times (run and catch-up)"
                              if system == "pgfanout" and self.capture == "trigger" else "")
                 prim_txt = f"; primary-side CPU {prim:.0f} us/change" if prim is not None else ""
-                name = f"{self.capture} {system}" if system in ("capture", "pgfanout") else system
+                name = f"{self.capture} {system}" if system in ("capture", "shipping", "pgfanout") else system
                 log(f"  {op:<16} {name:<18} {tps:>9,.0f} tps ({rounds_txt}); WAL {wal:,.0f} B/tx{cu_txt}"
                     f"{prim_txt}{flips_txt}")
         self.native(False)
@@ -945,13 +976,13 @@ class Bench:
             "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relid = 'pgfanout.publisher_state'::regclass"))
 
     def cost_run(self, op, system, pack, secs):
-        prefix = {"untracked": "plain", "capture": "fo", "pgfanout": "fo", "native": "lr"}[system]
+        prefix = {"untracked": "plain", "capture": "fo", "shipping": "fo", "pgfanout": "fo", "native": "lr"}[system]
         t = f"{prefix}_cost"
         prefill = self.args.update_rows if op == "update" else 0
         self.reset(prefix, "cost", prefill=prefill)
         self.native(system == "native")
         logical = self.capture == "logical"
-        if logical and system != "pgfanout":
+        if logical and system not in ("pgfanout", "shipping"):
             # No walsender decoding beside untracked or native writers; "capture": the slot
             # keeps the changes and the publisher ships them after the run.
             self.quiesce_publisher()
@@ -963,6 +994,8 @@ class Bench:
             self.stop_publisher()
             self.db(PRIMARY).query("UPDATE pgfanout.publisher_state SET idle = false")
         flips0 = self.idle_flag_updates() if system == "pgfanout" and not logical else 0
+        if system == "shipping":
+            self.pause_listeners()
         if op == "insert":
             self.db(PRIMARY).query(f"SELECT setval('{t}_seq', 1000000)")
             script = (f"INSERT INTO {t} VALUES (nextval('{t}_seq'), 'a short line of text', "
@@ -981,10 +1014,13 @@ class Bench:
         snap1 = self.cpu_snapshot()
         wal = int(self.db(PRIMARY).value(f"SELECT pg_current_wal_insert_lsn() - '{lsn0}'::pg_lsn"))
         kind = op if op.startswith("1,000") else f"single-row {op}"
-        label = "capture only" if system == "capture" else system
-        if system in ("capture", "pgfanout"):
+        label = {"capture": "capture only", "shipping": "shipping, listeners stopped"}.get(system, system)
+        if system in ("capture", "shipping", "pgfanout"):
             label = f"{self.capture} {label}"
         self.record_cpu(f"primary cost, {kind}, {label}, {secs} s", snap0, snap1)
+        if system == "shipping":
+            self.resume_listeners()
+            self.sentinel(t, FO_REPLICAS)
         if system == "capture":
             self.start_publisher(pack)
             self.wait_shipped()
@@ -1012,6 +1048,17 @@ class Bench:
             time.sleep(1.2)
             flips = self.idle_flag_updates() - flips0
         return tps, catch_up, foot_row, wal, flips, primary
+
+    def pause_listeners(self):
+        for d in self.listeners:
+            d.stop()
+
+    def resume_listeners(self):
+        """Starts the listeners that pause_listeners() stopped, with the same arguments; their
+        queues kept what came meanwhile."""
+        self.listeners = [Daemon(d.name, d.argv, self.logdir) if not d.alive() else d for d in self.listeners]
+        for d in self.listeners:
+            d.wait_log(r"consuming from")
 
     def sentinel(self, t, replicas):
         """Writes row -1 of cost table t on the primary and waits until every replica has it:
@@ -1194,15 +1241,18 @@ def report_rest(b, captures, best):
         log()
         log(f"primary cost: pgbench, 4 clients, {b.args.cost_seconds} s per variant in {b.args.cost_rounds} "
             f"alternating runs, chain running (each mode's best --pack); each capture mode has its own")
-        log("alternation of untracked / capture / pgfanout / native, so its ratios are within one stretch of time")
-        log(f"{'mode':<9}{'':<22}{'untracked':>10}{'capture':>9}{'pgfanout':>10}{'native':>9}{'capt/untr':>11}"
-            f"{'pgf/untr':>10}{'nat/untr':>10}{'pgf/nat':>9}{'CPU pgf':>9}{'CPU nat':>9}  target")
+        log("alternation of untracked / capture / shipping / pgfanout / native, so its ratios are within one stretch "
+            "of time")
+        log(f"{'mode':<9}{'':<22}{'untracked':>10}{'capture':>9}{'shipping':>10}{'pgfanout':>10}{'native':>9}"
+            f"{'capt/untr':>11}{'ship/untr':>11}{'pgf/untr':>10}{'nat/untr':>10}{'pgf/nat':>9}{'CPU pgf':>9}"
+            f"{'CPU nat':>9}  target")
         for cap, c in costs:
             for op in ("insert", "update", "1,000-row insert"):
                 if (op, "untracked") not in c:
                     continue
                 u, f_, n = (c[(op, s)]["tps"] for s in ("untracked", "pgfanout", "native"))
                 k = c.get((op, "capture"), {}).get("tps")
+                sh = c.get((op, "shipping"), {}).get("tps")
                 pf, pn = (c[(op, s)].get("primary_us") for s in ("pgfanout", "native"))
                 single = not op.startswith("1,000")
                 name = f"single-row {op} tps" if single else "1,000-row insert tps"
@@ -1213,11 +1263,14 @@ def report_rest(b, captures, best):
                            f">= native {'met' if f_ >= n else 'NOT met'}")
                 else:
                     tgt = f">= 0.7x untr. {'met' if f_ / u >= 0.7 else 'NOT met'}"
-                log(f"{cap:<9}{name:<22}{u:>10,.0f}{fmt_rate(k):>9}{f_:>10,.0f}{n:>9,.0f}"
-                    f"{(f'{k / u:.2f}x' if k else '-'):>11}{f_ / u:>9.2f}x{n / u:>9.2f}x{f_ / n:>8.2f}x"
+                log(f"{cap:<9}{name:<22}{u:>10,.0f}{fmt_rate(k):>9}{fmt_rate(sh):>10}{f_:>10,.0f}{n:>9,.0f}"
+                    f"{(f'{k / u:.2f}x' if k else '-'):>11}{(f'{sh / u:.2f}x' if sh else '-'):>11}"
+                    f"{f_ / u:>9.2f}x{n / u:>9.2f}x{f_ / n:>8.2f}x"
                     f"{(f'{pf:.1f}' if pf is not None else '-'):>9}{(f'{pn:.1f}' if pn is not None else '-'):>9}  {tgt}")
         log("  capture = the tracked table with the publisher stopped: the capture's own cost (trigger: the")
-        log("  triggers, no chain, no NOTIFY; logical: REPLICA IDENTITY FULL, no walsender decoding). CPU pgf / nat:")
+        log("  triggers, no chain, no NOTIFY; logical: REPLICA IDENTITY FULL, no walsender decoding). shipping = the")
+        log("  publisher (and its walsender) running, the listeners stopped: the primary's side of the chain alone,")
+        log("  the broker's consumers and the replicas' apply left out (their queues drain after). CPU pgf / nat:")
         log("  primary-side CPU per change in microseconds (as above), over the run and the replicas' catch-up")
         for cap, c in costs:
             for op in ("insert", "update", "1,000-row insert"):
@@ -1229,7 +1282,8 @@ def report_rest(b, captures, best):
             for op in ("insert", "update"):
                 if (op, "untracked") in c:
                     log(f"  {cap}: WAL per single-row {op}: " + ", ".join(
-                        f"{s} {c[(op, s)]['wal']:,.0f} B" for s in ("untracked", "capture", "pgfanout", "native")
+                        f"{s} {c[(op, s)]['wal']:,.0f} B" for s in ("untracked", "capture", "shipping", "pgfanout",
+                                                                   "native")
                         if (op, s) in c))
     if ("latency", "native") in R:
         log()
@@ -1351,6 +1405,9 @@ def main():
                     help="single-row INSERTs a second in the latency run (default 50: 20 ms apart)")
     ap.add_argument("--log-dir", help="where the publisher's and listeners' logs go (default: a new /tmp dir)")
     ap.add_argument("--timeout", type=float, default=240, help="bound on every wait, seconds")
+    ap.add_argument("--replica-run-dir",
+                    help="run directory of a second PostgreSQL instance (scripts/servers.sh start-pg) that holds "
+                         "the replica databases; bench/run.sh --replicas-apart sets it")
     args = ap.parse_args()
     if args.latency_rate <= 0:
         ap.error("--latency-rate takes a positive number of INSERTs a second")

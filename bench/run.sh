@@ -8,6 +8,9 @@
 # workload against pgfanout and native logical replication, prints the table and saves it
 # to bench/results/<date>.txt. Servers and processes are stopped at the end, whatever
 # happens. About 5 minutes; --full adds 1,000,000 changes for the RSS-vs-volume check.
+# --replicas-apart puts the replica databases (pgfanout's and native's) in a second
+# PostgreSQL instance (scripts/servers.sh start-pg), as they would be on other servers,
+# though on the same cores and disk here; the default keeps them in the primary's instance.
 # Any other option goes to bench/bench.py (--help lists them).
 #
 # Environment: BENCH_SKIP_DEPS=1 skips scripts/deps.sh; BENCH_BUILD_DIR (default
@@ -19,8 +22,14 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="${BENCH_BUILD_DIR:-$ROOT/build-bench}"
 
+APART=""
+ARGS=()
 for a in "$@"; do
-  case "$a" in -h|--help) exec python3 "$ROOT/bench/bench.py" --help ;; esac
+  case "$a" in
+    -h|--help) exec python3 "$ROOT/bench/bench.py" --help ;;
+    --replicas-apart) APART=1 ;;
+    *) ARGS+=("$a") ;;
+  esac
 done
 
 [ -n "${BENCH_SKIP_DEPS:-}" ] || "$ROOT/scripts/deps.sh"
@@ -31,6 +40,7 @@ cmake --build "$BUILD" >/dev/null
 
 RUN_DIR="${BENCH_RUN_DIR:-$(mktemp -d /tmp/pgfanout-bench-run.XXXXXX)}"
 export PGFANOUT_RUN_DIR="$RUN_DIR"
+REPLICA_RUN_DIR="$RUN_DIR-replicas"
 BENCH_PID=""
 cleanup() {
   local rc=$?
@@ -40,7 +50,10 @@ cleanup() {
     for _ in $(seq 1 60); do kill -0 "$BENCH_PID" 2>/dev/null || break; sleep 0.5; done
     kill -KILL "$BENCH_PID" 2>/dev/null || true
   fi
-  [ -n "${BENCH_KEEP_SERVERS:-}" ] || "$ROOT/scripts/servers.sh" stop >/dev/null 2>&1 || true
+  if [ -z "${BENCH_KEEP_SERVERS:-}" ]; then
+    "$ROOT/scripts/servers.sh" stop >/dev/null 2>&1 || true
+    [ -z "$APART" ] || PGFANOUT_RUN_DIR="$REPLICA_RUN_DIR" "$ROOT/scripts/servers.sh" stop >/dev/null 2>&1 || true
+  fi
   exit "$rc"
 }
 trap cleanup EXIT
@@ -57,6 +70,11 @@ for attempt in 1 2 3; do
   sleep 2
 done
 eval "$("$ROOT/scripts/servers.sh" env)"
+if [ -n "$APART" ]; then
+  PGFANOUT_RUN_DIR="$REPLICA_RUN_DIR" "$ROOT/scripts/servers.sh" start-pg >/dev/null \
+    || { echo "bench: could not start the replicas' PostgreSQL instance" >&2; exit 1; }
+  ARGS+=(--replica-run-dir "$REPLICA_RUN_DIR")
+fi
 
 source "$ROOT/bench/scratch_db.sh"  # bench_commit
 mkdir -p "$ROOT/bench/results"
@@ -66,7 +84,7 @@ OUT="$ROOT/bench/results/$(date +%Y-%m-%d_%H%M%S).txt"
   echo "command: bench/run.sh $*"
 } | tee "$OUT"
 set +e
-python3 -u "$ROOT/bench/bench.py" --bin "$BUILD/bin" "$@" > >(tee -a "$OUT") 2>&1 &
+python3 -u "$ROOT/bench/bench.py" --bin "$BUILD/bin" "${ARGS[@]}" > >(tee -a "$OUT") 2>&1 &
 BENCH_PID=$!
 wait "$BENCH_PID"
 rc=$?

@@ -5,6 +5,8 @@
 #   scripts/servers.sh start   start both (if not running), wait until they answer, print env
 #   scripts/servers.sh stop    stop both, by the PIDs recorded at start, and delete their state
 #   scripts/servers.sh env     print the environment (source it: eval "$(scripts/servers.sh env)")
+#   scripts/servers.sh start-pg  start PostgreSQL alone (the bench's second instance for
+#                              replicas, bench/run.sh --replicas-apart); `stop` stops it
 #
 # Both servers also speak TLS, with certificates made here by openssl (in $RUN/tls): a CA,
 # a server certificate for the DNS name `localhost` (PostgreSQL with ssl = on on its one
@@ -260,7 +262,12 @@ case "${1:-}" in
     write_tools
     print_env | tee "$RUN/env"
     ;;
+  start-pg)
+    mkdir -p "$RUN"
+    make_certs
+    start_pg
+    ;;
   stop) stop_all ;;
   env) cat "$RUN/env" ;;
-  *) echo "usage: $0 start|stop|env" >&2; exit 2 ;;
+  *) echo "usage: $0 start|start-pg|stop|env" >&2; exit 2 ;;
 esac
