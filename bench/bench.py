@@ -276,6 +276,8 @@ class Bench:
         log(f"machine: {NPROC} cores ({cpu}), {mem_kb / 1048576:.1f} GiB RAM, kernel {os.uname().release}")
         log(f"servers: PostgreSQL {pgv} (synchronous_commit={fsync}, shared_buffers="
             f"{admin.value('SHOW shared_buffers')}), RabbitMQ {rmq}; all on 127.0.0.1")
+        if os.environ.get("PGFANOUT_RABBIT_ERL_ARGS"):
+            log(f"RabbitMQ started with extra Erlang arguments: {os.environ['PGFANOUT_RABBIT_ERL_ARGS']}")
         log("replicas: " + (f"in a second PostgreSQL instance (port {self.replica_port}), as on another "
                             "server but on the same cores and disk" if self.replica_port else
                             "databases in the primary's PostgreSQL instance (as native's apply workers are)"))

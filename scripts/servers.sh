@@ -16,6 +16,8 @@
 # pgfanout_password_users for a scram-sha-256 password.
 #
 # PGFANOUT_RUN_DIR chooses the run directory (default: .run in the checkout).
+# PGFANOUT_RABBIT_ERL_ARGS adds Erlang VM arguments to RabbitMQ's (e.g. "+sbwt none", the
+# bench's check of the broker's CPU; bench.py prints them in its header).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -171,7 +173,7 @@ RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
 RABBITMQ_NODE_PORT=$port
 RABBITMQ_DIST_PORT=$dist
 ERL_EPMD_ADDRESS=127.0.0.1
-RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS='-kernel inet_dist_use_interface {127,0,0,1}'
+RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS='-kernel inet_dist_use_interface {127,0,0,1} ${PGFANOUT_RABBIT_ERL_ARGS:-}'
 RABBITMQ_CTL_ERL_ARGS='-kernel inet_dist_use_interface {127,0,0,1}'
 RABBITMQ_MNESIA_BASE=$RUN/rabbit/mnesia
 RABBITMQ_LOG_BASE=$RUN/rabbit/log
