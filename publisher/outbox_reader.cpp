@@ -129,7 +129,14 @@ constexpr const char* kDeleteSql = R"(
 WITH lease AS (SELECT FROM pgfanout.publisher_lease WHERE holder_pid = pg_backend_pid() AND epoch = $2),
      deleted AS (DELETE FROM pgfanout.changes WHERE id = ANY($1::bigint[]) AND EXISTS (SELECT FROM lease))
 SELECT EXISTS (SELECT FROM lease))";
-constexpr const char* kSetIdleSql = "UPDATE pgfanout.publisher_state SET idle = $1 WHERE idle <> $1";
+// Also when the flag already reads $1 but its sequence, which the captures read, does not:
+// setval is not transactional, so a flip rolled back (a statement cut off with its
+// connection) leaves the sequence turned. Without this the writers of an idle publisher
+// would not NOTIFY until a poll found a change and the flag flipped twice.
+constexpr const char* kSetIdleSql =
+    "UPDATE pgfanout.publisher_state SET idle = $1 "
+    "WHERE idle <> $1 OR pg_sequence_last_value('pgfanout.publisher_idle') IS DISTINCT FROM "
+    "CASE WHEN $1 THEN 1 ELSE 0 END";
 constexpr const char* kDepthSql =
     "SELECT count(*), coalesce(extract(epoch FROM clock_timestamp() - min(ts)), 0)::float8 "
     "FROM pgfanout.changes WHERE id > $1";

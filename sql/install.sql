@@ -240,7 +240,8 @@ INSERT INTO pgfanout.publisher_state DEFAULT VALUES ON CONFLICT DO NOTHING;
 -- starting a query; reading the table took a query of its own, 1.7–4 us of every
 -- capture. setval is not transactional: the flag turns as the publisher's UPDATE runs,
 -- not at its commit, which changes nothing a writer can miss (see Wake-up above), and an
--- UPDATE rolled back leaves the flag turned until the publisher's next one.
+-- UPDATE rolled back leaves the flag turned until the publisher next sets it (it updates
+-- the row also when the sequence disagrees with it; publisher/outbox_reader.cpp).
 CREATE SEQUENCE IF NOT EXISTS pgfanout.publisher_idle AS integer MINVALUE 0 MAXVALUE 1 NO CYCLE;
 COMMENT ON SEQUENCE pgfanout.publisher_idle IS
     'publisher_state.idle as the captures read it: last value 1 while idle, 0 while busy.';

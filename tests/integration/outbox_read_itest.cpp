@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 #include <atomic>
+#include <csignal>
 #include <random>
 #include <set>
 #include <thread>
@@ -128,6 +129,44 @@ TEST_F(OutboxRead, ConcurrentWritersWithRollbacksAndLateCommitsLoseNothing) {
   EXPECT_EQ(queue.remaining(), 0u) << "more messages than committed rows";
   EXPECT_EQ(std::set<int>(shipped.begin(), shipped.end()), committed);
   EXPECT_EQ(shipped.size(), committed.size()) << "a row was shipped twice";
+}
+
+// The captures read the idle flag from the sequence pgfanout.publisher_idle, which a
+// trigger on publisher_state turns with setval, and setval is not transactional: a flip
+// rolled back (the publisher's statement cut off with its connection) leaves the sequence
+// turned while the table says otherwise. An idle publisher puts it back when it next sets
+// the flag, so its writers NOTIFY again; before, it stayed turned until a poll found a
+// change and the flag flipped twice.
+TEST_F(OutboxRead, AnIdleFlagFlipRolledBackIsPutRightByTheIdlePublisher) {
+  TestQueue queue(exchange_->name(), {"public.t"});
+  auto flag = [&] { return sql().integer("SELECT pg_sequence_last_value('pgfanout.publisher_idle')"); };
+  // The flag's row as install.sql left it (idle); the publisher, once it has shipped a
+  // change, has updated it twice (busy, then idle again).
+  const auto installed = sql().value("SELECT xmin::text FROM pgfanout.publisher_state");
+  auto pub = publisher();
+  sql().exec("INSERT INTO t VALUES (1)");
+  EXPECT_EQ(rows_of(queue.take(1)), (std::vector<int>{1}));
+  eventually(
+      [&] {
+        return sql().value("SELECT CASE WHEN idle THEN xmin::text END FROM pgfanout.publisher_state") != installed &&
+               sql().value("SELECT idle::text FROM pgfanout.publisher_state") == "true" && flag() == 1;
+      },
+      20s, "the publisher to go idle after shipping");
+
+  // Stopped meanwhile, so that it cannot set the flag between the rollback and the check.
+  pub.signal(SIGSTOP);
+  sql().exec("BEGIN; UPDATE pgfanout.publisher_state SET idle = false; ROLLBACK");
+  auto state = sql().query("SELECT idle::int, pg_sequence_last_value('pgfanout.publisher_idle') "
+                           "FROM pgfanout.publisher_state");
+  pub.signal(SIGCONT);
+  ASSERT_EQ(state.size(), 1u);
+  EXPECT_EQ(*state[0][0], "1") << "the flag's table row";
+  EXPECT_EQ(*state[0][1], "0") << "the rolled-back flip left the sequence as it was; this test no longer shows anything";
+
+  eventually([&] { return flag() == 1; }, 20s,
+             "the idle publisher to put the idle flag's sequence back to 1 (writers NOTIFY only then)");
+  sql().exec("INSERT INTO t VALUES (2)");
+  EXPECT_EQ(rows_of(queue.take(1)), (std::vector<int>{2}));
 }
 
 // The outbox's primary-key index keeps an entry for every shipped (deleted) change until
