@@ -213,6 +213,7 @@ class Bench:
         self.cpu_tables = []    # (title, wall, {component: seconds})
         self.per_change = []    # (title, changes, {component: seconds}) of the throughput runs
         self.pub_peak = {}      # (capture, pack) -> VmHWM MiB of that publisher instance
+        self.listener_peak = {}  # listener name -> VmHWM MiB of its instances stopped so far (shipping)
         self.outbox_watch = None  # peaks of the outbox's size while a throughput run is watched
         self.changes_through_listeners = 0
         self.pg_postmaster, self.pgdata = self.read_postmaster_pid(self.run_dir)
@@ -276,8 +277,14 @@ class Bench:
         log(f"machine: {NPROC} cores ({cpu}), {mem_kb / 1048576:.1f} GiB RAM, kernel {os.uname().release}")
         log(f"servers: PostgreSQL {pgv} (synchronous_commit={fsync}, shared_buffers="
             f"{admin.value('SHOW shared_buffers')}), RabbitMQ {rmq}; all on 127.0.0.1")
-        if os.environ.get("PGFANOUT_RABBIT_ERL_ARGS"):
-            log(f"RabbitMQ started with extra Erlang arguments: {os.environ['PGFANOUT_RABBIT_ERL_ARGS']}")
+        try:  # what the broker was started with (servers.sh), not this process's environment
+            erl = re.search(r"RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS='([^']*)'",
+                            open(os.path.join(self.run_dir, "rabbit", "env")).read())
+            extra = erl.group(1).replace("-kernel inet_dist_use_interface {127,0,0,1}", "").strip() if erl else ""
+        except FileNotFoundError:
+            extra = ""
+        if extra:
+            log(f"RabbitMQ started with extra Erlang arguments: {extra}")
         log("replicas: " + (f"in a second PostgreSQL instance (port {self.replica_port}), as on another "
                             "server but on the same cores and disk" if self.replica_port else
                             "databases in the primary's PostgreSQL instance (as native's apply workers are)"))
@@ -293,6 +300,7 @@ class Bench:
         admin.query("SET client_min_messages = warning")
         radmin = Pg(self.conninfo("postgres").replace(f"port={self.port}", f"port={self.replica_port}")) \
             if self.replica_port else admin
+        radmin.query("SET client_min_messages = warning")
         # Leftovers of an earlier run on reused servers: subscriptions hold their slots.
         existing = {r[0] for r in radmin.query("SELECT datname FROM pg_database")}
         for r in LR_REPLICAS + FAN_LR:
@@ -507,6 +515,8 @@ class Bench:
             c.query(f"VACUUM ANALYZE {name}")
         self.db(PRIMARY).query("VACUUM ANALYZE pgfanout.changes")
         self.db(PRIMARY).query("CHECKPOINT")
+        if self.replica_port:  # the replicas' own instance (--replica-run-dir)
+            self.db(FO_REPLICAS[0]).query("CHECKPOINT")
         if skip:
             self.skip_slot()
         if was_on:
@@ -912,7 +922,8 @@ class Bench:
         return res
 
     def cost(self, pack):
-        """pgbench TPS untracked / tracked without the chain / tracked / published. Each variant runs `rounds` times for
+        """pgbench TPS untracked / tracked without the chain / tracked with the listeners stopped (shipping) /
+        tracked / published. Each variant runs `rounds` times for
         cost_seconds / rounds, in the order A B C D E E D C B A ..., so that a neighbour's load that
         comes and goes during the section weighs on every variant alike."""
         rounds = max(1, self.args.cost_rounds)
@@ -1053,6 +1064,7 @@ class Bench:
 
     def pause_listeners(self):
         for d in self.listeners:
+            self.listener_peak[d.name] = max(self.listener_peak.get(d.name, 0), d.mem().get("VmHWM", 0))
             d.stop()
 
     def resume_listeners(self):
@@ -1323,7 +1335,9 @@ def report_rest(b, captures, best):
         log(f"  publisher started in {cap} mode, --pack {pack}: peak RSS (VmHWM) {hwm:.1f} MiB")
     for d in b.listeners:
         m = d.mem()
-        log(f"  {d.name}: peak RSS (VmHWM) {m.get('VmHWM', 0):.1f} MiB, RSS now {m.get('VmRSS', 0):.1f} MiB "
+        hwm = max(m.get("VmHWM", 0), b.listener_peak.get(d.name, 0))
+        restarted = " (over its restarts after the shipping variants)" if d.name in b.listener_peak else ""
+        log(f"  {d.name}: peak RSS (VmHWM) {hwm:.1f} MiB{restarted}, RSS now {m.get('VmRSS', 0):.1f} MiB "
             f"after {b.changes_through_listeners:,} changes in this run")
     if ("volume", "rss") in R:
         samples = R[("volume", "rss")]

@@ -16,7 +16,8 @@
 # Environment: BENCH_SKIP_DEPS=1 skips scripts/deps.sh; BENCH_BUILD_DIR (default
 # build-bench); BENCH_RUN_DIR (default a fresh /tmp/pgfanout-bench-run.XXXXXX; servers
 # already running there are reused); BENCH_KEEP_SERVERS=1 leaves the servers running
-# (stop them with PGFANOUT_RUN_DIR=<run dir> scripts/servers.sh stop).
+# (stop them with PGFANOUT_RUN_DIR=<run dir> scripts/servers.sh stop, and with
+# --replicas-apart also PGFANOUT_RUN_DIR=<run dir>-replicas scripts/servers.sh stop).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -39,6 +40,7 @@ cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPGFANOUT_BUIL
 cmake --build "$BUILD" >/dev/null
 
 RUN_DIR="${BENCH_RUN_DIR:-$(mktemp -d /tmp/pgfanout-bench-run.XXXXXX)}"
+RUN_DIR="${RUN_DIR%/}"  # the replicas' instance lives beside it, not inside
 export PGFANOUT_RUN_DIR="$RUN_DIR"
 REPLICA_RUN_DIR="$RUN_DIR-replicas"
 BENCH_PID=""
@@ -51,8 +53,8 @@ cleanup() {
     kill -KILL "$BENCH_PID" 2>/dev/null || true
   fi
   if [ -z "${BENCH_KEEP_SERVERS:-}" ]; then
-    "$ROOT/scripts/servers.sh" stop >/dev/null 2>&1 || true
     [ -z "$APART" ] || PGFANOUT_RUN_DIR="$REPLICA_RUN_DIR" "$ROOT/scripts/servers.sh" stop >/dev/null 2>&1 || true
+    "$ROOT/scripts/servers.sh" stop >/dev/null 2>&1 || true
   fi
   exit "$rc"
 }
@@ -71,8 +73,12 @@ for attempt in 1 2 3; do
 done
 eval "$("$ROOT/scripts/servers.sh" env)"
 if [ -n "$APART" ]; then
-  PGFANOUT_RUN_DIR="$REPLICA_RUN_DIR" "$ROOT/scripts/servers.sh" start-pg >/dev/null \
-    || { echo "bench: could not start the replicas' PostgreSQL instance" >&2; exit 1; }
+  for attempt in 1 2 3; do  # the same port race as above
+    if PGFANOUT_RUN_DIR="$REPLICA_RUN_DIR" "$ROOT/scripts/servers.sh" start-pg >/dev/null; then break; fi
+    PGFANOUT_RUN_DIR="$REPLICA_RUN_DIR" "$ROOT/scripts/servers.sh" stop >/dev/null 2>&1 || true
+    [ "$attempt" -lt 3 ] || { echo "bench: could not start the replicas' PostgreSQL instance" >&2; exit 1; }
+    sleep 2
+  done
   ARGS+=(--replica-run-dir "$REPLICA_RUN_DIR")
 fi
 

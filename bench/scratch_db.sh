@@ -50,5 +50,5 @@ broker_forget() {
 }
 
 bench_commit() {
-  echo "$(git -C "$SCRATCH_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$SCRATCH_ROOT" diff --quiet HEAD -- common publisher listener sql bench 2>/dev/null || echo ' + local changes')"
+  echo "$(git -C "$SCRATCH_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$SCRATCH_ROOT" diff --quiet HEAD -- common publisher listener sql bench scripts 2>/dev/null || echo ' + local changes')"
 }
