@@ -105,7 +105,7 @@ if [ "${BENCH_PIECES:-off}" = on ]; then
     "SET search_path|ALTER FUNCTION pgfanout.capture_insert() SET search_path = pg_catalog, pg_temp; ALTER FUNCTION pgfanout.capture_row() SET search_path = pg_catalog, pg_temp"
     "policy true|ALTER POLICY pgfanout_capture ON pgfanout.changes WITH CHECK (true)"
     "no big-row guard|SELECT pg_temp.swap('pgfanout.capture_insert()', 'CASE WHEN pg_catalog.pg_column_size(n.*) OPERATOR(pg_catalog.<) 100000 THEN pg_catalog.to_jsonb(n.*)
-                          ELSE pgfanout.row_jsonb(n.*) END', 'pg_catalog.to_jsonb(n.*)'); SELECT pg_temp.swap('pgfanout.capture_row()', 'AND coalesce(pg_catalog.pg_column_size(NEW), 0) OPERATOR(pg_catalog.<) 100000
+                              ELSE pgfanout.row_jsonb(n.*) END', 'pg_catalog.to_jsonb(n.*)'); SELECT pg_temp.swap('pgfanout.capture_row()', 'AND coalesce(pg_catalog.pg_column_size(NEW), 0) OPERATOR(pg_catalog.<) 100000
        AND coalesce(pg_catalog.pg_column_size(OLD), 0) OPERATOR(pg_catalog.<) 100000', '')"
   )
   for i in "${!pieces[@]}"; do

@@ -823,44 +823,44 @@ BEGIN
     -- function call would materialise its result for every row).
     -- The idle flag is read by a statement of its own: measured, one statement that both
     -- writes and reads it (a CTE with RETURNING) costs more.
-    IF written THEN
-        NULL;
-    ELSIF sep IS NULL THEN
-        INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, new_json)
-        SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT', o.v, CASE WHEN o.v IS NULL THEN pg_catalog.to_json(o.r) END
-        FROM (SELECT (n.*)::pg_catalog.record AS r,
-                     CASE WHEN pg_catalog.pg_column_size(n.*) OPERATOR(pg_catalog.<) 100000 THEN pg_catalog.to_jsonb(n.*)
-                          ELSE pgfanout.row_jsonb(n.*) END AS v
-              FROM pgfanout_new n OFFSET 0) AS o;
-        written := FOUND;
-    ELSIF spec IS NULL THEN
-        INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, json_nulls, new_json)
-        SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT', o.v,
-               CASE WHEN o.v OPERATOR(pg_catalog.@>) ANY (probes) OR o.v IS NULL
-                    THEN pgfanout.json_nulls_of_row(o.r, TG_RELID, probes) END,
-               CASE WHEN o.v IS NULL THEN pg_catalog.to_json(o.r) END
-        FROM (SELECT (n.*)::pg_catalog.record AS r,
-                     CASE WHEN pg_catalog.pg_column_size(n.*) OPERATOR(pg_catalog.<) 100000 THEN pg_catalog.to_jsonb(n.*)
-                          ELSE pgfanout.row_jsonb(n.*) END AS v
-              FROM pgfanout_new n OFFSET 0) AS o;
-        written := FOUND;
-    ELSE
-        INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, json_nulls, new_text, new_json)
-        SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT', o.v,
-               CASE WHEN o.v OPERATOR(pg_catalog.@>) ANY (probes)
-                         OR (o.v IS NULL AND pg_catalog.cardinality(probes) OPERATOR(pg_catalog.>) 0)
-                    THEN pgfanout.json_nulls_of_row(o.r, TG_RELID, probes) END,
-               CASE WHEN spec OPERATOR(pg_catalog.?) 'always'
-                         OR pg_catalog.strpos(o.r::pg_catalog.text, ']={') OPERATOR(pg_catalog.>) 0
-                    THEN pgfanout.texts_of_row(o.r, TG_RELID, spec) END,
-               CASE WHEN o.v IS NULL THEN pg_catalog.to_json(o.r) END
-        FROM (SELECT (n.*)::pg_catalog.record AS r,
-                     CASE WHEN NOT spec OPERATOR(pg_catalog.?) 'json'
-                               AND pg_catalog.pg_column_size(n.*) OPERATOR(pg_catalog.<) 100000
-                          THEN pg_catalog.to_jsonb(n.*)
-                          ELSE pgfanout.row_jsonb(n.*) END AS v
-              FROM pgfanout_new n OFFSET 0) AS o;
-        written := FOUND;
+    IF NOT written THEN
+        IF sep IS NULL THEN
+            INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, new_json)
+            SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT', o.v, CASE WHEN o.v IS NULL THEN pg_catalog.to_json(o.r) END
+            FROM (SELECT (n.*)::pg_catalog.record AS r,
+                         CASE WHEN pg_catalog.pg_column_size(n.*) OPERATOR(pg_catalog.<) 100000 THEN pg_catalog.to_jsonb(n.*)
+                              ELSE pgfanout.row_jsonb(n.*) END AS v
+                  FROM pgfanout_new n OFFSET 0) AS o;
+            written := FOUND;
+        ELSIF spec IS NULL THEN
+            INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, json_nulls, new_json)
+            SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT', o.v,
+                   CASE WHEN o.v OPERATOR(pg_catalog.@>) ANY (probes) OR o.v IS NULL
+                        THEN pgfanout.json_nulls_of_row(o.r, TG_RELID, probes) END,
+                   CASE WHEN o.v IS NULL THEN pg_catalog.to_json(o.r) END
+            FROM (SELECT (n.*)::pg_catalog.record AS r,
+                         CASE WHEN pg_catalog.pg_column_size(n.*) OPERATOR(pg_catalog.<) 100000 THEN pg_catalog.to_jsonb(n.*)
+                              ELSE pgfanout.row_jsonb(n.*) END AS v
+                  FROM pgfanout_new n OFFSET 0) AS o;
+            written := FOUND;
+        ELSE
+            INSERT INTO pgfanout.changes (schema_name, table_name, op, new_row, json_nulls, new_text, new_json)
+            SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, 'INSERT', o.v,
+                   CASE WHEN o.v OPERATOR(pg_catalog.@>) ANY (probes)
+                             OR (o.v IS NULL AND pg_catalog.cardinality(probes) OPERATOR(pg_catalog.>) 0)
+                        THEN pgfanout.json_nulls_of_row(o.r, TG_RELID, probes) END,
+                   CASE WHEN spec OPERATOR(pg_catalog.?) 'always'
+                             OR pg_catalog.strpos(o.r::pg_catalog.text, ']={') OPERATOR(pg_catalog.>) 0
+                        THEN pgfanout.texts_of_row(o.r, TG_RELID, spec) END,
+                   CASE WHEN o.v IS NULL THEN pg_catalog.to_json(o.r) END
+            FROM (SELECT (n.*)::pg_catalog.record AS r,
+                         CASE WHEN NOT spec OPERATOR(pg_catalog.?) 'json'
+                                   AND pg_catalog.pg_column_size(n.*) OPERATOR(pg_catalog.<) 100000
+                              THEN pg_catalog.to_jsonb(n.*)
+                              ELSE pgfanout.row_jsonb(n.*) END AS v
+                  FROM pgfanout_new n OFFSET 0) AS o;
+            written := FOUND;
+        END IF;
     END IF;
     IF written AND pg_catalog.pg_sequence_last_value('pgfanout.publisher_idle'::pg_catalog.regclass) OPERATOR(pg_catalog.=) 1 THEN
         PERFORM pg_catalog.pg_notify('pgfanout', '');
