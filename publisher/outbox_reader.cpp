@@ -135,7 +135,8 @@ SELECT EXISTS (SELECT FROM lease))";
 // would not NOTIFY until a poll found a change and the flag flipped twice.
 constexpr const char* kSetIdleSql =
     "UPDATE pgfanout.publisher_state SET idle = $1 "
-    "WHERE idle <> $1 OR pg_sequence_last_value('pgfanout.publisher_idle') IS DISTINCT FROM "
+    "WHERE idle <> $1 OR pg_catalog.pg_sequence_last_value('pgfanout.publisher_idle'::pg_catalog.regclass) "
+    "IS DISTINCT FROM "
     "CASE WHEN $1 THEN 1 ELSE 0 END";
 constexpr const char* kDepthSql =
     "SELECT count(*), coalesce(extract(epoch FROM clock_timestamp() - min(ts)), 0)::float8 "
