@@ -460,11 +460,12 @@ UPDATE public.numeric_key SET v = 'c2' WHERE k = 99999999999999999999999;
 // stays green; remove the prefix together with the fix. Run them with
 //   build/bin/chain_itest --gtest_also_run_disabled_tests --gtest_filter='ChainKnownBugs.*'
 
-// TRUNCATE of tables linked by a foreign key. The primary truncates them in one statement
-// (it must) and captures one TRUNCATE change per table; applied one by one, "TRUNCATE
-// parent" alone is refused whatever session_replication_role says ("cannot truncate a
-// table referenced in a foreign key constraint"). The listener applies consecutive
-// TRUNCATEs as one statement.
+// A table with a column of a composite type, for the ALTER TYPE tests below.
+constexpr const char* kTrioThings = R"SQL(
+CREATE TYPE public.trio AS (a int, b int, c int);
+CREATE TABLE public.things (id int PRIMARY KEY, y public.trio);
+)SQL";
+
 // Found by review (logical capture): pgoutput sends no Relation message when a composite
 // type a column uses is altered, so the publisher kept the type's old shape. A value with
 // an attribute added since failed to convert; one written before DROP ATTRIBUTE and
@@ -474,11 +475,7 @@ UPDATE public.numeric_key SET v = 'c2' WHERE k = 99999999999999999999999;
 // shape goes as its text form: applied if the replica's type reads it, else
 // dead-lettered; the changes after it arrive. In trigger mode to_jsonb ran at the write.
 TEST(ChainFixedBugs, AlterTypeOfACompositeColumnHoldsNothingUp) {
-  SmallChain chain(R"SQL(
-CREATE TYPE public.trio AS (a int, b int, c int);
-CREATE TABLE public.things (id int PRIMARY KEY, y public.trio);
-)SQL",
-                   {"public.things"});
+  SmallChain chain(kTrioThings, {"public.things"});
   chain.primary.exec("INSERT INTO public.things VALUES (1, ROW(1, 2, 3))");
   chain.wait_applied();
   // An attribute added while the publisher runs and knows the type.
@@ -516,11 +513,7 @@ CREATE TABLE public.things (id int PRIMARY KEY, y public.trio);
 // out as text forms without a catalog read each; the warning comes once per read. Without
 // the limit, each of these values read the types again and logged the warning.
 TEST(ChainFixedBugs, ABacklogOfValuesThatFitNoShapeReadsTheTypesAtMostOnceASecond) {
-  SmallChain chain(R"SQL(
-CREATE TYPE public.trio AS (a int, b int, c int);
-CREATE TABLE public.things (id int PRIMARY KEY, y public.trio);
-)SQL",
-                   {"public.things"});
+  SmallChain chain(kTrioThings, {"public.things"});
   chain.primary.exec("INSERT INTO public.things VALUES (0, ROW(0, 0, 0))");
   chain.wait_applied();
   chain.publisher.reset();
@@ -555,6 +548,11 @@ CREATE TABLE public.things (id int PRIMARY KEY, y public.trio);
   }
 }
 
+// TRUNCATE of tables linked by a foreign key. The primary truncates them in one statement
+// (it must) and captures one TRUNCATE change per table; applied one by one, "TRUNCATE
+// parent" alone is refused whatever session_replication_role says ("cannot truncate a
+// table referenced in a foreign key constraint"). The listener applies consecutive
+// TRUNCATEs as one statement.
 TEST(ChainFixedBugs, TruncateOfTablesLinkedByAForeignKey) {
   SmallChain chain(R"SQL(
 CREATE TABLE public.parent (id int PRIMARY KEY);
