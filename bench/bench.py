@@ -227,8 +227,9 @@ class Bench:
         self.conns = {}
 
     # ----- connections and helpers
-    def conninfo(self, db, app="bench"):
-        port = self.replica_port if self.replica_port and db in REPLICA_DBS else self.port
+    def conninfo(self, db, app="bench", port=None):
+        if port is None:
+            port = self.replica_port if self.replica_port and db in REPLICA_DBS else self.port
         return f"host=127.0.0.1 port={port} user=postgres dbname={db} application_name={app}"
 
     def db(self, name):
@@ -277,10 +278,10 @@ class Bench:
         log(f"machine: {NPROC} cores ({cpu}), {mem_kb / 1048576:.1f} GiB RAM, kernel {os.uname().release}")
         log(f"servers: PostgreSQL {pgv} (synchronous_commit={fsync}, shared_buffers="
             f"{admin.value('SHOW shared_buffers')}), RabbitMQ {rmq}; all on 127.0.0.1")
-        try:  # what the broker was started with (servers.sh), not this process's environment
-            erl = re.search(r"RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS='([^']*)'",
-                            open(os.path.join(self.run_dir, "rabbit", "env")).read())
-            extra = erl.group(1).replace("-kernel inet_dist_use_interface {127,0,0,1}", "").strip() if erl else ""
+        try:  # what the broker was started with (servers.sh records it), not this process's environment
+            erl = re.search(r"^PGFANOUT_RABBIT_ERL_ARGS='([^']*)'$",
+                            open(os.path.join(self.run_dir, "rabbit", "env")).read(), re.M)
+            extra = erl.group(1).strip() if erl else ""
         except FileNotFoundError:
             extra = ""
         if extra:
@@ -298,8 +299,7 @@ class Bench:
     def setup(self):
         admin = Pg(self.admin_conninfo)
         admin.query("SET client_min_messages = warning")
-        radmin = Pg(self.conninfo("postgres").replace(f"port={self.port}", f"port={self.replica_port}")) \
-            if self.replica_port else admin
+        radmin = Pg(self.conninfo("postgres", port=self.replica_port)) if self.replica_port else admin
         radmin.query("SET client_min_messages = warning")
         # Leftovers of an earlier run on reused servers: subscriptions hold their slots.
         existing = {r[0] for r in radmin.query("SELECT datname FROM pg_database")}

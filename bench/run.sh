@@ -62,23 +62,21 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # Another session may take a port between servers.sh choosing it and the server binding
-# it: start again on fresh ports a few times.
-for attempt in 1 2 3; do
-  if "$ROOT/scripts/servers.sh" start >/dev/null; then break; fi
-  "$ROOT/scripts/servers.sh" stop >/dev/null 2>&1 || true
-  [ "$attempt" -lt 3 ] || { echo "bench: could not start the servers" >&2; exit 1; }
-  echo "bench: starting the servers failed; trying again" >&2
-  mkdir -p "$RUN_DIR"
-  sleep 2
-done
-eval "$("$ROOT/scripts/servers.sh" env)"
-if [ -n "$APART" ]; then
-  for attempt in 1 2 3; do  # the same port race as above
-    if PGFANOUT_RUN_DIR="$REPLICA_RUN_DIR" "$ROOT/scripts/servers.sh" start-pg >/dev/null; then break; fi
-    PGFANOUT_RUN_DIR="$REPLICA_RUN_DIR" "$ROOT/scripts/servers.sh" stop >/dev/null 2>&1 || true
-    [ "$attempt" -lt 3 ] || { echo "bench: could not start the replicas' PostgreSQL instance" >&2; exit 1; }
+# it: start again on fresh ports a few times. start_servers RUN_DIR COMMAND WHAT
+start_servers() {
+  local attempt
+  for attempt in 1 2 3; do
+    if PGFANOUT_RUN_DIR="$1" "$ROOT/scripts/servers.sh" "$2" >/dev/null; then return; fi
+    PGFANOUT_RUN_DIR="$1" "$ROOT/scripts/servers.sh" stop >/dev/null 2>&1 || true
+    [ "$attempt" -lt 3 ] || { echo "bench: could not start $3" >&2; exit 1; }
+    echo "bench: starting $3 failed; trying again" >&2
     sleep 2
   done
+}
+start_servers "$RUN_DIR" start "the servers"
+eval "$("$ROOT/scripts/servers.sh" env)"
+if [ -n "$APART" ]; then
+  start_servers "$REPLICA_RUN_DIR" start-pg "the replicas' PostgreSQL instance"
   ARGS+=(--replica-run-dir "$REPLICA_RUN_DIR")
 fi
 
