@@ -61,6 +61,9 @@ FAN_COMPONENTS = [
 # Replica databases (with --replica-run-dir they live in a PostgreSQL instance of their own).
 REPLICA_DBS = set(FO_REPLICAS + LR_REPLICAS + FAN_FO + FAN_LR)
 EXCHANGE = "pgfanout_bench"
+# The cost run's "decoding" variant: PostgreSQL's own pg_recvlogical streams this slot of
+# pgfanout's publication to /dev/null, the floor of any capture by logical decoding.
+DECODING_SLOT = "bench_decoding"
 
 ROW_SQL = ("'row ' || g || ' with a line of ordinary text in it', "
            "jsonb_build_object('n', g, 'tag', 'bench', 'list', jsonb_build_array(1, 2, 3)), now()")
@@ -204,6 +207,7 @@ class Bench:
         self.logdir = args.log_dir or tempfile.mkdtemp(prefix="pgfanout-bench-logs.")
         os.makedirs(self.logdir, exist_ok=True)
         self.publisher = None
+        self.decoder = None       # pg_recvlogical of the cost run's "decoding" variant
         self.listeners = []
         self.pub_pack = None
         self.capture = "trigger"  # pgfanout.set_capture() mode in force (switch_capture)
@@ -313,7 +317,8 @@ class Bench:
         for _ in deadline_loop(60, "old replication slots to be released", 0.1):
             if admin.value("SELECT count(*) FROM pg_replication_slots WHERE active AND slot_name LIKE 'bench_lr%'") == "0":
                 break
-        admin.query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE 'bench_lr%'")
+        admin.query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                    f"WHERE slot_name LIKE 'bench_lr%' OR slot_name = '{DECODING_SLOT}'")
         fan = max(self.args.fanout_ns) if self.args.fanout_ns else 0
         for d in [PRIMARY] + FO_REPLICAS + LR_REPLICAS + FAN_FO[:fan] + FAN_LR[:fan]:
             a = radmin if d in REPLICA_DBS else admin
@@ -580,7 +585,10 @@ class Bench:
                     cls = "pg: writers' sessions"
             elif btype == "walsender":
                 pgfanout = slot.startswith("pgfanout_") or (not slot and app.startswith("pgfanout"))
-                cls = "pg: walsender (pgfanout)" if pgfanout else "pg: walsenders (native)"
+                if slot == DECODING_SLOT or app == "bench-decoding":
+                    cls = "pg: walsender (pg_recvlogical)"
+                else:
+                    cls = "pg: walsender (pgfanout)" if pgfanout else "pg: walsenders (native)"
             elif btype == "logical replication worker":
                 cls = "pg: apply workers (native)"
             elif btype.startswith("autovacuum"):
@@ -621,7 +629,8 @@ class Bench:
         out = {}
         for name, v in b["daemons"].items():
             if name in a["daemons"]:
-                key = "pgfanout-publisher" if name.startswith("publisher") else f"pgfanout-{name}"
+                key = ("pgfanout-publisher" if name.startswith("publisher") else
+                       name if name == "pg_recvlogical" else f"pgfanout-{name}")
                 out[key] = out.get(key, 0) + v - a["daemons"][name]
         if "rabbit" in b:
             out["rabbitmq (beam)"] = b["rabbit"] - a["rabbit"]
@@ -936,8 +945,15 @@ class Bench:
             # "shipping": tracked, the publisher (and in logical mode its walsender) running, the
             # listeners stopped: the primary's side of the chain alone, as when the broker's
             # consumers and the replicas are on other machines.
-            systems = ("untracked", "capture", "shipping", "pgfanout", "native") if not op.startswith("1,000") \
-                else ("untracked", "pgfanout", "native")
+            # "decoding" (logical mode): no pgfanout process running, PostgreSQL's own
+            # pg_recvlogical streaming a slot of pgfanout's publication to /dev/null: what
+            # logical decoding costs the writers whoever consumes it, the floor of "shipping".
+            if op.startswith("1,000"):
+                systems = ("untracked", "pgfanout", "native")
+            elif self.capture == "logical":
+                systems = ("untracked", "capture", "decoding", "shipping", "pgfanout", "native")
+            else:
+                systems = ("untracked", "capture", "shipping", "pgfanout", "native")
             done = {s: {"tx": 0.0, "secs": 0.0, "catch_up": [], "tps": [], "wal": 0, "flips": 0, "primary": []}
                     for s in systems}
             foot = None
@@ -977,6 +993,8 @@ class Bench:
                              if system == "pgfanout" and self.capture == "trigger" else "")
                 prim_txt = f"; primary-side CPU {prim:.0f} us/change" if prim is not None else ""
                 name = f"{self.capture} {system}" if system in ("capture", "shipping", "pgfanout") else system
+                if system == "decoding":
+                    name = "pg_recvlogical"
                 log(f"  {op:<16} {name:<18} {tps:>9,.0f} tps ({rounds_txt}); WAL {wal:,.0f} B/tx{cu_txt}"
                     f"{prim_txt}{flips_txt}")
         self.native(False)
@@ -989,7 +1007,8 @@ class Bench:
             "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relid = 'pgfanout.publisher_state'::regclass"))
 
     def cost_run(self, op, system, pack, secs):
-        prefix = {"untracked": "plain", "capture": "fo", "shipping": "fo", "pgfanout": "fo", "native": "lr"}[system]
+        prefix = {"untracked": "plain", "capture": "fo", "decoding": "fo", "shipping": "fo", "pgfanout": "fo",
+                  "native": "lr"}[system]
         t = f"{prefix}_cost"
         prefill = self.args.update_rows if op == "update" else 0
         self.reset(prefix, "cost", prefill=prefill)
@@ -1009,6 +1028,8 @@ class Bench:
         flips0 = self.idle_flag_updates() if system == "pgfanout" and not logical else 0
         if system == "shipping":
             self.pause_listeners()
+        if system == "decoding":
+            self.start_decoding()
         if op == "insert":
             self.db(PRIMARY).query(f"SELECT setval('{t}_seq', 1000000)")
             script = (f"INSERT INTO {t} VALUES (nextval('{t}_seq'), 'a short line of text', "
@@ -1026,15 +1047,18 @@ class Bench:
         time.sleep(0.5)  # pgbench's backends exit and are reaped (their CPU is then counted)
         snap1 = self.cpu_snapshot()
         wal = int(self.db(PRIMARY).value(f"SELECT pg_current_wal_insert_lsn() - '{lsn0}'::pg_lsn"))
+        if system == "decoding":
+            self.stop_decoding()
         kind = op if op.startswith("1,000") else f"single-row {op}"
-        label = {"capture": "capture only", "shipping": "shipping, listeners stopped"}.get(system, system)
+        label = {"capture": "capture only", "shipping": "shipping, listeners stopped",
+                 "decoding": "PostgreSQL's decoding alone (pg_recvlogical, no pgfanout process)"}.get(system, system)
         if system in ("capture", "shipping", "pgfanout"):
             label = f"{self.capture} {label}"
         self.record_cpu(f"primary cost, {kind}, {label}, {secs} s", snap0, snap1)
         if system == "shipping":
             self.resume_listeners()
             self.sentinel(t, FO_REPLICAS)
-        if system == "capture":
+        if system in ("capture", "decoding"):
             self.start_publisher(pack)
             self.wait_shipped()
             # And applied: the next reset empties the replicas, and an UPDATE the listeners
@@ -1061,6 +1085,31 @@ class Bench:
             time.sleep(1.2)
             flips = self.idle_flag_updates() - flips0
         return tps, catch_up, foot_row, wal, flips, primary
+
+    def start_decoding(self):
+        """PostgreSQL's pg_recvlogical streams a new slot of pgfanout's publication to /dev/null
+        (pgoutput, protocol 1, as the publisher asks for): the walsender's decoding and sending
+        with a consumer that does nothing. The slot is new, so it decodes only what follows."""
+        self.db(PRIMARY).query(f"SELECT pg_create_logical_replication_slot('{DECODING_SLOT}', 'pgoutput')")
+        self.decoder = Daemon("pg_recvlogical", [
+            os.path.join(PGBIN, "pg_recvlogical"), "-d", self.conninfo(PRIMARY, "bench-decoding"),
+            "--slot", DECODING_SLOT, "--start", "--no-loop", "-o", "proto_version=1",
+            "-o", "publication_names=pgfanout", "-f", "/dev/null"], self.logdir)
+        for _ in deadline_loop(60, "pg_recvlogical to stream its slot", 0.05):
+            if not self.decoder.alive():
+                raise BenchError(f"pg_recvlogical exited; see {self.decoder.log_path}")
+            if self.db(PRIMARY).value(
+                    f"SELECT active FROM pg_replication_slots WHERE slot_name = '{DECODING_SLOT}'") == "t":
+                return
+
+    def stop_decoding(self):
+        self.decoder.stop()
+        self.decoder = None
+        for _ in deadline_loop(60, "pg_recvlogical's walsender to release its slot", 0.05):
+            if self.db(PRIMARY).value(
+                    f"SELECT active FROM pg_replication_slots WHERE slot_name = '{DECODING_SLOT}'") == "f":
+                break
+        self.db(PRIMARY).query(f"SELECT pg_drop_replication_slot('{DECODING_SLOT}')")
 
     def pause_listeners(self):
         for d in self.listeners:
@@ -1255,11 +1304,11 @@ def report_rest(b, captures, best):
         log()
         log(f"primary cost: pgbench, 4 clients, {b.args.cost_seconds} s per variant in {b.args.cost_rounds} "
             f"alternating runs, chain running (each mode's best --pack); each capture mode has its own")
-        log("alternation of untracked / capture / shipping / pgfanout / native, so its ratios are within one stretch "
-            "of time")
-        log(f"{'mode':<9}{'':<22}{'untracked':>10}{'capture':>9}{'shipping':>10}{'pgfanout':>10}{'native':>9}"
-            f"{'capt/untr':>11}{'ship/untr':>11}{'pgf/untr':>10}{'nat/untr':>10}{'pgf/nat':>9}{'CPU pgf':>9}"
-            f"{'CPU nat':>9}  target")
+        log("alternation of untracked / capture / (decoding /) shipping / pgfanout / native, so its ratios are within "
+            "one stretch of time")
+        log(f"{'mode':<9}{'':<22}{'untracked':>10}{'capture':>9}{'decoding':>10}{'shipping':>10}{'pgfanout':>10}"
+            f"{'native':>9}{'capt/untr':>11}{'dec/untr':>10}{'ship/untr':>11}{'pgf/untr':>10}{'nat/untr':>10}"
+            f"{'pgf/nat':>9}{'CPU pgf':>9}{'CPU nat':>9}  target")
         for cap, c in costs:
             for op in ("insert", "update", "1,000-row insert"):
                 if (op, "untracked") not in c:
@@ -1267,6 +1316,7 @@ def report_rest(b, captures, best):
                 u, f_, n = (c[(op, s)]["tps"] for s in ("untracked", "pgfanout", "native"))
                 k = c.get((op, "capture"), {}).get("tps")
                 sh = c.get((op, "shipping"), {}).get("tps")
+                dc = c.get((op, "decoding"), {}).get("tps")
                 pf, pn = (c[(op, s)].get("primary_us") for s in ("pgfanout", "native"))
                 single = not op.startswith("1,000")
                 name = f"single-row {op} tps" if single else "1,000-row insert tps"
@@ -1277,12 +1327,15 @@ def report_rest(b, captures, best):
                            f">= native {'met' if f_ >= n else 'NOT met'}")
                 else:
                     tgt = f">= 0.7x untr. {'met' if f_ / u >= 0.7 else 'NOT met'}"
-                log(f"{cap:<9}{name:<22}{u:>10,.0f}{fmt_rate(k):>9}{fmt_rate(sh):>10}{f_:>10,.0f}{n:>9,.0f}"
-                    f"{(f'{k / u:.2f}x' if k else '-'):>11}{(f'{sh / u:.2f}x' if sh else '-'):>11}"
+                log(f"{cap:<9}{name:<22}{u:>10,.0f}{fmt_rate(k):>9}{fmt_rate(dc):>10}{fmt_rate(sh):>10}{f_:>10,.0f}"
+                    f"{n:>9,.0f}{(f'{k / u:.2f}x' if k else '-'):>11}{(f'{dc / u:.2f}x' if dc else '-'):>10}"
+                    f"{(f'{sh / u:.2f}x' if sh else '-'):>11}"
                     f"{f_ / u:>9.2f}x{n / u:>9.2f}x{f_ / n:>8.2f}x"
                     f"{(f'{pf:.1f}' if pf is not None else '-'):>9}{(f'{pn:.1f}' if pn is not None else '-'):>9}  {tgt}")
         log("  capture = the tracked table with the publisher stopped: the capture's own cost (trigger: the")
-        log("  triggers, no chain, no NOTIFY; logical: REPLICA IDENTITY FULL, no walsender decoding). shipping = the")
+        log("  triggers, no chain, no NOTIFY; logical: REPLICA IDENTITY FULL, no walsender decoding). decoding")
+        log("  (logical mode) = no pgfanout process, PostgreSQL's own pg_recvlogical streaming a slot of the same")
+        log("  publication to /dev/null: what decoding costs the writers whoever consumes it. shipping = the")
         log("  publisher (and its walsender) running, the listeners stopped: the primary's side of the chain alone,")
         log("  the broker's consumers and the replicas' apply left out (their queues drain after). CPU pgf / nat:")
         log("  primary-side CPU per change in microseconds (as above), over the run and the replicas' catch-up")
@@ -1296,8 +1349,8 @@ def report_rest(b, captures, best):
             for op in ("insert", "update"):
                 if (op, "untracked") in c:
                     log(f"  {cap}: WAL per single-row {op}: " + ", ".join(
-                        f"{s} {c[(op, s)]['wal']:,.0f} B" for s in ("untracked", "capture", "shipping", "pgfanout",
-                                                                   "native")
+                        f"{s} {c[(op, s)]['wal']:,.0f} B" for s in ("untracked", "capture", "decoding", "shipping",
+                                                                   "pgfanout", "native")
                         if (op, s) in c))
     if ("latency", "native") in R:
         log()
