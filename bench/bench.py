@@ -279,9 +279,12 @@ class Bench:
         except subprocess.TimeoutExpired:
             pass
         fsync = admin.value("SHOW synchronous_commit")
+        # The cost run reports the WAL flushes' own time (pg_stat_wal.wal_sync_time).
+        admin.query("ALTER SYSTEM SET track_wal_io_timing = on")
+        admin.query("SELECT pg_reload_conf()")
         log(f"machine: {NPROC} cores ({cpu}), {mem_kb / 1048576:.1f} GiB RAM, kernel {os.uname().release}")
         log(f"servers: PostgreSQL {pgv} (synchronous_commit={fsync}, shared_buffers="
-            f"{admin.value('SHOW shared_buffers')}), RabbitMQ {rmq}; all on 127.0.0.1")
+            f"{admin.value('SHOW shared_buffers')}, track_wal_io_timing=on), RabbitMQ {rmq}; all on 127.0.0.1")
         try:  # what the broker was started with (servers.sh records it), not this process's environment
             erl = re.search(r"^PGFANOUT_RABBIT_ERL_ARGS='([^']*)'$",
                             open(os.path.join(self.run_dir, "rabbit", "env")).read(), re.M)
@@ -954,13 +957,15 @@ class Bench:
                 systems = ("untracked", "capture", "decoding", "shipping", "pgfanout", "native")
             else:
                 systems = ("untracked", "capture", "shipping", "pgfanout", "native")
-            done = {s: {"tx": 0.0, "secs": 0.0, "catch_up": [], "tps": [], "wal": 0, "flips": 0, "primary": []}
-                    for s in systems}
+            done = {s: {"tx": 0.0, "secs": 0.0, "catch_up": [], "tps": [], "wal": 0, "flips": 0, "primary": [],
+                        "syncs": 0, "sync_ms": 0.0} for s in systems}
             foot = None
             for r in range(rounds):
                 for system in (systems if r % 2 == 0 else tuple(reversed(systems))):
-                    tps, catch_up, foot_row, wal, flips, primary = self.cost_run(op, system, pack, secs)
+                    tps, catch_up, foot_row, wal, flips, primary, syncs = self.cost_run(op, system, pack, secs)
                     d = done[system]
+                    d["syncs"] += syncs[0]
+                    d["sync_ms"] += syncs[1]
                     d["tx"] += tps * secs
                     d["secs"] += secs
                     d["tps"].append(tps)
@@ -986,7 +991,10 @@ class Bench:
                 cu = max(d["catch_up"]) if d["catch_up"] else None
                 wal = d["wal"] / d["tx"] if d["tx"] else 0
                 prim = statistics.mean(d["primary"]) * 1e6 if d["primary"] else None
-                out[(op, system)] = {"tps": tps, "catch_up": cu, "wal": wal, "primary_us": prim}
+                per_tx = d["syncs"] / d["tx"] if d["tx"] else 0
+                sync_us = d["sync_ms"] * 1000 / d["syncs"] if d["syncs"] else 0
+                out[(op, system)] = {"tps": tps, "catch_up": cu, "wal": wal, "primary_us": prim,
+                                     "flushes_per_tx": per_tx, "flush_us": sync_us}
                 rounds_txt = " + ".join(f"{x:,.0f}" for x in d["tps"])
                 cu_txt = f"; replicas caught up {cu:.1f} s after the writes ended" if cu is not None else ""
                 flips_txt = (f"; the publisher went idle {d['flips'] // 2} times (run and catch-up)"
@@ -995,7 +1003,8 @@ class Bench:
                 name = f"{self.capture} {system}" if system in ("capture", "shipping", "pgfanout") else system
                 if system == "decoding":
                     name = "pg_recvlogical"
-                log(f"  {op:<16} {name:<18} {tps:>9,.0f} tps ({rounds_txt}); WAL {wal:,.0f} B/tx{cu_txt}"
+                log(f"  {op:<16} {name:<18} {tps:>9,.0f} tps ({rounds_txt}); WAL {wal:,.0f} B/tx, "
+                    f"{per_tx:.2f} flushes/tx of {sync_us:.0f} us{cu_txt}"
                     f"{prim_txt}{flips_txt}")
         self.native(False)
         return out
@@ -1042,11 +1051,14 @@ class Bench:
             script = (f"\\set id random(1, {prefill})\n"
                       f"UPDATE {t} SET t = 'updated text', j = '{{\"n\": 2}}', ts = now() WHERE id = :id;\n")
         lsn0 = self.db(PRIMARY).value("SELECT pg_current_wal_insert_lsn()")
+        sync0 = self.wal_syncs()
         snap0 = self.cpu_snapshot()
         tps = self.pgbench(script, PRIMARY, 4, seconds=secs, name=f"cost_{op}_{prefix}")
         time.sleep(0.5)  # pgbench's backends exit and are reaped (their CPU is then counted)
         snap1 = self.cpu_snapshot()
         wal = int(self.db(PRIMARY).value(f"SELECT pg_current_wal_insert_lsn() - '{lsn0}'::pg_lsn"))
+        sync1 = self.wal_syncs()
+        syncs = (sync1[0] - sync0[0], sync1[1] - sync0[1])
         if system == "decoding":
             self.stop_decoding()
         kind = op if op.startswith("1,000") else f"single-row {op}"
@@ -1084,7 +1096,14 @@ class Bench:
         if system == "pgfanout" and not logical:
             time.sleep(1.2)
             flips = self.idle_flag_updates() - flips0
-        return tps, catch_up, foot_row, wal, flips, primary
+        return tps, catch_up, foot_row, wal, flips, primary, syncs
+
+    def wal_syncs(self):
+        """The primary instance's WAL flushes so far and their time in milliseconds (every
+        process's: writers report theirs as they exit, busy sessions within a second or so;
+        track_wal_io_timing is on, see machine())."""
+        n, ms = self.db(PRIMARY).query("SELECT wal_sync, wal_sync_time FROM pg_stat_wal")[0]
+        return int(n), float(ms)
 
     def start_decoding(self):
         """PostgreSQL's pg_recvlogical streams a new slot of pgfanout's publication to /dev/null
@@ -1352,6 +1371,11 @@ def report_rest(b, captures, best):
                         f"{s} {c[(op, s)]['wal']:,.0f} B" for s in ("untracked", "capture", "decoding", "shipping",
                                                                    "pgfanout", "native")
                         if (op, s) in c))
+                    log(f"  {cap}: WAL flushes in the single-row {op} runs (the instance's), per writer transaction "
+                        "and their time: " + ", ".join(
+                            f"{s} {c[(op, s)]['flushes_per_tx']:.2f} of {c[(op, s)]['flush_us']:.0f} us"
+                            for s in ("untracked", "capture", "decoding", "shipping", "pgfanout", "native")
+                            if (op, s) in c))
     if ("latency", "native") in R:
         log()
         log(f"latency: {b.args.latency_n} single-row transactions, {b.args.latency_rate:g} a second, writer's commit "
