@@ -936,7 +936,8 @@ class Bench:
     def cost(self, pack):
         """pgbench TPS untracked / tracked without the chain / tracked with the listeners stopped (shipping) /
         tracked / published. Each variant runs `rounds` times for
-        cost_seconds / rounds, in the order A B C D E E D C B A ..., so that a neighbour's load that
+        cost_seconds / rounds, in the order A B C D E E D C B A ... (logical mode: A B C D E F F E D C B A
+        ..., with "decoding"), so that a neighbour's load that
         comes and goes during the section weighs on every variant alike."""
         rounds = max(1, self.args.cost_rounds)
         secs = max(2, round(self.args.cost_seconds / rounds))
@@ -1571,8 +1572,9 @@ def main():
             best[cap] = max(scored)[1] if scored else packs[-1]
             log(f"best pgfanout setting in {cap} mode: --pack {best[cap]}")
             if "cost" in only:
+                order = "A B C D E F, F E D C B A" if cap == "logical" else "A B C D E, E D C B A"
                 log(f"primary cost ({cap} mode): pgbench -c 4, {args.cost_seconds} s per variant in "
-                    f"{args.cost_rounds} alternating runs (A B C D E, E D C B A, ...)")
+                    f"{args.cost_rounds} alternating runs ({order}, ...)")
                 b.results[("cost", cap)] = b.cost(best[cap])
             if "latency" in only:
                 log(f"latency: {args.latency_n} single-row INSERTs, {args.latency_rate:g} a second")
