@@ -279,12 +279,17 @@ class Bench:
         except subprocess.TimeoutExpired:
             pass
         fsync = admin.value("SHOW synchronous_commit")
-        # The cost run reports the WAL flushes' own time (pg_stat_wal.wal_sync_time).
+        # The cost run reports the WAL flushes' own time (pg_stat_wal.wal_sync_time); the
+        # setting stays on in this server's postgresql.auto.conf.
         admin.query("ALTER SYSTEM SET track_wal_io_timing = on")
         admin.query("SELECT pg_reload_conf()")
+        for _ in deadline_loop(10, "track_wal_io_timing to take effect", 0.05):
+            if admin.value("SHOW track_wal_io_timing") == "on":
+                break
         log(f"machine: {NPROC} cores ({cpu}), {mem_kb / 1048576:.1f} GiB RAM, kernel {os.uname().release}")
         log(f"servers: PostgreSQL {pgv} (synchronous_commit={fsync}, shared_buffers="
-            f"{admin.value('SHOW shared_buffers')}, track_wal_io_timing=on), RabbitMQ {rmq}; all on 127.0.0.1")
+            f"{admin.value('SHOW shared_buffers')}, track_wal_io_timing={admin.value('SHOW track_wal_io_timing')}), "
+            f"RabbitMQ {rmq}; all on 127.0.0.1")
         try:  # what the broker was started with (servers.sh records it), not this process's environment
             erl = re.search(r"^PGFANOUT_RABBIT_ERL_ARGS='([^']*)'$",
                             open(os.path.join(self.run_dir, "rabbit", "env")).read(), re.M)
@@ -317,8 +322,12 @@ class Bench:
                         c.query(f"ALTER SUBSCRIPTION {r} DISABLE")
                         c.query(f"ALTER SUBSCRIPTION {r} SET (slot_name = NONE)")
                         c.query(f"DROP SUBSCRIPTION {r}")
+        # A pg_recvlogical of a killed run may still stream the decoding variant's slot.
+        admin.query("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                    f"WHERE slot_name = '{DECODING_SLOT}' AND active")
         for _ in deadline_loop(60, "old replication slots to be released", 0.1):
-            if admin.value("SELECT count(*) FROM pg_replication_slots WHERE active AND slot_name LIKE 'bench_lr%'") == "0":
+            if admin.value("SELECT count(*) FROM pg_replication_slots WHERE active AND "
+                           f"(slot_name LIKE 'bench_lr%' OR slot_name = '{DECODING_SLOT}')") == "0":
                 break
         admin.query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
                     f"WHERE slot_name LIKE 'bench_lr%' OR slot_name = '{DECODING_SLOT}'")
@@ -1052,16 +1061,18 @@ class Bench:
             script = (f"\\set id random(1, {prefill})\n"
                       f"UPDATE {t} SET t = 'updated text', j = '{{\"n\": 2}}', ts = now() WHERE id = :id;\n")
         lsn0 = self.db(PRIMARY).value("SELECT pg_current_wal_insert_lsn()")
-        sync0 = self.wal_syncs()
-        snap0 = self.cpu_snapshot()
-        tps = self.pgbench(script, PRIMARY, 4, seconds=secs, name=f"cost_{op}_{prefix}")
-        time.sleep(0.5)  # pgbench's backends exit and are reaped (their CPU is then counted)
-        snap1 = self.cpu_snapshot()
-        wal = int(self.db(PRIMARY).value(f"SELECT pg_current_wal_insert_lsn() - '{lsn0}'::pg_lsn"))
-        sync1 = self.wal_syncs()
-        syncs = (sync1[0] - sync0[0], sync1[1] - sync0[1])
-        if system == "decoding":
-            self.stop_decoding()
+        try:
+            sync0 = self.wal_syncs()
+            snap0 = self.cpu_snapshot()
+            tps = self.pgbench(script, PRIMARY, 4, seconds=secs, name=f"cost_{op}_{prefix}")
+            time.sleep(0.5)  # pgbench's backends exit and are reaped (their CPU is then counted)
+            snap1 = self.cpu_snapshot()
+            wal = int(self.db(PRIMARY).value(f"SELECT pg_current_wal_insert_lsn() - '{lsn0}'::pg_lsn"))
+            sync1 = self.wal_syncs()
+            syncs = (sync1[0] - sync0[0], sync1[1] - sync0[1])
+        finally:
+            if system == "decoding":
+                self.stop_decoding()  # and its slot, which would hold the WAL back
         kind = op if op.startswith("1,000") else f"single-row {op}"
         label = {"capture": "capture only", "shipping": "shipping, listeners stopped",
                  "decoding": "PostgreSQL's decoding alone (pg_recvlogical, no pgfanout process)"}.get(system, system)
