@@ -64,6 +64,8 @@ EXCHANGE = "pgfanout_bench"
 # The cost run's "decoding" variant: PostgreSQL's own pg_recvlogical streams this slot of
 # pgfanout's publication to /dev/null, the floor of any capture by logical decoding.
 DECODING_SLOT = "bench_decoding"
+# The cost run's variants, in the order of its alternation and its report.
+COST_SYSTEMS = ("untracked", "capture", "decoding", "shipping", "pgfanout", "native")
 
 ROW_SQL = ("'row ' || g || ' with a line of ordinary text in it', "
            "jsonb_build_object('n', g, 'tag', 'bench', 'list', jsonb_build_array(1, 2, 3)), now()")
@@ -138,12 +140,14 @@ def machine_cpu():
 
 
 class Daemon:
-    """A pgfanout process we started; stopped by its PID only."""
+    """A process we started (pgfanout's, or pg_recvlogical); stopped by its PID only. cpu_key
+    is its line in the CPU tables: pgfanout-NAME, every publisher instance as one."""
     running = []
 
-    def __init__(self, name, argv, logdir):
+    def __init__(self, name, argv, logdir, cpu_key=None):
         self.name = name
         self.argv = argv
+        self.cpu_key = cpu_key or ("pgfanout-publisher" if name.startswith("publisher") else f"pgfanout-{name}")
         self.log_path = os.path.join(logdir, f"{name}.log")
         self.logf = open(self.log_path, "ab")
         self.log_start = self.logf.tell()  # a restart appends: wait_log reads this run's lines only
@@ -413,14 +417,17 @@ class Bench:
                 self.wait_slot(False)  # its walsender ends after the publisher
 
     # ----- pgfanout's capture mode (README, "Capture modes")
-    def wait_slot(self, active, timeout=60):
-        """Until pgfanout's slot is streamed by a walsender (active) or released."""
+    def wait_slot(self, active, timeout=60, slot=None, reader=None):
+        """Until a slot (pgfanout's by default) is streamed by a walsender (active) or released;
+        waiting for it in use, fails if its reader (the publisher by default) has exited."""
+        slot = slot or self.slot
+        reader = reader or self.publisher
         want = "t" if active else "f"
-        for _ in deadline_loop(timeout, f"replication slot {self.slot} to be {'in use' if active else 'released'}", 0.05):
-            if self.db(PRIMARY).value(f"SELECT active FROM pg_replication_slots WHERE slot_name = '{self.slot}'") == want:
+        for _ in deadline_loop(timeout, f"replication slot {slot} to be {'in use' if active else 'released'}", 0.05):
+            if self.db(PRIMARY).value(f"SELECT active FROM pg_replication_slots WHERE slot_name = '{slot}'") == want:
                 return
-            if active and self.publisher and not self.publisher.alive():
-                raise BenchError(f"the publisher exited; see {self.publisher.log_path}")
+            if active and reader and not reader.alive():
+                raise BenchError(f"{reader.name} exited; see {reader.log_path}")
 
     def switch_capture(self, mode, pack, timeout=None):
         """set_capture(mode) with the publisher running, and waits until it has followed:
@@ -611,9 +618,10 @@ class Bench:
         return out
 
     def cpu_snapshot(self):
-        snap = {"t": time.monotonic(), "daemons": {}, "pg": {}, "classes": self.pg_classes()}
+        snap = {"t": time.monotonic(), "daemons": {}, "cpu_keys": {}, "pg": {}, "classes": self.pg_classes()}
         for d in Daemon.running:
             snap["daemons"][d.name] = d.cpu()
+            snap["cpu_keys"][d.name] = d.cpu_key
         if self.rabbit_pid:
             c = proc_cpu(self.rabbit_pid)
             snap["rabbit"] = (c[0] + c[1]) if c else 0.0
@@ -641,8 +649,7 @@ class Bench:
         out = {}
         for name, v in b["daemons"].items():
             if name in a["daemons"]:
-                key = ("pgfanout-publisher" if name.startswith("publisher") else
-                       name if name == "pg_recvlogical" else f"pgfanout-{name}")
+                key = b["cpu_keys"][name]
                 out[key] = out.get(key, 0) + v - a["daemons"][name]
         if "rabbit" in b:
             out["rabbitmq (beam)"] = b["rabbit"] - a["rabbit"]
@@ -944,10 +951,9 @@ class Bench:
 
     def cost(self, pack):
         """pgbench TPS untracked / tracked without the chain / tracked with the listeners stopped (shipping) /
-        tracked / published. Each variant runs `rounds` times for
-        cost_seconds / rounds, in the order A B C D E E D C B A ... (logical mode: A B C D E F F E D C B A
-        ..., with "decoding"), so that a neighbour's load that
-        comes and goes during the section weighs on every variant alike."""
+        tracked / published (cost_variants). Each variant runs `rounds` times for cost_seconds / rounds,
+        in the order A B C D E E D C B A ..., so that a neighbour's load that comes and goes during
+        the section weighs on every variant alike."""
         rounds = max(1, self.args.cost_rounds)
         secs = max(2, round(self.args.cost_seconds / rounds))
         out = {}
@@ -961,12 +967,7 @@ class Bench:
             # "decoding" (logical mode): no pgfanout process running, PostgreSQL's own
             # pg_recvlogical streaming a slot of pgfanout's publication to /dev/null: what
             # logical decoding costs the writers whoever consumes it, the floor of "shipping".
-            if op.startswith("1,000"):
-                systems = ("untracked", "pgfanout", "native")
-            elif self.capture == "logical":
-                systems = ("untracked", "capture", "decoding", "shipping", "pgfanout", "native")
-            else:
-                systems = ("untracked", "capture", "shipping", "pgfanout", "native")
+            systems = self.cost_variants(op)
             done = {s: {"tx": 0.0, "secs": 0.0, "catch_up": [], "tps": [], "wal": 0, "flips": 0, "primary": [],
                         "syncs": 0, "sync_ms": 0.0} for s in systems}
             foot = None
@@ -1018,6 +1019,12 @@ class Bench:
                     f"{prim_txt}{flips_txt}")
         self.native(False)
         return out
+
+    def cost_variants(self, op):
+        """The cost run's variants for op in this capture mode, in COST_SYSTEMS' order."""
+        if op.startswith("1,000"):
+            return ("untracked", "pgfanout", "native")
+        return tuple(s for s in COST_SYSTEMS if s != "decoding" or self.capture == "logical")
 
     def idle_flag_updates(self):
         """Updates of pgfanout.publisher_state so far, each a flip of the idle flag (the
@@ -1125,21 +1132,13 @@ class Bench:
         self.decoder = Daemon("pg_recvlogical", [
             os.path.join(PGBIN, "pg_recvlogical"), "-d", self.conninfo(PRIMARY, "bench-decoding"),
             "--slot", DECODING_SLOT, "--start", "--no-loop", "-o", "proto_version=1",
-            "-o", "publication_names=pgfanout", "-f", "/dev/null"], self.logdir)
-        for _ in deadline_loop(60, "pg_recvlogical to stream its slot", 0.05):
-            if not self.decoder.alive():
-                raise BenchError(f"pg_recvlogical exited; see {self.decoder.log_path}")
-            if self.db(PRIMARY).value(
-                    f"SELECT active FROM pg_replication_slots WHERE slot_name = '{DECODING_SLOT}'") == "t":
-                return
+            "-o", "publication_names=pgfanout", "-f", "/dev/null"], self.logdir, cpu_key="pg_recvlogical")
+        self.wait_slot(True, slot=DECODING_SLOT, reader=self.decoder)
 
     def stop_decoding(self):
         self.decoder.stop()
         self.decoder = None
-        for _ in deadline_loop(60, "pg_recvlogical's walsender to release its slot", 0.05):
-            if self.db(PRIMARY).value(
-                    f"SELECT active FROM pg_replication_slots WHERE slot_name = '{DECODING_SLOT}'") == "f":
-                break
+        self.wait_slot(False, slot=DECODING_SLOT)
         self.db(PRIMARY).query(f"SELECT pg_drop_replication_slot('{DECODING_SLOT}')")
 
     def pause_listeners(self):
@@ -1150,7 +1149,8 @@ class Bench:
     def resume_listeners(self):
         """Starts the listeners that pause_listeners() stopped, with the same arguments; their
         queues kept what came meanwhile."""
-        self.listeners = [Daemon(d.name, d.argv, self.logdir) if not d.alive() else d for d in self.listeners]
+        self.listeners = [Daemon(d.name, d.argv, self.logdir, d.cpu_key) if not d.alive() else d
+                          for d in self.listeners]
         for d in self.listeners:
             d.wait_log(r"consuming from")
 
@@ -1380,14 +1380,11 @@ def report_rest(b, captures, best):
             for op in ("insert", "update"):
                 if (op, "untracked") in c:
                     log(f"  {cap}: WAL per single-row {op}: " + ", ".join(
-                        f"{s} {c[(op, s)]['wal']:,.0f} B" for s in ("untracked", "capture", "decoding", "shipping",
-                                                                   "pgfanout", "native")
-                        if (op, s) in c))
+                        f"{s} {c[(op, s)]['wal']:,.0f} B" for s in COST_SYSTEMS if (op, s) in c))
                     log(f"  {cap}: WAL flushes in the single-row {op} runs (the instance's), per writer transaction "
                         "and their time: " + ", ".join(
                             f"{s} {c[(op, s)]['flushes_per_tx']:.2f} of {c[(op, s)]['flush_us']:.0f} us"
-                            for s in ("untracked", "capture", "decoding", "shipping", "pgfanout", "native")
-                            if (op, s) in c))
+                            for s in COST_SYSTEMS if (op, s) in c))
     if ("latency", "native") in R:
         log()
         log(f"latency: {b.args.latency_n} single-row transactions, {b.args.latency_rate:g} a second, writer's commit "
@@ -1583,9 +1580,9 @@ def main():
             best[cap] = max(scored)[1] if scored else packs[-1]
             log(f"best pgfanout setting in {cap} mode: --pack {best[cap]}")
             if "cost" in only:
-                order = "A B C D E F, F E D C B A" if cap == "logical" else "A B C D E, E D C B A"
+                order = " ".join(b.cost_variants("insert"))
                 log(f"primary cost ({cap} mode): pgbench -c 4, {args.cost_seconds} s per variant in "
-                    f"{args.cost_rounds} alternating runs ({order}, ...)")
+                    f"{args.cost_rounds} alternating runs ({order}, then back, ...)")
                 b.results[("cost", cap)] = b.cost(best[cap])
             if "latency" in only:
                 log(f"latency: {args.latency_n} single-row INSERTs, {args.latency_rate:g} a second")
