@@ -27,12 +27,14 @@
 #                       such a capture fails writes of rows past jsonb's 256 MB)
 #   check per statement the policy's check made once per statement, in an InitPlan, for
 #                       the bench table named as constants, each row compared with them:
-#                       a floor for any design that checks once per statement, as it
-#                       leaves out how a real one would learn which table a statement writes
+#                       a floor for designs that check in an InitPlan, as it leaves out
+#                       how a real one would learn which table a statement writes
 #   target per table    capture_insert writes the bench table's changes through a view
 #                       of the outbox made for that table, whose check option holds its
-#                       names and its oid as constants (no name looked up per row); the
-#                       view's owner, the outbox's, is not subject to the outbox's policy
+#                       names and its oid as constants (checked per row, no name looked
+#                       up); the view's owner, the outbox's, is not subject to the
+#                       outbox's policy. INSERT is granted on the whole view, which a real
+#                       design must not do (bench/capture_cost.md)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
