@@ -328,13 +328,13 @@ class Bench:
                         c.query(f"DROP SUBSCRIPTION {r}")
         # A pg_recvlogical of a killed run may still stream the decoding variant's slot.
         admin.query("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
-                    f"WHERE slot_name = '{DECODING_SLOT}' AND active")
+                    "WHERE slot_name = $1 AND active", DECODING_SLOT)
         for _ in deadline_loop(60, "old replication slots to be released", 0.1):
             if admin.value("SELECT count(*) FROM pg_replication_slots WHERE active AND "
-                           f"(slot_name LIKE 'bench_lr%' OR slot_name = '{DECODING_SLOT}')") == "0":
+                           "(slot_name LIKE 'bench_lr%' OR slot_name = $1)", DECODING_SLOT) == "0":
                 break
         admin.query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                    f"WHERE slot_name LIKE 'bench_lr%' OR slot_name = '{DECODING_SLOT}'")
+                    "WHERE slot_name LIKE 'bench_lr%' OR slot_name = $1", DECODING_SLOT)
         fan = max(self.args.fanout_ns) if self.args.fanout_ns else 0
         for d in [PRIMARY] + FO_REPLICAS + LR_REPLICAS + FAN_FO[:fan] + FAN_LR[:fan]:
             a = radmin if d in REPLICA_DBS else admin
@@ -424,7 +424,7 @@ class Bench:
         reader = reader or self.publisher
         want = "t" if active else "f"
         for _ in deadline_loop(timeout, f"replication slot {slot} to be {'in use' if active else 'released'}", 0.05):
-            if self.db(PRIMARY).value(f"SELECT active FROM pg_replication_slots WHERE slot_name = '{slot}'") == want:
+            if self.db(PRIMARY).value("SELECT active FROM pg_replication_slots WHERE slot_name = $1", slot) == want:
                 return
             if active and reader and not reader.alive():
                 raise BenchError(f"{reader.name} exited; see {reader.log_path}")
@@ -464,8 +464,8 @@ class Bench:
         p = self.db(PRIMARY)
         target = p.value("SELECT pg_current_wal_flush_lsn()")
         for _ in deadline_loop(timeout, f"replication slot {self.slot} to be confirmed up to {target}", 0.02):
-            if p.value(f"SELECT confirmed_flush_lsn >= '{target}' FROM pg_replication_slots "
-                       f"WHERE slot_name = '{self.slot}'") == "t":
+            if p.value("SELECT confirmed_flush_lsn >= $1::pg_lsn FROM pg_replication_slots "
+                       "WHERE slot_name = $2", target, self.slot) == "t":
                 return
 
     def quiesce_publisher(self):
@@ -1128,7 +1128,7 @@ class Bench:
         """PostgreSQL's pg_recvlogical streams a new slot of pgfanout's publication to /dev/null
         (pgoutput, protocol 1, as the publisher asks for): the walsender's decoding and sending
         with a consumer that does nothing. The slot is new, so it decodes only what follows."""
-        self.db(PRIMARY).query(f"SELECT pg_create_logical_replication_slot('{DECODING_SLOT}', 'pgoutput')")
+        self.db(PRIMARY).query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", DECODING_SLOT)
         self.decoder = Daemon("pg_recvlogical", [
             os.path.join(PGBIN, "pg_recvlogical"), "-d", self.conninfo(PRIMARY, "bench-decoding"),
             "--slot", DECODING_SLOT, "--start", "--no-loop", "-o", "proto_version=1",
@@ -1139,7 +1139,7 @@ class Bench:
         self.decoder.stop()
         self.decoder = None
         self.wait_slot(False, slot=DECODING_SLOT)
-        self.db(PRIMARY).query(f"SELECT pg_drop_replication_slot('{DECODING_SLOT}')")
+        self.db(PRIMARY).query("SELECT pg_drop_replication_slot($1)", DECODING_SLOT)
 
     def pause_listeners(self):
         for d in self.listeners:

@@ -20,6 +20,10 @@ def _libpq():
         lib.PQfinish.argtypes = [ctypes.c_void_p]
         lib.PQexec.restype = ctypes.c_void_p
         lib.PQexec.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        lib.PQexecParams.restype = ctypes.c_void_p
+        lib.PQexecParams.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p,
+                                     ctypes.POINTER(ctypes.c_char_p), ctypes.c_void_p, ctypes.c_void_p,
+                                     ctypes.c_int]
         lib.PQresultStatus.argtypes = [ctypes.c_void_p]
         lib.PQresultErrorMessage.restype = ctypes.c_char_p
         lib.PQresultErrorMessage.argtypes = [ctypes.c_void_p]
@@ -49,8 +53,13 @@ class Pg:
             self.conn = None
             raise PgError(f"cannot connect ({conninfo}): {msg}")
 
-    def query(self, sql):
-        res = self.lib.PQexec(self.conn, sql.encode())
+    def query(self, sql, *params):
+        """Runs sql; params (str or None) are bound to $1, $2, ... as text, never pasted in."""
+        if params:
+            values = (ctypes.c_char_p * len(params))(*(None if v is None else str(v).encode() for v in params))
+            res = self.lib.PQexecParams(self.conn, sql.encode(), len(params), None, values, None, None, 0)
+        else:
+            res = self.lib.PQexec(self.conn, sql.encode())
         if not res:
             raise PgError(self.lib.PQerrorMessage(self.conn).decode(errors="replace").strip())
         try:
@@ -69,8 +78,8 @@ class Pg:
         finally:
             self.lib.PQclear(res)
 
-    def value(self, sql):
-        rows = self.query(sql)
+    def value(self, sql, *params):
+        rows = self.query(sql, *params)
         return rows[0][0] if rows else None
 
     def close(self):
