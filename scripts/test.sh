@@ -19,6 +19,13 @@
 # there (default "unit|integration"), PGFANOUT_SANITIZE_EXCLUDE what it leaves out (a ctest
 # -E regex; default the 270 MB row test, which takes minutes and gigabytes under ASan and
 # exercises no code the 20 MB row tests do not).
+#
+# A test that fails is run once more on its own (ctest --rerun-failed). The stage still
+# fails if it fails again, or, in the sanitizer stage, if ASan or UBSan reported anything
+# in ctest's output or in a log of a process the tests started. The summary at the end
+# names every test that failed, the ones that passed on the second run included, and the
+# fuzzers' output goes to files in the fuzz tree, so the last lines of a run say what
+# went wrong.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -59,10 +66,51 @@ if ! cluster_lines=$(bash scripts/cluster.sh start); then
 fi
 eval "$cluster_lines"
 
-log="$BUILD/ctest.log"
+# The tests that failed in the last ctest run of build tree $1, one per line.
+failed_tests() {
+  sed -E 's/^[0-9]+://' "$1/Testing/Temporary/LastTestsFailed.log" 2>/dev/null || true
+}
+# Runs ctest in build tree $1 (further arguments go to ctest), output to $1/ctest.log. If
+# tests fail, runs those once more (output to $1/ctest-rerun.log). Sets run_rc to the
+# rerun's exit code (or the first run's if nothing failed), first_failed to the tests
+# that failed the first time and still_failed to those that failed again.
+run_ctest() {
+  local tree=$1
+  shift
+  first_failed="" still_failed=""
+  ctest --test-dir "$tree" --output-on-failure --no-tests=error --timeout "$TEST_TIMEOUT" "$@" \
+    2>&1 | tee "$tree/ctest.log"
+  run_rc=${PIPESTATUS[0]}
+  ((run_rc != 0)) || return 0
+  first_failed=$(failed_tests "$tree")
+  [ -n "$first_failed" ] || return 0
+  echo
+  echo "== running the failed tests once more in $tree:"
+  echo "$first_failed" | sed 's/^/   /'
+  ctest --test-dir "$tree" --output-on-failure --timeout "$TEST_TIMEOUT" --rerun-failed \
+    2>&1 | tee "$tree/ctest-rerun.log"
+  run_rc=${PIPESTATUS[0]}
+  ((run_rc == 0)) || still_failed=$(failed_tests "$tree")
+}
+# Prints the summary line of stage $1 from what run_ctest set.
+summarize_ctest() {
+  local what=$1 tree=$2 failed=$3 again=$4 rc=$5
+  echo "$what: $(grep -E '^[0-9]+% tests passed' "$tree/ctest.log" 2>/dev/null || echo "no summary (exit $rc)")"
+  [ -n "$failed" ] || return 0
+  local name
+  while IFS= read -r name; do
+    if grep -qxF -- "$name" <<<"$again"; then
+      echo "   FAILED twice: $name"
+    else
+      echo "   failed once, passed when run again: $name"
+    fi
+  done <<<"$failed"
+}
+
+
 set +e
-ctest --test-dir "$BUILD" --output-on-failure --no-tests=error --timeout "$TEST_TIMEOUT" 2>&1 | tee "$log"
-ctest_rc=${PIPESTATUS[0]}
+run_ctest "$BUILD"
+ctest_rc=$run_rc release_failed=$first_failed release_again=$still_failed
 echo
 python3 tests/compose/check_compose.py
 compose_rc=$?
@@ -74,7 +122,7 @@ sanitize_stage="${PGFANOUT_SANITIZE_STAGE:-1}"
 if [[ "$sanitize_stage" == 1 ]]; then
   SAN_BUILD="$BUILD-sanitize"
   FUZZ_BUILD="$BUILD-fuzz"
-  san_log="$SAN_BUILD/ctest.log"
+  san_failed="" san_again="" san_reports=""
   echo
   echo "== sanitizer stage: ASan + UBSan build in $SAN_BUILD"
   export ASAN_OPTIONS="${ASAN_OPTIONS:-halt_on_error=1:abort_on_error=1:detect_leaks=0}"
@@ -84,10 +132,19 @@ if [[ "$sanitize_stage" == 1 ]]; then
     cmake --build "$SAN_BUILD" --parallel "${PGFANOUT_BUILD_JOBS:-$(nproc)}"
   sanitize_rc=$?
   if ((sanitize_rc == 0)); then
-    ctest --test-dir "$SAN_BUILD" --output-on-failure --no-tests=error --timeout "$TEST_TIMEOUT" \
-      -L "${PGFANOUT_SANITIZE_LABELS:-unit|integration}" -E "${PGFANOUT_SANITIZE_EXCLUDE:-RowPastJsonbsLimit}" \
-      2>&1 | tee "$san_log"
-    sanitize_rc=${PIPESTATUS[0]}
+    rm -rf "$SAN_BUILD/test-logs" "$SAN_BUILD"/ctest*.log
+    run_ctest "$SAN_BUILD" -L "${PGFANOUT_SANITIZE_LABELS:-unit|integration}" \
+      -E "${PGFANOUT_SANITIZE_EXCLUDE:-RowPastJsonbsLimit}"
+    sanitize_rc=$run_rc san_failed=$first_failed san_again=$still_failed
+    # A report fails the stage even where no test noticed it (a process killed on purpose
+    # right after, say), and even if the test passed when run again.
+    san_reports=$(grep -rlE '==[0-9]+==ERROR: [A-Za-z]+Sanitizer|^[^ ]+:[0-9]+:[0-9]+: runtime error: ' \
+      "$SAN_BUILD"/ctest*.log "$SAN_BUILD/test-logs" 2>/dev/null)
+    if [ -n "$san_reports" ]; then
+      echo "test.sh: ASan or UBSan reported errors; see these files:" >&2
+      echo "$san_reports" | sed 's/^/   /' >&2
+      ((sanitize_rc != 0)) || sanitize_rc=1
+    fi
   else
     echo "test.sh: the sanitizer build failed (see above)" >&2
   fi
@@ -108,19 +165,28 @@ if [[ "$sanitize_stage" == 1 ]]; then
     name=${target%%:*} corpus=${target#*:}
     echo "-- pgfanout_fuzz_$name: $fuzz_share s over tests/fuzz/$corpus"
     mkdir -p "$FUZZ_BUILD/corpus-work-$name"
+    fuzz_log="$FUZZ_BUILD/fuzz-$name.log"
     (cd "$FUZZ_BUILD" && "./bin/pgfanout_fuzz_$name" -max_total_time="$fuzz_share" -seed="$fuzz_seed" \
-        -max_len=65536 -rss_limit_mb=2048 -print_final_stats=1 "corpus-work-$name" "$ROOT/tests/fuzz/$corpus")
+        -max_len=65536 -rss_limit_mb=2048 -print_final_stats=1 "corpus-work-$name" "$ROOT/tests/fuzz/$corpus") \
+        >"$fuzz_log" 2>&1
     fuzz_rc=$?
+    if ((fuzz_rc == 0)); then
+      grep -E '^(Done [0-9]+ runs|stat::(number_of_executed_units|new_units_added|peak_rss_mb))' "$fuzz_log"
+    else
+      tail -n 80 "$fuzz_log"
+      echo "pgfanout_fuzz_$name: FAILED (exit $fuzz_rc); its whole output is in $fuzz_log"
+    fi
   done
   set -e
 fi
 
 echo
 echo "== summary"
-grep -E '^[0-9]+% tests passed' "$log" || echo "ctest: no summary (exit $ctest_rc)"
+summarize_ctest "tests" "$BUILD" "$release_failed" "$release_again" "$ctest_rc"
 if ((compose_rc == 0)); then echo "compose check: passed"; else echo "compose check: FAILED"; fi
 if [[ "$sanitize_stage" == 1 ]]; then
-  echo "sanitizer build: $(grep -E '^[0-9]+% tests passed' "$san_log" 2>/dev/null || echo "FAILED (exit $sanitize_rc)")"
+  summarize_ctest "sanitizer build" "$SAN_BUILD" "$san_failed" "$san_again" "$sanitize_rc"
+  [ -z "$san_reports" ] || echo "   ASan/UBSan reports in: $(echo $san_reports)"
   if ((fuzz_rc == 0)); then echo "fuzz: passed"; else echo "fuzz: FAILED (exit $fuzz_rc; inputs in $FUZZ_BUILD)"; fi
 fi
 ((ctest_rc == 0)) || exit "$ctest_rc"
