@@ -80,7 +80,9 @@
 -- installer's. Every role (PUBLIC) may therefore use schema pgfanout, read
 -- publisher_state and tracked, and insert into the outbox (not its id or ts); row-level
 -- security lets a role insert only changes of a table it may write (pgfanout_capture
--- below), and a TRUNCATE change only with TRUNCATE on that table. Reading and deleting
+-- below), and a TRUNCATE change only with TRUNCATE on that table. An ordinary table's
+-- INSERTs go through a view of the outbox of its own that checks the same once per
+-- statement (make_insert_capture). Reading and deleting
 -- the outbox stays with the roles granted it (sql/roles.sql). The only functions that run
 -- as the installer are the DDL event trigger and two look-ups of the outbox for the
 -- partition-TRUNCATE capture; none of them touches a user's value.
@@ -416,7 +418,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
         WHEN c.relkind = 'p' THEN 'pgfanout.capture_partition_row'
         WHEN EXISTS (SELECT FROM pg_inherits WHERE inhrelid = c.oid OR inhparent = c.oid)
             THEN 'pgfanout.capture_row'
-        ELSE 'pgfanout.capture_insert'
+        ELSE 'pgfanout.capture_insert_' || c.oid
     END
     FROM pg_class c WHERE c.oid = rel
 $$;
@@ -1059,6 +1061,96 @@ $$;
 REVOKE ALL ON FUNCTION pgfanout.capture_insert(), pgfanout.capture_row(),
     pgfanout.capture_partition_row(), pgfanout.capture_truncate() FROM PUBLIC;
 
+-- The INSERT capture of one table. The outbox's row-level security (pgfanout_capture)
+-- looks the table up by name for every row inserted, which cost a 1,000-row INSERT about
+-- 1 us per row (bench/capture_cost.md). So track() gives each ordinary table a target of
+-- its own, checked once per statement:
+--   view pgfanout.changes_of_<oid>  the outbox, with the table's schema, name and INSERT
+--       as the defaults of schema_name, table_name and op. PUBLIC may insert only the
+--       other columns a capture writes (so never a change of another table, nor an id
+--       or ts), and its check option admits a statement's rows only if the writing role
+--       may write the table now named so (the policy's test, with the names as
+--       constants: an InitPlan, run once per statement). Its owner is the outbox's, so
+--       the outbox's own policy does not check these rows again. Nothing in it depends
+--       on the table's oid: left behind by a dropped table, it admits exactly what the
+--       policy would.
+--   function pgfanout.capture_insert_<oid>()  capture_insert's body run against that view
+--       while the table still has the names it was tracked under, and as it is, against
+--       the outbox, once the table was renamed and track() has not run again (no DDL
+--       event trigger): its changes then carry its new name, as before.
+-- make_insert_capture(rel) makes both from capture_insert's current body (re-running this
+-- file makes them again); drop_insert_capture(relid) drops them.
+CREATE OR REPLACE FUNCTION pgfanout.drop_insert_capture(relid oid) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    -- Looked up first: DROP ... IF EXISTS would tell every caller of track() it skipped them.
+    IF to_regprocedure(format('pgfanout.%I()', 'capture_insert_' || relid)) IS NOT NULL THEN
+        EXECUTE format('DROP FUNCTION pgfanout.%I()', 'capture_insert_' || relid);
+    END IF;
+    IF to_regclass(format('pgfanout.%I', 'changes_of_' || relid)) IS NOT NULL THEN
+        EXECUTE format('DROP VIEW pgfanout.%I', 'changes_of_' || relid);
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pgfanout.make_insert_capture(rel regclass) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    nsp name;
+    tab name;
+    view_name text := 'changes_of_' || rel::oid;
+    function_name text := 'capture_insert_' || rel::oid;
+    owner regrole := (SELECT relowner::regrole FROM pg_class WHERE oid = 'pgfanout.changes'::regclass);
+    generic text := (SELECT prosrc FROM pg_proc WHERE oid = 'pgfanout.capture_insert()'::regprocedure);
+    into_outbox constant text := 'INSERT INTO pgfanout.changes (schema_name, table_name, op, ';
+    named constant text := 'SELECT TG_TABLE_SCHEMA, TG_TABLE_NAME, ''INSERT'', ';
+    own text;
+BEGIN
+    SELECT n.nspname, c.relname INTO nsp, tab
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel;
+    -- Each of capture_insert's three INSERTs, rewritten for the view: a body that no
+    -- longer reads as expected is an error in this file, not something to capture with.
+    IF (length(generic) - length(replace(generic, into_outbox, ''))) / length(into_outbox) <> 3
+       OR (length(generic) - length(replace(generic, named, ''))) / length(named) <> 3 THEN
+        RAISE EXCEPTION 'pgfanout: capture_insert''s INSERTs are not the three make_insert_capture rewrites';
+    END IF;
+    own := replace(replace(generic, into_outbox, format('INSERT INTO pgfanout.%I (', view_name)), named, 'SELECT ');
+    IF to_regclass(format('pgfanout.%I', view_name)) IS NOT NULL THEN
+        EXECUTE format('DROP VIEW pgfanout.%I', view_name);
+    END IF;
+    EXECUTE format(
+        'CREATE VIEW pgfanout.%I AS SELECT * FROM pgfanout.changes '
+        'WHERE (SELECT CASE WHEN pg_catalog.has_schema_privilege(%L, ''USAGE'') '
+        '                   THEN pg_catalog.has_table_privilege(pg_catalog.to_regclass(%L), ''INSERT, UPDATE, DELETE, TRUNCATE'') '
+        '                   ELSE false END '
+        '               OR pgfanout.may_capture_through(%L, %L, ''INSERT'')) '
+        'WITH CASCADED CHECK OPTION',
+        view_name, nsp, format('%I.%I', nsp, tab), nsp, tab);
+    EXECUTE format('ALTER VIEW pgfanout.%I ALTER COLUMN schema_name SET DEFAULT %L', view_name, nsp);
+    EXECUTE format('ALTER VIEW pgfanout.%I ALTER COLUMN table_name SET DEFAULT %L', view_name, tab);
+    EXECUTE format('ALTER VIEW pgfanout.%I ALTER COLUMN op SET DEFAULT %L', view_name, 'INSERT');
+    EXECUTE format('REVOKE ALL ON pgfanout.%I FROM PUBLIC', view_name);
+    EXECUTE format('GRANT INSERT (new_row, json_nulls, new_text, new_json) ON pgfanout.%I TO PUBLIC', view_name);
+    EXECUTE format(
+        'CREATE OR REPLACE FUNCTION pgfanout.%I() RETURNS trigger LANGUAGE plpgsql SECURITY INVOKER AS %L',
+        function_name,
+        format(E'\nBEGIN\n'
+               '    -- pgfanout.make_insert_capture made this for %s from capture_insert''s body.\n'
+               '    IF TG_TABLE_SCHEMA OPERATOR(pg_catalog.=) %L AND TG_TABLE_NAME OPERATOR(pg_catalog.=) %L THEN\n'
+               '%s;\n'
+               '    END IF;\n'
+               '%s;\n'
+               'END\n', format('%I.%I', nsp, tab), nsp, tab, own, generic));
+    EXECUTE format('REVOKE ALL ON FUNCTION pgfanout.%I() FROM PUBLIC', function_name);
+    IF owner::oid <> current_user::regrole::oid THEN
+        EXECUTE format('ALTER VIEW pgfanout.%I OWNER TO %s', view_name, owner);
+        EXECUTE format('ALTER FUNCTION pgfanout.%I() OWNER TO %s', function_name, owner);
+    END IF;
+    RETURN format('pgfanout.%I', function_name);
+END
+$$;
+REVOKE ALL ON FUNCTION pgfanout.drop_insert_capture(oid), pgfanout.make_insert_capture(regclass) FROM PUBLIC;
+
 -- Whether transaction id x (a row's xmin) is the current transaction's or one of its
 -- subtransactions'. Those are the only in-progress ids whose rows this session can see,
 -- and they are not older than the top-level id, which gives x's epoch.
@@ -1324,7 +1416,8 @@ REVOKE ALL ON FUNCTION pgfanout.capture_partition_truncate() FROM PUBLIC;
 
 -- Drops the capture triggers of a table: every trigger calling a pgfanout function,
 -- whatever its name (their clones on partitions go with them), and those of its
--- partitions (the TRUNCATE triggers, which are not clones). Returns how many.
+-- partitions (the TRUNCATE triggers, which are not clones); and the table's INSERT
+-- capture function and view (make_insert_capture). Returns how many triggers.
 CREATE OR REPLACE FUNCTION pgfanout.drop_triggers(rel regclass) RETURNS integer
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -1339,6 +1432,7 @@ BEGIN
         EXECUTE format('DROP TRIGGER %I ON %s', t.tgname, t.tgrelid::regclass);
         dropped := dropped + 1;
     END LOOP;
+    PERFORM pgfanout.drop_insert_capture(rel);
     RETURN dropped;
 END
 $$;
@@ -1544,9 +1638,10 @@ BEGIN
     row_level := CASE WHEN capture = 'pgfanout.capture_partition_row'
                       THEN capture ELSE 'pgfanout.capture_row' END;
     PERFORM pgfanout.drop_triggers(rel);
-    IF capture = 'pgfanout.capture_insert' THEN
+    IF capture NOT IN ('pgfanout.capture_partition_row', 'pgfanout.capture_row') THEN
+        capture := pgfanout.make_insert_capture(rel);
         EXECUTE format('CREATE TRIGGER pgfanout_insert AFTER INSERT ON %s REFERENCING NEW TABLE AS pgfanout_new '
-                       'FOR EACH STATEMENT EXECUTE FUNCTION pgfanout.capture_insert(%s)', rel, args);
+                       'FOR EACH STATEMENT EXECUTE FUNCTION %s(%s)', rel, capture, args);
     ELSE
         EXECUTE format('CREATE TRIGGER pgfanout_insert AFTER INSERT ON %s '
                        'FOR EACH ROW EXECUTE FUNCTION %s(%s)', rel, row_level, args);
@@ -1883,6 +1978,7 @@ BEGIN
     FOR s IN SELECT * FROM pgfanout.stale_tracking(coalesce(touched, '{}')) LOOP
         IF s.dropped THEN
             DELETE FROM pgfanout.tracked WHERE relid = s.relid;
+            PERFORM pgfanout.drop_insert_capture(s.relid);
             CONTINUE;
         END IF;
         BEGIN
@@ -2071,16 +2167,23 @@ END
 $$;
 
 -- Re-running this file brings the triggers of every tracked table up to date too. A
--- table that can no longer be tracked keeps its capture as it was, with a warning.
+-- table that can no longer be tracked keeps its capture as it was, with a warning. The
+-- INSERT capture functions and views of tables whose triggers are current are made
+-- again from this file's capture_insert (which takes no lock on the tables).
 DO $$
 DECLARE
     s record;
     message text;
 BEGIN
+    PERFORM pgfanout.make_insert_capture(tg.tgrelid)
+    FROM pgfanout.tracked k JOIN pg_trigger tg ON tg.tgrelid = k.relid JOIN pg_proc p ON p.oid = tg.tgfoid
+    WHERE tg.tgname = 'pgfanout_insert' AND p.pronamespace = 'pgfanout'::regnamespace
+      AND p.proname = 'capture_insert_' || k.relid::oid;
     PERFORM pgfanout.drop_detached_truncate_triggers();
     FOR s IN SELECT * FROM pgfanout.stale_tracking(NULL) LOOP
         IF s.dropped THEN
             DELETE FROM pgfanout.tracked WHERE relid = s.relid;
+            PERFORM pgfanout.drop_insert_capture(s.relid);
             CONTINUE;
         END IF;
         BEGIN

@@ -196,9 +196,10 @@ TEST_F(SqlTest, InstallingAgainUpgradesAnInstallFromBeforeJsonNulls) {
     CREATE TABLE public.docs (id int PRIMARY KEY, j jsonb);
     SELECT pgfanout.track('public.docs');
     ALTER EVENT TRIGGER pgfanout_ddl DISABLE;  -- today's version would judge the old layout
+    -- The triggers of that install (its view of the outbox for the table goes with them).
+    SELECT pgfanout.drop_triggers('public.docs');
     ALTER TABLE pgfanout.changes DROP COLUMN json_nulls;
     ALTER TABLE pgfanout.tracked DROP COLUMN json_columns;
-    SELECT pgfanout.drop_triggers('public.docs');
     CREATE TRIGGER pgfanout_insert AFTER INSERT ON public.docs REFERENCING NEW TABLE AS pgfanout_new
       FOR EACH STATEMENT EXECUTE FUNCTION pgfanout.capture_insert('id');
     CREATE TRIGGER pgfanout_update AFTER UPDATE ON public.docs FOR EACH ROW EXECUTE FUNCTION pgfanout.capture_row('id');
@@ -213,10 +214,32 @@ TEST_F(SqlTest, InstallingAgainUpgradesAnInstallFromBeforeJsonNulls) {
 
   EXPECT_EQ(sql().query(pending), before) << "re-installing changed or lost pending changes";
   EXPECT_EQ(sql().value("SELECT json_columns::text FROM pgfanout.tracked"), "{j}");
+  // The table's INSERTs moved to its own capture function (and view of the outbox).
+  EXPECT_EQ(sql().value("SELECT (tgfoid::regproc::text = 'pgfanout.capture_insert_' || tgrelid::oid)::text "
+                        "FROM pg_trigger WHERE tgrelid = 'public.docs'::regclass AND tgname = 'pgfanout_insert'"),
+            "true");
   sql().exec("INSERT INTO public.docs VALUES (2, 'null'), (3, NULL); UPDATE public.docs SET j = 'null' WHERE id = 3;");
   EXPECT_EQ(sql().query("SELECT op, new_row->>'id', coalesce(json_nulls::text, '-') FROM pgfanout.changes ORDER BY id"),
             (Rows{Row{"INSERT", "1", "-"}, Row{"INSERT", "2", "{j}"}, Row{"INSERT", "3", "-"},
                   Row{"UPDATE", "3", "{j}"}}));
+}
+
+// A table's own INSERT capture function is made from capture_insert's body by track():
+// re-running install.sql makes it again from the new body, so an upgrade reaches tables
+// whose triggers did not change.
+TEST_F(SqlTest, InstallingAgainRemakesEachTablesInsertCaptureFromTheNewBody) {
+  sql().exec("CREATE TABLE public.t (id int PRIMARY KEY, v text); SELECT pgfanout.track('public.t')");
+  const std::string function = "pgfanout.capture_insert_" + *sql().value("SELECT 'public.t'::regclass::oid::text");
+  // An older body, which captured nothing.
+  sql().exec("CREATE OR REPLACE FUNCTION " + function +
+             "() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NULL; END'");
+  sql().exec("INSERT INTO public.t VALUES (1, 'old body')");
+  ASSERT_EQ(sql().integer("SELECT count(*) FROM pgfanout.changes"), 0);
+
+  install_schema(db_->conninfo());
+  sql().exec("INSERT INTO public.t VALUES (2, 'new body'), (3, 'new body')");
+  EXPECT_EQ(sql().query("SELECT table_name, op, new_row->>'id' FROM pgfanout.changes ORDER BY id"),
+            (Rows{Row{"t", "INSERT", "2"}, Row{"t", "INSERT", "3"}}));
 }
 
 // PostgreSQL accepts rows jsonb cannot hold: a json value with \u0000 in it, a row past

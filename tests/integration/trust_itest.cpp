@@ -87,7 +87,8 @@ class TrustTest : public ::testing::Test {
     std::string what = error_of(s, statement).what();
     return what.find("permission denied") != std::string::npos ||
            what.find("must be owner") != std::string::npos ||
-           what.find("violates row-level security policy") != std::string::npos;
+           what.find("violates row-level security policy") != std::string::npos ||
+           what.find("violates check option for view") != std::string::npos;
   }
 
   TestRole alice{"pgft_alice"};
@@ -288,6 +289,67 @@ TEST_F(TrustTest, ARoleInsertsIntoTheOutboxOnlyChangesOfTablesItMayWrite) {
   EXPECT_TRUE(refused(b, "UPDATE pgfanout.publisher_state SET idle = false"));
   EXPECT_TRUE(refused(b, "SELECT pgfanout.track('app.t')"));
   EXPECT_EQ(outbox(), std::vector<std::string>{"app.t DELETE {\"id\": 1}"});
+}
+
+// track() gives an ordinary table a view of the outbox of its own, into which its INSERT
+// capture writes (checked once per statement, not per row; sql/install.sql,
+// make_insert_capture). Every role may insert into it, so it must admit no more than the
+// outbox's policy: only changes of that table, only from a role that may write the table
+// now named so, never a chosen id, time, name or operation.
+TEST_F(TrustTest, ATablesOwnViewOfTheOutboxAdmitsOnlyWhatThePolicyWould) {
+  {
+    PgSession a = as(alice);
+    a.exec("CREATE TABLE app.t (id int PRIMARY KEY, v text); CREATE TABLE app.other (id int PRIMARY KEY)");
+    a.exec("GRANT INSERT (id, v) ON app.t TO " + bob.ident());
+  }
+  sql().exec("SELECT pgfanout.track('app.t'); SELECT pgfanout.track('app.other')");
+  const std::string t_oid = *sql().value("SELECT 'app.t'::regclass::oid::text");
+  const std::string t_view = "pgfanout.changes_of_" + t_oid;
+  const std::string other_view =
+      "pgfanout.changes_of_" + *sql().value("SELECT 'app.other'::regclass::oid::text");
+  ASSERT_EQ(sql().value("SELECT tgfoid::regproc::text FROM pg_trigger WHERE tgrelid = 'app.t'::regclass "
+                        "AND tgname = 'pgfanout_insert'"),
+            "pgfanout.capture_insert_" + t_oid);
+
+  PgSession b = as(bob);
+  b.exec("INSERT INTO app.t VALUES (1, 'written')");
+  // A change bob could have made by writing app.t: admitted, under app.t's name.
+  b.exec("INSERT INTO " + t_view + " (new_row) VALUES ('{\"id\": 2}')");
+  EXPECT_TRUE(refused(b, "INSERT INTO " + other_view + " (new_row) VALUES ('{\"id\": 1}')"));
+  for (const char* column : {"schema_name", "table_name", "op", "old_key"})
+    EXPECT_TRUE(refused(b, "INSERT INTO " + t_view + " (" + column + ", new_row) VALUES (NULL, '{}')"))
+        << column;
+  EXPECT_TRUE(refused(b, "INSERT INTO " + t_view + " (id, new_row) OVERRIDING SYSTEM VALUE VALUES (1, '{}')"));
+  EXPECT_TRUE(refused(b, "INSERT INTO " + t_view + " (ts, new_row) VALUES (now(), '{}')"));
+  EXPECT_TRUE(refused(b, "SELECT * FROM " + t_view));
+  PgSession m = as(mallory);
+  EXPECT_TRUE(refused(m, "INSERT INTO " + t_view + " (new_row) VALUES ('{\"id\": 3}')"));
+
+  // With no DDL event trigger to track it again, a renamed table's changes carry its new
+  // name (as they did before it had a view), and its view admits writers of whatever
+  // table now has the old name, not of the renamed one.
+  sql().exec("ALTER EVENT TRIGGER pgfanout_ddl DISABLE");
+  as(alice).exec("ALTER TABLE app.t RENAME TO t2; CREATE TABLE app.t (id int PRIMARY KEY)");
+  b.exec("INSERT INTO app.t2 VALUES (4, 'renamed')");
+  EXPECT_TRUE(refused(b, "INSERT INTO " + t_view + " (new_row) VALUES ('{\"id\": 5}')"));
+  as(alice).exec("GRANT INSERT ON app.t TO " + bob.ident());
+  b.exec("INSERT INTO " + t_view + " (new_row) VALUES ('{\"id\": 6}')");
+  sql().exec("ALTER EVENT TRIGGER pgfanout_ddl ENABLE");
+
+  EXPECT_THAT(outbox(), ::testing::ElementsAre("app.t INSERT {\"v\": \"written\", \"id\": 1}",
+                                               "app.t INSERT {\"id\": 2}",
+                                               "app.t2 INSERT {\"v\": \"renamed\", \"id\": 4}",
+                                               "app.t INSERT {\"id\": 6}"));
+
+  // untrack() and DROP TABLE (through the event trigger) take the view and function away.
+  sql().exec("SELECT pgfanout.untrack('app.t2')");
+  as(alice).exec("DROP TABLE app.other");
+  EXPECT_EQ(sql().integer("SELECT count(*) FROM pg_class WHERE relnamespace = 'pgfanout'::regnamespace "
+                          "AND relname LIKE 'changes\\_of\\_%'"),
+            0);
+  EXPECT_EQ(sql().integer("SELECT count(*) FROM pg_proc WHERE pronamespace = 'pgfanout'::regnamespace "
+                          "AND proname LIKE 'capture\\_insert\\_%'"),
+            0);
 }
 
 // The capture never fails a write PostgreSQL accepts, whichever rights let the writer make
