@@ -109,12 +109,12 @@ if [ "${BENCH_PIECES:-off}" = on ]; then
   # replacement that changes nothing stops the script: the piece would measure nothing.
   pieces=(
     "idle from table|SELECT pg_temp.swap(f, 'pg_catalog.pg_sequence_last_value(''pgfanout.publisher_idle''::pg_catalog.regclass) OPERATOR(pg_catalog.=) 1', '(SELECT idle FROM pgfanout.publisher_state)') FROM unnest(ARRAY['pgfanout.capture_insert()', 'pgfanout.capture_row()']::regprocedure[]) AS f; SELECT pgfanout.track('bench')"
-    "SET search_path|ALTER FUNCTION pgfanout.capture_row() SET search_path = pg_catalog, pg_temp; SELECT pg_temp.run(format('ALTER FUNCTION pgfanout.%I() SET search_path = pg_catalog, pg_temp', 'capture_insert_' || 'bench'::regclass::oid))"
+    "SET search_path|ALTER FUNCTION pgfanout.capture_row() SET search_path = pg_catalog, pg_temp; SELECT pg_temp.run(format('ALTER FUNCTION %s() SET search_path = pg_catalog, pg_temp', pgfanout.capture_function('bench')))"
     "policy true|ALTER POLICY pgfanout_capture ON pgfanout.changes WITH CHECK (true)"
     "no big-row guard|SELECT pg_temp.swap('pgfanout.capture_insert()', 'CASE WHEN pg_catalog.pg_column_size(n.*) OPERATOR(pg_catalog.<) 100000 THEN pg_catalog.to_jsonb(n.*)
                               ELSE pgfanout.row_jsonb(n.*) END', 'pg_catalog.to_jsonb(n.*)'); SELECT pg_temp.swap('pgfanout.capture_row()', 'AND coalesce(pg_catalog.pg_column_size(NEW), 0) OPERATOR(pg_catalog.<) 100000
        AND coalesce(pg_catalog.pg_column_size(OLD), 0) OPERATOR(pg_catalog.<) 100000', ''); SELECT pgfanout.track('bench')"
-    "INSERTs by the policy|SELECT pg_temp.swap(format('pgfanout.capture_insert_%s()', 'bench'::regclass::oid)::regprocedure, 'IF TG_TABLE_SCHEMA OPERATOR(pg_catalog.=) ''public''', 'IF false AND TG_TABLE_SCHEMA OPERATOR(pg_catalog.=) ''public''')"
+    "INSERTs by the policy|SELECT pg_temp.swap((pgfanout.capture_function('bench') || '()')::regprocedure, 'IF TG_TABLE_SCHEMA OPERATOR(pg_catalog.=) ''public''', 'IF false AND TG_TABLE_SCHEMA OPERATOR(pg_catalog.=) ''public''')"
   )
   for i in "${!pieces[@]}"; do
     label="${pieces[$i]%%|*}"

@@ -411,6 +411,13 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT EXISTS (SELECT FROM pg_constraint WHERE conrelid = rel AND contype = 'p' AND condeferrable)
 $$;
 
+-- The key in the names of a table's own INSERT capture function and view (see
+-- make_insert_capture): the md5 of its qualified name.
+CREATE OR REPLACE FUNCTION pgfanout.insert_capture_key(schema_name text, table_name text) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT md5(format('%I.%I', schema_name, table_name))
+$$;
+
 -- Which trigger function captures a table's rows (see the header).
 CREATE OR REPLACE FUNCTION pgfanout.capture_function(rel regclass) RETURNS text
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -418,9 +425,9 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
         WHEN c.relkind = 'p' THEN 'pgfanout.capture_partition_row'
         WHEN EXISTS (SELECT FROM pg_inherits WHERE inhrelid = c.oid OR inhparent = c.oid)
             THEN 'pgfanout.capture_row'
-        ELSE 'pgfanout.capture_insert_' || c.oid
+        ELSE 'pgfanout.capture_insert_' || pgfanout.insert_capture_key(n.nspname, c.relname)
     END
-    FROM pg_class c WHERE c.oid = rel
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel
 $$;
 
 CREATE OR REPLACE FUNCTION pgfanout.key_of(r jsonb, keys text[]) RETURNS jsonb
@@ -1064,31 +1071,43 @@ REVOKE ALL ON FUNCTION pgfanout.capture_insert(), pgfanout.capture_row(),
 -- The INSERT capture of one table. The outbox's row-level security (pgfanout_capture)
 -- looks the table up by name for every row inserted, which cost a 1,000-row INSERT about
 -- 1 us per row (bench/capture_cost.md). So track() gives each ordinary table a target of
--- its own, checked once per statement:
---   view pgfanout.changes_of_<oid>  the outbox, with the table's schema, name and INSERT
---       as the defaults of schema_name, table_name and op. PUBLIC may insert only the
---       other columns a capture writes (so never a change of another table, nor an id
---       or ts), and its check option admits a statement's rows only if the writing role
---       may write the table now named so (the policy's test, with the names as
---       constants: an InitPlan, run once per statement). Its owner is the outbox's, so
---       the outbox's own policy does not check these rows again. Nothing in it depends
---       on the table's oid: left behind by a dropped table, it admits exactly what the
---       policy would.
---   function pgfanout.capture_insert_<oid>()  capture_insert's body run against that view
---       while the table still has the names it was tracked under, and as it is, against
---       the outbox, once the table was renamed and track() has not run again (no DDL
---       event trigger): its changes then carry its new name, as before.
+-- its own, checked once per statement. Both objects are named after the md5 of the
+-- table's qualified name (insert_capture_key, above): nothing in them depends on the
+-- table's oid, so they survive pg_dump and restore, two tables never share them, and a
+-- table renamed without track() running again (no event trigger) that shares them with
+-- a new table of its old name takes none of their paths.
+--   view pgfanout.changes_of_<md5>  the outbox's columns that an INSERT capture writes
+--       (no id, ts, old_key or old_text: the outbox's own defaults fill those), with the
+--       table's schema, name and INSERT as the defaults of schema_name, table_name and
+--       op. PUBLIC may insert only new_row, json_nulls, new_text and new_json. Its check
+--       option compares each row's names and op with the table's (a view another role
+--       stacks on this one can supply any default, and its defaults are not checked
+--       against these column privileges), and admits a statement's rows only if the
+--       writing role may write the table now named so: the policy's test, with the
+--       names as constants, in an InitPlan run once per statement. Its owner is the
+--       outbox's, so the outbox's own policy does not check these rows again.
+--   function pgfanout.capture_insert_<md5>()  capture_insert's body run against that
+--       view while the table has the names it was made for, and as it is, against the
+--       outbox, otherwise (renamed, and track() has not run again): its changes then
+--       carry the table's current name, as before.
 -- make_insert_capture(rel) makes both from capture_insert's current body (re-running this
--- file makes them again); drop_insert_capture(relid) drops them.
-CREATE OR REPLACE FUNCTION pgfanout.drop_insert_capture(relid oid) RETURNS void
+-- file makes them again); drop_insert_capture(key) drops both once no trigger calls the
+-- function. DROP VIEW ... CASCADE: any role may make a view of its own on top of one of
+-- these (a temporary one too), which would otherwise keep it from being dropped.
+CREATE OR REPLACE FUNCTION pgfanout.drop_insert_capture(key text) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    f regprocedure := to_regprocedure(format('pgfanout.%I()', 'capture_insert_' || key));
 BEGIN
     -- Looked up first: DROP ... IF EXISTS would tell every caller of track() it skipped them.
-    IF to_regprocedure(format('pgfanout.%I()', 'capture_insert_' || relid)) IS NOT NULL THEN
-        EXECUTE format('DROP FUNCTION pgfanout.%I()', 'capture_insert_' || relid);
+    IF f IS NOT NULL THEN
+        IF EXISTS (SELECT FROM pg_trigger WHERE tgfoid = f) THEN
+            RETURN;
+        END IF;
+        EXECUTE format('DROP FUNCTION %s', f);
     END IF;
-    IF to_regclass(format('pgfanout.%I', 'changes_of_' || relid)) IS NOT NULL THEN
-        EXECUTE format('DROP VIEW pgfanout.%I', 'changes_of_' || relid);
+    IF to_regclass(format('pgfanout.%I', 'changes_of_' || key)) IS NOT NULL THEN
+        EXECUTE format('DROP VIEW pgfanout.%I CASCADE', 'changes_of_' || key);
     END IF;
 END
 $$;
@@ -1098,8 +1117,9 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     nsp name;
     tab name;
-    view_name text := 'changes_of_' || rel::oid;
-    function_name text := 'capture_insert_' || rel::oid;
+    key text;
+    view_name text;
+    function_name text;
     owner regrole := (SELECT relowner::regrole FROM pg_class WHERE oid = 'pgfanout.changes'::regclass);
     generic text := (SELECT prosrc FROM pg_proc WHERE oid = 'pgfanout.capture_insert()'::regprocedure);
     into_outbox constant text := 'INSERT INTO pgfanout.changes (schema_name, table_name, op, ';
@@ -1108,6 +1128,9 @@ DECLARE
 BEGIN
     SELECT n.nspname, c.relname INTO nsp, tab
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel;
+    key := pgfanout.insert_capture_key(nsp, tab);
+    view_name := 'changes_of_' || key;
+    function_name := 'capture_insert_' || key;
     -- Each of capture_insert's three INSERTs, rewritten for the view: a body that no
     -- longer reads as expected is an error in this file, not something to capture with.
     IF (length(generic) - length(replace(generic, into_outbox, ''))) / length(into_outbox) <> 3
@@ -1116,31 +1139,35 @@ BEGIN
     END IF;
     own := replace(replace(generic, into_outbox, format('INSERT INTO pgfanout.%I (', view_name)), named, 'SELECT ');
     IF to_regclass(format('pgfanout.%I', view_name)) IS NOT NULL THEN
-        EXECUTE format('DROP VIEW pgfanout.%I', view_name);
+        EXECUTE format('DROP VIEW pgfanout.%I CASCADE', view_name);
     END IF;
     EXECUTE format(
-        'CREATE VIEW pgfanout.%I AS SELECT * FROM pgfanout.changes '
-        'WHERE (SELECT CASE WHEN pg_catalog.has_schema_privilege(%L, ''USAGE'') '
+        'CREATE VIEW pgfanout.%I AS '
+        'SELECT schema_name, table_name, op, new_row, json_nulls, new_text, new_json FROM pgfanout.changes '
+        'WHERE schema_name OPERATOR(pg_catalog.=) %L AND table_name OPERATOR(pg_catalog.=) %L '
+        '  AND op OPERATOR(pg_catalog.=) ''INSERT'' '
+        '  AND (SELECT CASE WHEN pg_catalog.has_schema_privilege(%L, ''USAGE'') '
         '                   THEN pg_catalog.has_table_privilege(pg_catalog.to_regclass(%L), ''INSERT, UPDATE, DELETE, TRUNCATE'') '
         '                   ELSE false END '
         '               OR pgfanout.may_capture_through(%L, %L, ''INSERT'')) '
         'WITH CASCADED CHECK OPTION',
-        view_name, nsp, format('%I.%I', nsp, tab), nsp, tab);
+        view_name, nsp, tab, nsp, format('%I.%I', nsp, tab), nsp, tab);
     EXECUTE format('ALTER VIEW pgfanout.%I ALTER COLUMN schema_name SET DEFAULT %L', view_name, nsp);
     EXECUTE format('ALTER VIEW pgfanout.%I ALTER COLUMN table_name SET DEFAULT %L', view_name, tab);
     EXECUTE format('ALTER VIEW pgfanout.%I ALTER COLUMN op SET DEFAULT %L', view_name, 'INSERT');
     EXECUTE format('REVOKE ALL ON pgfanout.%I FROM PUBLIC', view_name);
     EXECUTE format('GRANT INSERT (new_row, json_nulls, new_text, new_json) ON pgfanout.%I TO PUBLIC', view_name);
+    -- The names go into the body as literals only (a name may hold a newline or a quote).
     EXECUTE format(
         'CREATE OR REPLACE FUNCTION pgfanout.%I() RETURNS trigger LANGUAGE plpgsql SECURITY INVOKER AS %L',
         function_name,
         format(E'\nBEGIN\n'
-               '    -- pgfanout.make_insert_capture made this for %s from capture_insert''s body.\n'
+               '    -- Made by pgfanout.make_insert_capture from capture_insert''s body.\n'
                '    IF TG_TABLE_SCHEMA OPERATOR(pg_catalog.=) %L AND TG_TABLE_NAME OPERATOR(pg_catalog.=) %L THEN\n'
                '%s;\n'
                '    END IF;\n'
                '%s;\n'
-               'END\n', format('%I.%I', nsp, tab), nsp, tab, own, generic));
+               'END\n', nsp, tab, own, generic));
     EXECUTE format('REVOKE ALL ON FUNCTION pgfanout.%I() FROM PUBLIC', function_name);
     IF owner::oid <> current_user::regrole::oid THEN
         EXECUTE format('ALTER VIEW pgfanout.%I OWNER TO %s', view_name, owner);
@@ -1149,7 +1176,7 @@ BEGIN
     RETURN format('pgfanout.%I', function_name);
 END
 $$;
-REVOKE ALL ON FUNCTION pgfanout.drop_insert_capture(oid), pgfanout.make_insert_capture(regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgfanout.drop_insert_capture(text), pgfanout.make_insert_capture(regclass) FROM PUBLIC;
 
 -- Whether transaction id x (a row's xmin) is the current transaction's or one of its
 -- subtransactions'. Those are the only in-progress ids whose rows this session can see,
@@ -1423,7 +1450,12 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     t record;
     dropped integer := 0;
+    own_functions text[];
 BEGIN
+    SELECT array_agg(p.proname) INTO own_functions
+    FROM pg_trigger tg JOIN pg_proc p ON p.oid = tg.tgfoid
+    WHERE tg.tgrelid = rel AND p.pronamespace = 'pgfanout'::regnamespace
+      AND p.proname LIKE 'capture\_insert\_%';
     FOR t IN
         SELECT tg.tgname, tg.tgrelid FROM pg_trigger tg JOIN pg_proc p ON p.oid = tg.tgfoid
         WHERE (tg.tgrelid = rel OR tg.tgrelid IN (SELECT relid FROM pg_partition_tree(rel)))
@@ -1432,7 +1464,8 @@ BEGIN
         EXECUTE format('DROP TRIGGER %I ON %s', t.tgname, t.tgrelid::regclass);
         dropped := dropped + 1;
     END LOOP;
-    PERFORM pgfanout.drop_insert_capture(rel);
+    PERFORM pgfanout.drop_insert_capture(substr(f, length('capture_insert_') + 1))
+    FROM unnest(own_functions) AS f;
     RETURN dropped;
 END
 $$;
@@ -1977,8 +2010,9 @@ BEGIN
     END IF;
     FOR s IN SELECT * FROM pgfanout.stale_tracking(coalesce(touched, '{}')) LOOP
         IF s.dropped THEN
+            PERFORM pgfanout.drop_insert_capture(pgfanout.insert_capture_key(k.schema_name, k.table_name))
+            FROM pgfanout.tracked k WHERE k.relid = s.relid;
             DELETE FROM pgfanout.tracked WHERE relid = s.relid;
-            PERFORM pgfanout.drop_insert_capture(s.relid);
             CONTINUE;
         END IF;
         BEGIN
@@ -2176,14 +2210,15 @@ DECLARE
     message text;
 BEGIN
     PERFORM pgfanout.make_insert_capture(tg.tgrelid)
-    FROM pgfanout.tracked k JOIN pg_trigger tg ON tg.tgrelid = k.relid JOIN pg_proc p ON p.oid = tg.tgfoid
-    WHERE tg.tgname = 'pgfanout_insert' AND p.pronamespace = 'pgfanout'::regnamespace
-      AND p.proname = 'capture_insert_' || k.relid::oid;
+    FROM pgfanout.tracked k JOIN pg_trigger tg ON tg.tgrelid = k.relid
+    WHERE tg.tgname = 'pgfanout_insert'
+      AND tg.tgfoid = to_regprocedure(pgfanout.capture_function(k.relid) || '()');
     PERFORM pgfanout.drop_detached_truncate_triggers();
     FOR s IN SELECT * FROM pgfanout.stale_tracking(NULL) LOOP
         IF s.dropped THEN
+            PERFORM pgfanout.drop_insert_capture(pgfanout.insert_capture_key(k.schema_name, k.table_name))
+            FROM pgfanout.tracked k WHERE k.relid = s.relid;
             DELETE FROM pgfanout.tracked WHERE relid = s.relid;
-            PERFORM pgfanout.drop_insert_capture(s.relid);
             CONTINUE;
         END IF;
         BEGIN

@@ -215,7 +215,8 @@ TEST_F(SqlTest, InstallingAgainUpgradesAnInstallFromBeforeJsonNulls) {
   EXPECT_EQ(sql().query(pending), before) << "re-installing changed or lost pending changes";
   EXPECT_EQ(sql().value("SELECT json_columns::text FROM pgfanout.tracked"), "{j}");
   // The table's INSERTs moved to its own capture function (and view of the outbox).
-  EXPECT_EQ(sql().value("SELECT (tgfoid::regproc::text = 'pgfanout.capture_insert_' || tgrelid::oid)::text "
+  EXPECT_EQ(sql().value("SELECT (tgfoid = to_regprocedure(pgfanout.capture_function(tgrelid) || '()') "
+                        "AND tgfoid <> 'pgfanout.capture_insert()'::regprocedure)::text "
                         "FROM pg_trigger WHERE tgrelid = 'public.docs'::regclass AND tgname = 'pgfanout_insert'"),
             "true");
   sql().exec("INSERT INTO public.docs VALUES (2, 'null'), (3, NULL); UPDATE public.docs SET j = 'null' WHERE id = 3;");
@@ -229,7 +230,7 @@ TEST_F(SqlTest, InstallingAgainUpgradesAnInstallFromBeforeJsonNulls) {
 // whose triggers did not change.
 TEST_F(SqlTest, InstallingAgainRemakesEachTablesInsertCaptureFromTheNewBody) {
   sql().exec("CREATE TABLE public.t (id int PRIMARY KEY, v text); SELECT pgfanout.track('public.t')");
-  const std::string function = "pgfanout.capture_insert_" + *sql().value("SELECT 'public.t'::regclass::oid::text");
+  const std::string function = *sql().value("SELECT pgfanout.capture_function('public.t')");
   // An older body, which captured nothing.
   sql().exec("CREATE OR REPLACE FUNCTION " + function +
              "() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NULL; END'");
