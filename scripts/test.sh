@@ -107,7 +107,6 @@ summarize_ctest() {
   done <<<"$failed"
 }
 
-
 set +e
 run_ctest "$BUILD"
 ctest_rc=$run_rc release_failed=$first_failed release_again=$still_failed
@@ -123,6 +122,8 @@ if [[ "$sanitize_stage" == 1 ]]; then
   SAN_BUILD="$BUILD-sanitize"
   FUZZ_BUILD="$BUILD-fuzz"
   san_failed="" san_again="" san_reports=""
+  # A failed build must not leave an earlier run's results to be summarised.
+  rm -rf "$SAN_BUILD/test-logs" "$SAN_BUILD"/ctest*.log
   echo
   echo "== sanitizer stage: ASan + UBSan build in $SAN_BUILD"
   export ASAN_OPTIONS="${ASAN_OPTIONS:-halt_on_error=1:abort_on_error=1:detect_leaks=0}"
@@ -132,7 +133,6 @@ if [[ "$sanitize_stage" == 1 ]]; then
     cmake --build "$SAN_BUILD" --parallel "${PGFANOUT_BUILD_JOBS:-$(nproc)}"
   sanitize_rc=$?
   if ((sanitize_rc == 0)); then
-    rm -rf "$SAN_BUILD/test-logs" "$SAN_BUILD"/ctest*.log
     run_ctest "$SAN_BUILD" -L "${PGFANOUT_SANITIZE_LABELS:-unit|integration}" \
       -E "${PGFANOUT_SANITIZE_EXCLUDE:-RowPastJsonbsLimit}"
     sanitize_rc=$run_rc san_failed=$first_failed san_again=$still_failed

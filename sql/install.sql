@@ -1176,7 +1176,22 @@ BEGIN
     RETURN format('pgfanout.%I', function_name);
 END
 $$;
-REVOKE ALL ON FUNCTION pgfanout.drop_insert_capture(text), pgfanout.make_insert_capture(regclass) FROM PUBLIC;
+
+-- Forgets a tracked table that was dropped: its row in pgfanout.tracked, and its INSERT
+-- capture function and view (named after the names it was tracked under).
+CREATE OR REPLACE FUNCTION pgfanout.forget_dropped(relid oid) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    k record;
+BEGIN
+    DELETE FROM pgfanout.tracked t WHERE t.relid = forget_dropped.relid RETURNING t.schema_name, t.table_name INTO k;
+    IF FOUND THEN
+        PERFORM pgfanout.drop_insert_capture(pgfanout.insert_capture_key(k.schema_name, k.table_name));
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION pgfanout.drop_insert_capture(text), pgfanout.make_insert_capture(regclass),
+    pgfanout.forget_dropped(oid) FROM PUBLIC;
 
 -- Whether transaction id x (a row's xmin) is the current transaction's or one of its
 -- subtransactions'. Those are the only in-progress ids whose rows this session can see,
@@ -2010,9 +2025,7 @@ BEGIN
     END IF;
     FOR s IN SELECT * FROM pgfanout.stale_tracking(coalesce(touched, '{}')) LOOP
         IF s.dropped THEN
-            PERFORM pgfanout.drop_insert_capture(pgfanout.insert_capture_key(k.schema_name, k.table_name))
-            FROM pgfanout.tracked k WHERE k.relid = s.relid;
-            DELETE FROM pgfanout.tracked WHERE relid = s.relid;
+            PERFORM pgfanout.forget_dropped(s.relid);
             CONTINUE;
         END IF;
         BEGIN
@@ -2203,7 +2216,9 @@ $$;
 -- Re-running this file brings the triggers of every tracked table up to date too. A
 -- table that can no longer be tracked keeps its capture as it was, with a warning. The
 -- INSERT capture functions and views of tables whose triggers are current are made
--- again from this file's capture_insert (which takes no lock on the tables).
+-- again from this file's capture_insert. That locks no tracked table, but remaking a
+-- view waits for the transactions that wrote through it, and the table's writers then
+-- wait for this file to commit, as they do for its policies on the outbox.
 DO $$
 DECLARE
     s record;
@@ -2216,9 +2231,7 @@ BEGIN
     PERFORM pgfanout.drop_detached_truncate_triggers();
     FOR s IN SELECT * FROM pgfanout.stale_tracking(NULL) LOOP
         IF s.dropped THEN
-            PERFORM pgfanout.drop_insert_capture(pgfanout.insert_capture_key(k.schema_name, k.table_name))
-            FROM pgfanout.tracked k WHERE k.relid = s.relid;
-            DELETE FROM pgfanout.tracked WHERE relid = s.relid;
+            PERFORM pgfanout.forget_dropped(s.relid);
             CONTINUE;
         END IF;
         BEGIN
